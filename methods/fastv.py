@@ -1,0 +1,42 @@
+"""FastV (Chen et al., "An Image is Worth 1/2 Tokens After Layer 2", ECCV 2024, arXiv:2403.06764).
+
+Rule, as in the official code (pkunlp-icler/FastV, ``modeling_llama.py``, ``LlamaModel.forward``): at layer K take
+layer K-1's attention probabilities, average over heads, read the row of the **last** input token, and keep the
+``keep`` image tokens it attends to most; they alone (with every text token) go through layers K.. (the others are
+dropped for good), with their **original position ids**. The paper's prose describes the average attention
+received from all tokens; the released code uses the last token, and so do we.
+
+Budget: the harness's ``keep`` (FastV's R is 1 - keep/N). Defaults: K=2 (the paper's default).
+The attention row is recomputed for that one query (norm, q/k projections, RoPE) instead of switching the model to
+eager attention; its cost is counted as method overhead.
+"""
+
+from dataclasses import dataclass
+
+from tokenbench.api import Need, Step, TokenReducer, register_method
+from tokenbench.errors import ConfigError
+
+
+@register_method("fastv")
+@dataclass(frozen=True)
+class FastV(TokenReducer):
+    stage = "prune"
+    layer: int = 2  # K in the paper: layers 0..K-1 see every token, layers K.. only the kept ones
+
+    def check(self, n_layers):
+        if not 1 <= self.layer < n_layers:
+            raise ConfigError(
+                f"fastv: layer={self.layer} must be in 1..{n_layers - 1} for this {n_layers}-layer model "
+                "(it ranks by layer K-1's attention and prunes from layer K)"
+            )
+
+    @property
+    def _need(self) -> Need:
+        return Need("attn", layer=self.layer - 1, queries="last")
+
+    def steps(self, n_layers):
+        return (Step(self.layer, needs=(self._need,)),)
+
+    def select(self, ctx):
+        scores = ctx.signal(self._need)[:, :, 0, :].mean(dim=1)  # (B, n_active): last query, mean over heads
+        return scores.topk(ctx.keep, dim=-1).indices

@@ -1,0 +1,31 @@
+"""``random``: keep a uniformly random subset of the visual tokens from layer ``layer`` on (a sanity floor).
+
+The draw is seeded per sample from the run's ``--seed`` and the sample's id, so it is reproducible and the same
+whether the sample runs alone or in a batch. ``layer=0`` (the default) keeps the same subset in every LLM layer,
+which is what "random pruning before the LLM" means in peer studies, with original position ids.
+"""
+
+from dataclasses import dataclass
+
+from tokenbench.api import Step, TokenReducer, register_method
+from tokenbench.errors import ConfigError
+
+
+@register_method("random")
+@dataclass(frozen=True)
+class Random(TokenReducer):
+    stage = "prune"
+    layer: int = 0  # prune before this LLM layer; 0 = the LLM never sees the dropped tokens
+
+    def check(self, n_layers):
+        if not 0 <= self.layer < n_layers:
+            raise ConfigError(f"random: layer={self.layer} is outside 0..{n_layers - 1} for this {n_layers}-layer model")
+
+    def steps(self, n_layers):
+        return (Step(self.layer),)
+
+    def select(self, ctx):
+        import torch  # imported here so that `tokenbench list` never loads torch
+
+        rows = [torch.randperm(ctx.n_active, generator=g)[: ctx.keep] for g in ctx.generators]
+        return torch.stack(rows).to(ctx.active.device)

@@ -1,0 +1,206 @@
+"""LLaVA-1.5 on transformers' ``LlavaForConditionalGeneration``.
+
+Registered names: ``llava`` (any LLaVA-1.5 checkpoint: ``--model llava:<hub id or directory>``), ``llava-1.5-7b``
+(default hub id ``llava-hf/llava-1.5-7b-hf``), ``llava-1.5-13b``, and ``tiny-llava``: the same architecture at toy
+size (CLIP ViT 336/14 -> 576 visual tokens, a 6-layer GQA Llama), built from a config with random weights and an
+offline byte-level tokenizer, saved with ``save_pretrained`` and loaded back through ``from_pretrained`` like any
+checkpoint. Its answers are meaningless; agreement with ``full`` and first-token KL are what it measures.
+
+Layout: the prompt is ``USER: <image>\\n{question} ASSISTANT:``; the processor expands ``<image>`` into 576 image
+tokens (24 x 24 patches, CLS dropped by the "default" feature strategy), which sit in one contiguous span.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tokenbench.adapter import Batch, ModelAdapter
+from tokenbench.api import VisualLayout, register_model
+
+
+class LlavaAdapter(ModelAdapter):
+    family = "llava"
+    model_types = ("llava",)
+    default_source = "llava-hf/llava-1.5-7b-hf"
+
+    def _load(self, path, device, torch_dtype, attn_implementation):
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        kw = {"revision": self.revision} if self.revision else {}
+        self.model = LlavaForConditionalGeneration.from_pretrained(
+            path, dtype=torch_dtype, attn_implementation=attn_implementation, use_safetensors=True, **kw
+        ).to(device)
+        self.processor = AutoProcessor.from_pretrained(path, **kw)
+        self.processor.tokenizer.padding_side = "left"  # the greedy loop's position ids assume left padding
+        if self.processor.tokenizer.pad_token is None:
+            self.processor.tokenizer.pad_token = self.processor.tokenizer.eos_token or self.processor.tokenizer.unk_token
+
+    def prompt(self, question: str) -> str:
+        return f"USER: <image>\n{question} ASSISTANT:"
+
+    def _grid(self) -> int:
+        vc = self.model.config.vision_config
+        return vc.image_size // vc.patch_size
+
+    def layout(self) -> VisualLayout:
+        g = self._grid()
+        return VisualLayout(n_visual=g * g, grid=(g, g), has_cls=True)
+
+    def encode(self, samples) -> Batch:
+        import torch
+
+        from tokenbench.engine.router import Tokens
+
+        enc = self.processor(
+            images=[s.image for s in samples],
+            text=[self.prompt(s.question) for s in samples],
+            return_tensors="pt",
+            padding=True,
+        )
+        inputs = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values")}
+        inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, self.dtype))
+        ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+        is_vis = ids == self.model.config.image_token_id
+        n_vis = is_vis.sum(1)
+        expected = self.layout().n_visual
+        if not bool((n_vis == expected).all()):
+            raise ValueError(f"expected {expected} image tokens per sample, found {n_vis.tolist()}")
+        order = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        visual = order[is_vis].view(len(samples), expected)
+        other = order[~is_vis].view(len(samples), -1)
+        tokens = Tokens(visual=visual, other=other, valid=mask, sample_keys=tuple(s.id for s in samples))
+        n_text = (mask & ~is_vis).sum(1).tolist()
+        return Batch(inputs=inputs, tokens=tokens, n_text=n_text)
+
+    def decoder_layers(self):
+        return self.model.model.language_model.layers
+
+    def language_model(self):
+        return self.model.model.language_model
+
+    def flops_spec(self):
+        from tokenbench.flops import LMDims, VisionDims
+
+        cfg = self.model.config
+        lm = LMDims.from_config(cfg.text_config)
+        vision = VisionDims.from_config(cfg.vision_config)
+        d_v, d = cfg.vision_config.hidden_size, cfg.text_config.hidden_size
+        return {"lm": lm, "vision": vision, "projector": (d_v, d, d)}
+
+
+@register_model("llava")
+def llava(source: str | None = None, revision: str | None = None) -> LlavaAdapter:
+    """Any LLaVA-1.5 checkpoint in HF format: ``--model llava:<hub id or local directory>``."""
+    return LlavaAdapter(source, revision, name="llava" if source is None else f"llava:{source}")
+
+
+@register_model("llava-1.5-7b")
+def llava_7b(revision: str | None = None) -> LlavaAdapter:
+    return LlavaAdapter("llava-hf/llava-1.5-7b-hf", revision, name="llava-1.5-7b")
+
+
+@register_model("llava-1.5-13b")
+def llava_13b(revision: str | None = None) -> LlavaAdapter:
+    return LlavaAdapter("llava-hf/llava-1.5-13b-hf", revision, name="llava-1.5-13b")
+
+
+# -- the tiny variant: built offline from a config, saved, and loaded through from_pretrained -------------------------
+TINY_VERSION = "1"
+
+
+class TinyLlavaAdapter(LlavaAdapter):
+    def __init__(self, seed: int = 0, directory: str | None = None) -> None:
+        super().__init__(source=None, name="tiny-llava")
+        self.seed = seed
+        self.directory = directory
+
+    def prepare_source(self) -> str:
+        from tokenbench.paths import cache_dir
+
+        path = self.directory or os.path.join(cache_dir(), "models", f"tiny-llava-v{TINY_VERSION}-seed{self.seed}")
+        if not os.path.isfile(os.path.join(path, "model.safetensors")):
+            build_tiny_llava(path, seed=self.seed)
+        self.source = path
+        return path
+
+
+@register_model("tiny-llava")
+def tiny_llava(seed: int = 0, directory: str | None = None) -> TinyLlavaAdapter:
+    """A random-weight LLaVA-1.5 at toy size (see the module docstring); built once into the cache directory."""
+    return TinyLlavaAdapter(seed=seed, directory=directory)
+
+
+def tiny_llava_config(vocab_size: int, image_token_id: int, pad_token_id: int):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    vision = CLIPVisionConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        image_size=336, patch_size=14, projection_dim=64,
+    )
+    text = LlamaConfig(
+        hidden_size=128, intermediate_size=352, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=vocab_size, max_position_embeddings=2048, pad_token_id=pad_token_id, tie_word_embeddings=False,
+    )
+    return LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=image_token_id, vision_feature_layer=-2,
+        vision_feature_select_strategy="default", projector_hidden_act="gelu",
+    )
+
+
+def tiny_tokenizer():
+    """A byte-level tokenizer (256 byte symbols plus specials, no merges) built offline: any text round-trips."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {t: i for i, t in enumerate(specials + alphabet)}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+        extra_special_tokens={"image_token": "<image>"}, padding_side="left",
+    )
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    return tok
+
+
+def build_tiny_llava(path: str, seed: int = 0) -> None:
+    """Build the tiny LLaVA (random weights from ``seed``) and save model, tokenizer and processor to ``path``.
+
+    Written to a temporary sibling directory and renamed, so a concurrent or interrupted build never leaves a
+    half-written model behind.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import CLIPImageProcessorPil, LlavaForConditionalGeneration, LlavaProcessor
+
+    tok = tiny_tokenizer()
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, image_token="<image>",
+    )
+    config = tiny_llava_config(len(tok), tok.convert_tokens_to_ids("<image>"), tok.pad_token_id)
+    config.text_config.bos_token_id = tok.bos_token_id
+    config.text_config.eos_token_id = tok.eos_token_id
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tiny-llava-", dir=parent)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)

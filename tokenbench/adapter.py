@@ -1,0 +1,176 @@
+"""The model-adapter contract and the generic part of every HF vision-language adapter.
+
+An adapter owns everything model-specific: loading (hub id or local directory through ``from_pretrained``), the
+prompt template, where the visual tokens sit, the decoder layers, and the dimensions the FLOPs counter needs. The
+generic part here runs a prefill and a greedy decode with the explicit position ids HF's ``generate`` would use
+(``cumsum(attention_mask) - 1``, so a left-padded batch gives the same answers as one sample at a time), with an
+optional :class:`~tokenbench.engine.router.Router` executing a method's plan. An adapter never knows a method's name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from tokenbench.api import VisualLayout
+from tokenbench.errors import ConfigError
+
+DTYPES = ("float32", "bfloat16", "float16")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, Any]  # tensors for the model's forward (input_ids, attention_mask, pixel_values, ...)
+    tokens: Any  # tokenbench.engine.router.Tokens
+    n_text: list[int]  # non-visual, non-padding tokens per sample (what FLOPs are counted on)
+
+
+@dataclass
+class Generation:
+    texts: list[str]  # decoded answers
+    token_ids: list[list[int]]
+    first_logits: Any  # (B, vocab) float32 logits of the first answer token
+    kv_cache_bytes: int  # bytes held by the KV cache right after the prefill
+
+
+class ModelAdapter:
+    """Base class of adapters. Subclasses set the class attributes and implement the ``_``-free abstract methods."""
+
+    family: ClassVar[str] = ""  # e.g. "llava": also the prefix of `--model family:<hub id or path>`
+    model_types: ClassVar[tuple[str, ...]] = ()  # config.json model_type values this adapter loads
+    default_source: ClassVar[str] = ""  # hub id used when no source is given
+
+    def __init__(self, source: str | None = None, revision: str | None = None, name: str | None = None) -> None:
+        self.source = source or self.default_source
+        self.revision = revision
+        self.name = name or self.family
+        self.model = None
+        self.processor = None
+
+    # -- to implement ----------------------------------------------------------------------------------------------------
+    def _load(self, path: str, device: str, torch_dtype, attn_implementation: str) -> None:
+        """Set ``self.model`` and ``self.processor`` from a local directory or hub id."""
+        raise NotImplementedError
+
+    def prompt(self, question: str) -> str:
+        raise NotImplementedError
+
+    def encode(self, samples) -> Batch:
+        raise NotImplementedError
+
+    def layout(self) -> VisualLayout:
+        raise NotImplementedError
+
+    def decoder_layers(self):
+        raise NotImplementedError
+
+    def language_model(self):
+        raise NotImplementedError
+
+    def flops_spec(self) -> dict[str, Any]:
+        """Dimensions for ``tokenbench.flops`` (``lm``: LMDims, ``vision``: VisionDims, ``projector``: linear shapes)."""
+        raise NotImplementedError
+
+    def prepare_source(self) -> str:
+        """Return a local directory or hub id to load; tiny variants build themselves here."""
+        return self.source
+
+    # -- loading ----------------------------------------------------------------------------------------------------------
+    def load(self, device: str = "cpu", dtype: str = "float32", attn_implementation: str = "sdpa") -> "ModelAdapter":
+        import torch
+
+        if dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
+        if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+            raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+        path = os.path.expanduser(self.prepare_source())
+        if not os.path.isdir(path) and not HUB_ID.match(path):
+            raise ConfigError(
+                f"model path {path!r} does not exist. Give a directory written by save_pretrained, "
+                f"or a hub id such as {self.default_source!r}"
+            )
+        self.device, self.dtype, self.attn_implementation = device, dtype, attn_implementation
+        try:
+            self._load(path, device, getattr(torch, dtype), attn_implementation)
+        except OSError as exc:  # not a local directory, and the hub could not provide it
+            raise ConfigError(
+                f"could not load model {path!r}: it is not a local directory and the hub could not provide it "
+                f"({str(exc).splitlines()[0]}). Pass a local directory saved with save_pretrained."
+            ) from exc
+        self.model.eval()
+        fwd = inspect.signature(type(self.model).forward).parameters
+        self._cache_kw = "cache" if "cache" in fwd else "past_key_values"  # 5.24 vs 5.17
+        return self
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.decoder_layers())
+
+    def text_config(self):
+        return self.model.config.get_text_config()
+
+    # -- running ----------------------------------------------------------------------------------------------------------
+    def new_cache(self):
+        from tokenbench.engine.cache import LogicalLengthCache
+
+        return LogicalLengthCache(config=self.text_config())
+
+    def generate(self, batch: Batch, max_new_tokens: int, router=None) -> Generation:
+        """Greedy decoding with the KV cache; with ``router`` the method's plan is executed during the prefill."""
+        import torch
+
+        inputs = dict(batch.inputs)
+        mask = inputs["attention_mask"]
+        pos = mask.long().cumsum(-1) - 1
+        pos = pos.masked_fill(mask == 0, 1)
+        cache = self.new_cache()
+        eos = self._eos_ids()
+        pad = self.processor.tokenizer.pad_token_id
+        if router is not None:
+            router.start(batch.tokens)
+        with torch.inference_mode():
+            out = self.model(**inputs, position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+            cache.logical_length += mask.shape[1]
+            first = out.logits[:, -1].float()
+            kv_bytes = cache.nbytes()
+            nxt = first.argmax(-1)
+            done = torch.zeros_like(nxt, dtype=torch.bool)
+            steps = []
+            for step in range(max_new_tokens):
+                steps.append(torch.where(done, torch.full_like(nxt, pad), nxt))
+                done = done | torch.isin(nxt, eos)
+                if bool(done.all()) or step == max_new_tokens - 1:
+                    break
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+                pos = pos[:, -1:] + 1
+                out = self.model(
+                    input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
+                    **{self._cache_kw: cache},
+                )
+                cache.logical_length += 1
+                nxt = out.logits[:, -1].argmax(-1)
+        ids = torch.stack(steps, dim=1).tolist()
+        ids = [[t for t in row if t != pad] for row in ids]
+        texts = self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return Generation(texts=[t.strip() for t in texts], token_ids=ids, first_logits=first.cpu(), kv_cache_bytes=kv_bytes)
+
+    def _eos_ids(self):
+        import torch
+
+        ids = self.model.generation_config.eos_token_id
+        if ids is None:
+            ids = self.processor.tokenizer.eos_token_id
+        ids = ids if isinstance(ids, (list, tuple)) else [ids]
+        return torch.tensor(ids, device=self.device)
+
+    def synchronize(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()

@@ -1,0 +1,60 @@
+"""The attention probe: compute only the attention rows, keys or normed states a method declared, at one layer.
+
+Works on Llama/Qwen2-style decoder layers (``input_layernorm``, ``self_attn.{q,k}_proj``, ``head_dim``,
+``scaling``), with the layer's own RoPE (cos/sin gathered at each token's original position, so M-RoPE is right too).
+This is PyramidDrop's trick generalised: no switch to eager attention, no L x L matrix for the whole model; the
+cost is counted by the router (``tokenbench.flops.attention_rows_macs``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x (B, H, n, hd); cos/sin (B, n, hd), the same formula as transformers' apply_rotary_pos_emb
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return x * cos + _rotate_half(x) * sin
+
+
+def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    b, n, _ = x.shape
+    return x.view(b, n, -1, head_dim).transpose(1, 2)
+
+
+def _take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t (B, L, ...) gathered at idx (B, n) along dim 1."""
+    shape = idx.shape + t.shape[2:]
+    return t.gather(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(shape))
+
+
+def normed(layer, hidden: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return layer.input_layernorm(_take(hidden, idx))
+
+
+def keys(layer, hidden, cos, sin, idx) -> torch.Tensor:
+    """Post-RoPE keys (B, kv_heads, n, head_dim) of the tokens at sequence positions idx (B, n)."""
+    attn = layer.self_attn
+    k = _heads(attn.k_proj(normed(layer, hidden, idx)), attn.head_dim)
+    return _rope(k, _take(cos, idx), _take(sin, idx))
+
+
+def attention_rows(layer, hidden, cos, sin, key_idx, key_valid, query_idx) -> torch.Tensor:
+    """Attention probabilities (B, heads, Q, K) from the queries at ``query_idx`` (B, Q) to the keys at ``key_idx``
+    (B, K), both sequence positions; causal (a key after the query is masked) and ``key_valid`` (B, K) masks padding.
+    Softmax in float32 over all keys given, as the layer itself would normalise."""
+    attn = layer.self_attn
+    k = keys(layer, hidden, cos, sin, key_idx)
+    q = _heads(attn.q_proj(normed(layer, hidden, query_idx)), attn.head_dim)
+    q = _rope(q, _take(cos, query_idx), _take(sin, query_idx))
+    groups = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scaling
+    allowed = (key_idx[:, None, :] <= query_idx[:, :, None]) & key_valid[:, None, :]
+    scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
+    return scores.softmax(dim=-1)

@@ -1,0 +1,326 @@
+"""Execute a method's plan on one model instance: per-layer gather/scatter, RoPE at original positions, masks, cache.
+
+:class:`Router` is a context manager that replaces ``forward`` on each decoder-layer *instance* (never the class)
+and adds two hooks on the language model, and removes all of them on exit. Inside, for the prefill:
+
+* before layer ``l`` it computes the signals the method declared at ``l`` (attention rows, keys, ...) over the
+  tokens the layer would see, then, if ``l`` is a step, calls ``method.select`` and turns the answer into the set
+  of visual tokens layer ``l`` processes: ``prune`` shrinks the active set for ``l`` and every later layer, ``route``
+  picks a subset for ``l`` only;
+* the layer runs on all non-visual tokens plus that subset, gathered in their original order with their own
+  position embeddings and the matching rows/columns of the 4-D mask (``None`` stays ``None``: causal over a sorted
+  subset is still causal); the outputs are scattered back, so skipped tokens pass through unchanged;
+* with a cache, layer ``l`` stores K/V only for what it processed; ``kv_pos[l]`` records their positions, and every
+  decode step's mask is sliced to them, so each new token attends to what that layer kept.
+
+A ``pre_llm`` step runs in a pre-hook on the language model: it may replace the kept visual embeddings (merging),
+and the unselected tokens are pruned from layer 0 on. Kept tokens keep their original position ids throughout.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+from dataclasses import dataclass, field
+
+import torch
+
+from tokenbench.api import Need, ReductionContext, Selection, Step, TokenReducer, VisualLayout
+from tokenbench.engine import probe
+from tokenbench.errors import PluginValidationError
+
+
+@dataclass
+class Record:
+    """What the router saw and did during one prefill; the runner turns it into token counts and FLOPs."""
+
+    visual_per_layer: list[int] = field(default_factory=list)  # visual tokens each LLM layer processed
+    selections: dict[int, torch.Tensor] = field(default_factory=dict)  # step layer -> kept original visual indices
+    probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)  # (layer, kind, queries, n_vis_keys, n_rows_visual)
+    overhead_s: float = 0.0  # wall time inside signal computation and select (synchronised on CUDA)
+
+
+@dataclass
+class Tokens:
+    """The visual/non-visual layout of one batch (left padded), from the adapter."""
+
+    visual: torch.Tensor  # (B, N) sequence positions of the visual tokens, ascending
+    other: torch.Tensor  # (B, L - N) sequence positions of every other token (text and padding), ascending
+    valid: torch.Tensor  # (B, L) bool, False on padding
+    sample_keys: tuple[str, ...]  # one per sample: seeds its random generator, so batching never changes a draw
+
+
+class Router:
+    def __init__(
+        self,
+        method: TokenReducer,
+        keep: int,
+        layers: torch.nn.ModuleList,
+        language_model: torch.nn.Module,
+        layout: VisualLayout,
+        seed: int = 0,
+        artefact=None,
+    ) -> None:
+        self.method, self.keep, self.layers, self.lm = method, keep, layers, language_model
+        self.layout, self.seed, self.artefact = layout, seed, artefact
+        self.n_layers = len(layers)
+        steps = tuple(method.steps(self.n_layers))
+        self.steps: dict[int, Step] = {}
+        for s in steps:
+            if s.layer in self.steps:
+                raise PluginValidationError(f"method {method.name!r} declares two steps at layer {s.layer}")
+            lo = -1 if method.stage == "pre_llm" else 0
+            if not lo <= s.layer < self.n_layers or (method.stage == "pre_llm") != (s.layer == -1):
+                raise PluginValidationError(
+                    f"method {method.name!r} ({method.stage}) declares a step at layer {s.layer}; "
+                    f"valid: {'-1 (before the LLM)' if method.stage == 'pre_llm' else f'0..{self.n_layers - 1}'}"
+                )
+            for need in s.needs:
+                if need.layer is not None and need.layer > s.layer:
+                    raise PluginValidationError(
+                        f"method {method.name!r}: step at layer {s.layer} needs {need}, computed at a later layer"
+                    )
+            self.steps[s.layer] = s
+        self.needs_at: dict[int | None, list[Need]] = {}
+        for s in steps:
+            for need in s.needs:
+                self.needs_at.setdefault(need.layer, []).append(need)
+        self.tokens: Tokens | None = None
+        self.record = Record()
+        self._handles: list = []
+        self._cuda = False
+
+    # -- install / remove ----------------------------------------------------------------------------------------------
+    def __enter__(self) -> "Router":
+        for idx, layer in enumerate(self.layers):
+            if "forward" in layer.__dict__:
+                raise RuntimeError(f"decoder layer {idx} already has an instance forward; nested routers?")
+            original = layer.forward
+            layer.forward = types.MethodType(self._make_forward(idx, original), layer)
+        self._handles.append(self.lm.register_forward_pre_hook(self._lm_pre_hook, with_kwargs=True))
+        self._handles.append(self.lm.register_forward_hook(self._lm_post_hook, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for layer in self.layers:
+            layer.__dict__.pop("forward", None)
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def start(self, tokens: Tokens) -> None:
+        """Begin a new sequence (prefill next)."""
+        self.tokens = tokens
+        self.record = Record()
+        b, n = tokens.visual.shape
+        if n != self.layout.n_visual:
+            raise ValueError(f"batch has {n} visual tokens per sample, layout says {self.layout.n_visual}")
+        self.active = torch.arange(n, device=tokens.visual.device).expand(b, n)
+        self.signals: dict[Need, torch.Tensor] = {}
+        self.kv_pos: dict[int, torch.Tensor] = {}
+        self.past_len = 0
+        self.cache = None
+        self._cuda = tokens.visual.is_cuda
+
+    # -- language-model hooks ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _cache_of(kwargs):
+        return kwargs.get("cache", kwargs.get("past_key_values"))
+
+    def _lm_pre_hook(self, module, args, kwargs):
+        embeds = kwargs.get("inputs_embeds")
+        q_len = embeds.shape[1] if embeds is not None else kwargs["input_ids"].shape[1]
+        self.cache = self._cache_of(kwargs)
+        self.past_len = getattr(self.cache, "logical_length", 0) if self.cache is not None else 0
+        self.q_len = q_len
+        if self.past_len == 0 and -1 in self.steps:
+            kwargs["inputs_embeds"] = self._pre_llm(embeds)
+            return args, kwargs
+        return None
+
+    def _lm_post_hook(self, module, args, kwargs, output):
+        if self.cache is not None and hasattr(self.cache, "logical_length"):
+            self.cache.logical_length = self.past_len + self.q_len
+        return None
+
+    def _pre_llm(self, embeds: torch.Tensor) -> torch.Tensor:
+        t = self.tokens
+        step = self.steps[-1]
+        t0 = self._tic()
+        for need in step.needs:  # only visual_embeds can be asked for before the LLM
+            self.signals[need] = probe._take(embeds, t.visual)
+        chosen, new_embeds = self._select(step)
+        embeds_out = embeds
+        if new_embeds is not None:
+            pos = t.visual.gather(1, chosen)
+            embeds_out = embeds.clone()
+            embeds_out.scatter_(1, pos[..., None].expand(-1, -1, embeds.shape[-1]), new_embeds.to(embeds.dtype))
+        self._toc(t0)
+        return embeds_out
+
+    # -- selection -------------------------------------------------------------------------------------------------------
+    def _generators(self) -> list[torch.Generator]:
+        gens = []
+        for key in self.tokens.sample_keys:
+            g = torch.Generator(device="cpu")
+            g.manual_seed(hash_seed(self.seed, key))
+            gens.append(g)
+        return gens
+
+    def _select(self, step: Step) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Call the method and check its answer; update ``self.active`` (prune, pre_llm).
+
+        Returns the chosen original visual indices (B, k), ascending, and replacement embeddings (pre_llm merging)."""
+        ctx = ReductionContext(
+            layer=step.layer,
+            keep=self.keep,
+            n_visual=self.layout.n_visual,
+            n_layers=self.n_layers,
+            active=self.active,
+            layout=self.layout,
+            signals={n: self.signals[n] for n in step.needs},
+            text_query_mask=self._text_query_mask(),
+            generators=self._generators(),
+            artefact=self.artefact,
+        )
+        out = self.method.select(ctx)
+        idx = out.indices if isinstance(out, Selection) else out
+        name = self.method.name
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[0] != self.active.shape[0]:
+            raise PluginValidationError(
+                f"method {name!r} select() must return a (batch, k) index tensor, got "
+                f"{getattr(idx, 'shape', type(idx).__name__)}"
+            )
+        n_act = self.active.shape[1]
+        idx = idx.to(self.active.device, torch.long)
+        if idx.shape[1] > n_act or (idx.numel() and (idx.min() < 0 or idx.max() >= n_act)):
+            raise PluginValidationError(f"method {name!r} returned indices outside 0..{n_act - 1} at layer {step.layer}")
+        order = idx.sort(dim=1)
+        if idx.shape[1] > 1 and (order.values[:, 1:] == order.values[:, :-1]).any():
+            raise PluginValidationError(f"method {name!r} returned duplicate indices at layer {step.layer}")
+        chosen = self.active.gather(1, order.values)
+        self.record.selections[step.layer] = chosen
+        if self.method.stage in ("prune", "pre_llm"):
+            self.active = chosen
+        embeds = out.embeds if isinstance(out, Selection) else None
+        if embeds is not None:
+            if self.method.stage != "pre_llm":
+                raise PluginValidationError(f"method {name!r}: only pre_llm methods may return merged embeddings")
+            embeds = embeds.gather(1, order.indices[..., None].expand_as(embeds))
+        return chosen, embeds
+
+    def _text_query_mask(self) -> torch.Tensor:
+        return self.tokens.valid.gather(1, self.tokens.other)
+
+    # -- the layer wrapper ---------------------------------------------------------------------------------------------
+    def _make_forward(self, idx: int, original):
+        router = self
+
+        def forward(layer_self, hidden_states, *args, **kwargs):
+            return router._layer_forward(idx, layer_self, original, hidden_states, args, kwargs)
+
+        return forward
+
+    def _layer_forward(self, idx, layer, original, hidden, args, kwargs):
+        if self.tokens is None:
+            return original(hidden, *args, **kwargs)
+        if self.past_len == 0 and hidden.shape[1] == self.tokens.valid.shape[1]:
+            return self._prefill_layer(idx, layer, original, hidden, args, kwargs)
+        return self._decode_layer(idx, original, hidden, args, kwargs)
+
+    def _prefill_layer(self, idx, layer, original, hidden, args, kwargs):
+        t = self.tokens
+        cos, sin = kwargs["position_embeddings"]
+        b, length = hidden.shape[:2]
+        cos, sin = cos.expand(b, *cos.shape[1:]), sin.expand(b, *sin.shape[1:])
+        if idx in self.needs_at or idx in self.steps:
+            t0 = self._tic()
+            self._compute_needs(idx, layer, hidden, cos, sin)
+            visual = self._select(self.steps[idx])[0] if idx in self.steps else self.active
+            self._toc(t0)
+        else:
+            visual = self.active
+        self.record.visual_per_layer.append(int(visual.shape[1]))
+        sel = torch.cat([t.other, t.visual.gather(1, visual)], dim=1).sort(dim=1).values
+        if kwargs.get("use_cache") and self._cache_of(kwargs) is not None:
+            self.kv_pos[idx] = sel
+        if sel.shape[1] == length:  # nothing removed at this layer: run it untouched
+            return original(hidden, *args, **kwargs)
+        kwargs = dict(kwargs)
+        kwargs["position_embeddings"] = (probe._take(cos, sel), probe._take(sin, sel))
+        pos_ids = kwargs.get("position_ids")
+        if isinstance(pos_ids, torch.Tensor):
+            kwargs["position_ids"] = pos_ids.expand(*pos_ids.shape[:-2], b, length).gather(
+                -1, sel.expand(*pos_ids.shape[:-2], *sel.shape)
+            )
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor):
+            mask = mask.expand(b, *mask.shape[1:])
+            rows = mask.gather(2, sel[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[3]))
+            kwargs["attention_mask"] = rows.gather(3, sel[:, None, None, :].expand(-1, mask.shape[1], sel.shape[1], -1))
+        out = original(probe._take(hidden, sel), *args, **kwargs)
+        out_h = out[0] if isinstance(out, tuple) else out
+        merged = hidden.scatter(1, sel[..., None].expand(-1, -1, hidden.shape[-1]), out_h)
+        return (merged, *out[1:]) if isinstance(out, tuple) else merged
+
+    def _decode_layer(self, idx, original, hidden, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        kept = self.kv_pos.get(idx)
+        if kept is not None and isinstance(mask, torch.Tensor) and kept.shape[1] < self.past_len:
+            b = hidden.shape[0]
+            new = torch.arange(self.past_len, self.past_len + hidden.shape[1], device=kept.device).expand(b, -1)
+            cols = torch.cat([kept, new], dim=1)
+            mask = mask.expand(b, *mask.shape[1:])
+            kwargs = dict(kwargs)
+            kwargs["attention_mask"] = mask.gather(3, cols[:, None, None, :].expand(-1, mask.shape[1], mask.shape[2], -1))
+        if kept is not None and kwargs.get("use_cache"):
+            b = hidden.shape[0]
+            new = torch.arange(self.past_len, self.past_len + hidden.shape[1], device=kept.device).expand(b, -1)
+            self.kv_pos[idx] = torch.cat([kept, new], dim=1)
+        return original(hidden, *args, **kwargs)
+
+    # -- signals ---------------------------------------------------------------------------------------------------------
+    def _compute_needs(self, idx, layer, hidden, cos, sin) -> None:
+        t = self.tokens
+        vis_pos = t.visual.gather(1, self.active)  # (B, n_active) sequence positions of the active visual tokens
+        for need in self.needs_at.get(idx, ()):
+            if need.kind == "hidden":
+                value = probe._take(hidden, vis_pos)
+            elif need.kind == "normed":
+                value = probe.normed(layer, hidden, vis_pos)
+            elif need.kind == "keys":
+                value = probe.keys(layer, hidden, cos, sin, vis_pos)
+            elif need.kind == "attn":
+                key_idx = torch.cat([t.other, vis_pos], dim=1).sort(dim=1).values
+                key_valid = t.valid.gather(1, key_idx)
+                queries = {
+                    "last": key_idx[:, -1:],
+                    "text": t.other,
+                    "visual": vis_pos,
+                }[need.queries]
+                rows = probe.attention_rows(layer, hidden, cos, sin, key_idx, key_valid, queries)
+                cols = torch.searchsorted(key_idx, vis_pos)
+                value = rows.gather(3, cols[:, None, None, :].expand(-1, rows.shape[1], rows.shape[2], -1))
+            else:
+                raise PluginValidationError(f"need {need} cannot be computed inside the LLM")
+            n_rows = {"last": 1, "text": -1, "visual": int(vis_pos.shape[1])}.get(need.queries, 0)
+            self.record.probes.append((idx, need.kind, need.queries, int(vis_pos.shape[1]), n_rows))
+            self.signals[need] = value
+
+    # -- timing of the method's own work ---------------------------------------------------------------------------------
+    def _tic(self) -> float:
+        if self._cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def _toc(self, t0: float) -> None:
+        if self._cuda:
+            torch.cuda.synchronize()
+        self.record.overhead_s += time.perf_counter() - t0
+
+
+def hash_seed(seed: int, key: str) -> int:
+    """A stable 63-bit seed from the run seed and a sample key (Python's hash() is salted per process)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
