@@ -78,14 +78,19 @@ class LlavaAdapter(ModelAdapter):
     def language_model(self):
         return self.model.model.language_model
 
-    def flops_spec(self):
-        from tokenbench.flops import LMDims, VisionDims
+    def lm_dims(self):
+        from tokenbench.flops import LMDims
+
+        return LMDims.from_config(self.model.config.text_config)
+
+    def encoder_macs(self) -> dict[str, int]:
+        """CLIP tower (every layer runs, CLS included) and the 2-layer MLP projector on the patch tokens."""
+        from tokenbench.flops import VisionDims, clip_vision_macs, mlp_projector_macs
 
         cfg = self.model.config
-        lm = LMDims.from_config(cfg.text_config)
         vision = VisionDims.from_config(cfg.vision_config)
-        d_v, d = cfg.vision_config.hidden_size, cfg.text_config.hidden_size
-        return {"lm": lm, "vision": vision, "projector": (d_v, d, d)}
+        dims = (cfg.vision_config.hidden_size, cfg.text_config.hidden_size, cfg.text_config.hidden_size)
+        return {"vision": clip_vision_macs(vision), "projector": mlp_projector_macs(dims, vision.n_patches)}
 
 
 @register_model("llava")

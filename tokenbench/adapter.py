@@ -35,6 +35,7 @@ class Generation:
     token_ids: list[list[int]]
     first_logits: Any  # (B, vocab) float32 logits of the first answer token
     kv_cache_bytes: int  # bytes held by the KV cache right after the prefill
+    step_logits: list = None  # (B, vocab) float32 logits behind each generated token (first = first_logits)
 
 
 class ModelAdapter:
@@ -71,8 +72,12 @@ class ModelAdapter:
     def language_model(self):
         raise NotImplementedError
 
-    def flops_spec(self) -> dict[str, Any]:
-        """Dimensions for ``tokenbench.flops`` (``lm``: LMDims, ``vision``: VisionDims, ``projector``: linear shapes)."""
+    def lm_dims(self):
+        """The LLM's dimensions (:class:`tokenbench.flops.LMDims`)."""
+        raise NotImplementedError
+
+    def encoder_macs(self) -> dict[str, int]:
+        """MACs per image of the vision tower and the projector/merger: ``{"vision": ..., "projector": ...}``."""
         raise NotImplementedError
 
     def prepare_source(self) -> str:
@@ -141,7 +146,7 @@ class ModelAdapter:
             kv_bytes = cache.nbytes()
             nxt = first.argmax(-1)
             done = torch.zeros_like(nxt, dtype=torch.bool)
-            steps = []
+            steps, logits = [], [first]
             for step in range(max_new_tokens):
                 steps.append(torch.where(done, torch.full_like(nxt, pad), nxt))
                 done = done | torch.isin(nxt, eos)
@@ -154,11 +159,13 @@ class ModelAdapter:
                     **{self._cache_kw: cache},
                 )
                 cache.logical_length += 1
-                nxt = out.logits[:, -1].argmax(-1)
+                logits.append(out.logits[:, -1].float())
+                nxt = logits[-1].argmax(-1)
         ids = torch.stack(steps, dim=1).tolist()
         ids = [[t for t in row if t != pad] for row in ids]
         texts = self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
-        return Generation(texts=[t.strip() for t in texts], token_ids=ids, first_logits=first.cpu(), kv_cache_bytes=kv_bytes)
+        return Generation(texts=[t.strip() for t in texts], token_ids=ids, first_logits=first.cpu(), kv_cache_bytes=kv_bytes,
+                          step_logits=[x.cpu() for x in logits[: len(steps)]])
 
     def _eos_ids(self):
         import torch

@@ -142,7 +142,7 @@ def _check_area_and_symmetry(img: Image.Image, box: tuple[int, int, int, int], r
     x0, y0, x1, y1 = box
     on = [(x, y) for y in range(y0, y1 + 1) for x in range(x0, x1 + 1) if img.getpixel((x, y)) == rgb]
     area = len(on) / ((x1 - x0 + 1) * (y1 - y0 + 1))
-    assert abs(area - AREA[shape]) < 0.06, f"{shape} covers {area:.2f} of its box, expected ~{AREA[shape]}"
+    assert abs(area - AREA[shape]) < 0.07, f"{shape} covers {area:.2f} of its box, expected ~{AREA[shape]}"
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     left, top = sum(x < cx for x, _ in on), sum(y < cy for _, y in on)
     right, bottom = sum(x > cx for x, _ in on), sum(y > cy for _, y in on)
@@ -232,6 +232,15 @@ def test_every_block_of_eight_samples_is_exactly_balanced(seed):
         assert Counter(types) == {"color": 2, "shape": 2, "count": 2, "exists": 2}
         assert sorted(s.answer for s in block if s.meta["type"] == "exists") == ["no", "yes"]
     assert len(orders) >= 4  # the order within a block is shuffled, not a fixed pattern
+
+
+@pytest.mark.parametrize("fill", [0.5, 0.1])
+def test_every_block_of_eight_has_a_count_question_about_a_colour_on_the_grid(fill):
+    """One count question in each block asks for the colour of an occupied cell, so answers are not mostly 0."""
+    samples = SyntheticTask(fill=fill).samples()
+    for start in range(0, len(samples), 8):
+        counts = [int(s.answer) for s in samples[start : start + 8] if s.meta["type"] == "count"]
+        assert max(counts) >= 1, f"block at {start}: every count answer is 0"
 
 
 def test_count_questions_ask_about_every_colour():

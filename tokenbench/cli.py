@@ -1,0 +1,234 @@
+"""The ``tokenbench`` command line. Heavy imports live inside the commands, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from typing import Any
+
+import click
+
+from tokenbench.errors import TokenbenchError
+
+
+class UserError(click.ClickException):
+    """A user's mistake: printed as one line on stderr, exit status 2, no traceback."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _guard(fn):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TokenbenchError as exc:
+            raise UserError(str(exc)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tokenbench")
+def main() -> None:
+    """tokenbench: compare visual-token reduction methods on vision-language models, one harness for all.
+
+    \b
+    Examples:
+      tokenbench compare alvts fastv                 # the embedded default: tiny model, synthetic task, CPU
+      tokenbench compare fastv random --keep 64,128,192 --json rows.json
+      tokenbench list methods
+    """
+
+
+# -- list -----------------------------------------------------------------------------------------------------------------
+@main.command("list")
+@click.argument("kind", required=False, type=click.Choice(["methods", "models", "tasks"]))
+@_guard
+def list_cmd(kind: str | None) -> None:
+    """List registered methods, models and tasks with their origin (built-in, or package and version)."""
+    from tabulate import tabulate
+
+    from tokenbench.api import METHODS, MODELS, TASKS
+
+    registries = {"methods": METHODS, "models": MODELS, "tasks": TASKS}
+    for name in [kind] if kind else list(registries):
+        reg = registries[name]
+        rows = [(n, str(reg.origin(n)), reg.origin(n).location) for n in reg.names()]
+        click.echo(f"{name}:")
+        click.echo(tabulate(rows, headers=("name", "origin", "defined at"), tablefmt="simple"))
+        click.echo()
+
+
+# -- run / compare ----------------------------------------------------------------------------------------------------------
+def _common(fn):
+    options = [
+        click.option("--model", "-M", default="tiny-llava", show_default=True,
+                     help="Registered name, family:<hub id or directory> (e.g. llava:llava-hf/llava-1.5-7b-hf), "
+                          "or a local checkpoint directory."),
+        click.option("--task", "-t", default="synthetic", show_default=True, help="Registered task name."),
+        click.option("--keep", "-k", default=None, help="Visual tokens kept, one value or a list: 64,128,192."),
+        click.option("--keep-ratio", "-r", default=None,
+                     help="Share of visual tokens kept, floor(r*N), one value or a list. Default: 1/9 (64 of 576)."),
+        click.option("--limit", "-n", type=int, default=None,
+                     help="Use the first N task samples (the same for every method). Default: the whole split."),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+        click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"])),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the task split and random methods."),
+        click.option("--batch-size", "-b", type=int, default=8, show_default=True),
+        click.option("--repeats", type=int, default=5, show_default=True, help="Timed repeats (median reported)."),
+        click.option("--warmup", type=int, default=2, show_default=True, help="Untimed warm-up runs before timing."),
+        click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE",
+                     help="A method option, typed (Python literal): -a layer=3 or -a fastv.layer=3. Repeatable."),
+        click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
+                     help="Write the rows as JSON here (rewritten after every finished row)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
+@main.command()
+@click.argument("methods", nargs=-1, required=True)
+@_common
+@_guard
+def compare(methods, **opts) -> None:
+    """Compare METHODS (and `full`, always the reference row) at the same budgets on the same samples.
+
+    \b
+    Examples:
+      tokenbench compare fastv random
+      tokenbench compare fastv random --keep 64,128,192 -a fastv.layer=3 --json rows.json
+      tokenbench compare fastv --model llava:/path/to/llava-1.5-7b-hf --device cuda --dtype bfloat16
+    """
+    _run(methods, **opts)
+
+
+@main.command()
+@click.argument("method")
+@_common
+@_guard
+def run(method, **opts) -> None:
+    """Run one METHOD (with `full` as its reference) and print its row.
+
+    \b
+    Example:
+      tokenbench run fastv --keep 128 -a layer=3
+    """
+    _run((method,), **opts)
+
+
+def _run(methods, model, task, keep, keep_ratio, limit, device, dtype, seed, batch_size, repeats, warmup, args,
+         json_path, quiet) -> None:
+    from tokenbench.api import METHODS
+    from tokenbench.errors import ConfigError
+
+    for name in methods:
+        METHODS.get(name)  # unknown names fail here, before anything loads
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"a method is named twice in {list(methods)!r}; name each once")
+    options = parse_method_args(args, methods)
+    from tokenbench.runner import RunSpec, compare as run_compare, parse_budgets
+
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ConfigError("--batch-size and --repeats must be at least 1, --warmup at least 0")
+    spec = RunSpec(
+        methods=tuple((m, options.get(m, {})) for m in methods), model=model, task=task,
+        budgets=parse_budgets(keep, keep_ratio), limit=limit, device=device, dtype=dtype, seed=seed,
+        batch_size=batch_size, warmup=warmup, repeats=repeats,
+    )
+    if json_path:
+        from tokenbench.results import check_writable
+
+        check_writable(json_path)
+    rows: list[dict] = []
+
+    def on_row(row):
+        rows.append(row)
+        if json_path:
+            from tokenbench.results import write_rows
+
+            write_rows(json_path, rows)
+
+    _quiet_transformers()
+    try:
+        run_compare(spec, on_row=on_row, progress=not quiet)
+    finally:
+        if rows:
+            click.echo(format_table(rows))
+            if json_path:
+                click.echo(f"wrote {len(rows)} rows to {json_path}")
+
+
+def parse_method_args(args: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``key=value`` applies to every named method that has option ``key``; ``method.key=value`` to one."""
+    from tokenbench.api import METHODS
+    from tokenbench.errors import ConfigError
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in args:
+        if "=" not in item:
+            raise ConfigError(f"method option {item!r} is not KEY=VALUE (e.g. -a layer=3 or -a fastv.layer=3)")
+        key, raw = item.split("=", 1)
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a bare word is a string
+        if "." in key:
+            method, key = key.split(".", 1)
+            if method not in methods:
+                raise ConfigError(f"option {item!r} names method {method!r}, which is not in this run: {list(methods)}")
+            targets = [method]
+        else:
+            targets = [m for m in methods if key in {f.name for f in METHODS.get(m).options()}]
+            if not targets:
+                known = {m: [f.name for f in METHODS.get(m).options()] for m in methods}
+                raise ConfigError(f"no method in this run has option {key!r}; options per method: {known}")
+        for m in targets:
+            out.setdefault(m, {})[key] = value
+    from tokenbench.api import build_method
+
+    for m, opts in out.items():
+        build_method(m, opts)  # type-checks every option now, before any model loads
+    return out
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def format_table(rows: list[dict]) -> str:
+    from tabulate import tabulate
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    table = [
+        (
+            r["method"], r["keep"], pct(r["accuracy"]), pct(r["retention"]), pct(r["agreement"]),
+            f"{r['kl_first_token']:.4f}", f"{r['tokens_llm_input']:.0f}", f"{r['tokens_avg_layer']:.1f}",
+            f"{r['flops_prefill'] / 1e9:.3f}", f"{r['flops_ratio']:.3f}", f"{r['prefill_ms']:.1f}",
+            f"{r['speedup_prefill']:.2f}", f"{r['e2e_ms']:.1f}", f"{r['overhead_ms']:.2f}",
+        )
+        for r in rows
+    ]
+    headers = ("method", "keep", "acc %", "retention %", "agree %", "KL 1st tok", "vis tok in", "vis tok avg",
+               "GFLOPs", "FLOPs ratio", "prefill ms", "speed-up", "e2e ms", "overhead ms")
+    first = rows[0]
+    head = (f"model={first['model']} task={first['task']} samples={first['n_samples']} device={first['device']} "
+            f"dtype={first['dtype']} attn={first['attn_implementation']} "
+            f"(timings: batch 1, median of {first['timing_repeats']})")
+    return head + "\n" + tabulate(table, headers=headers, tablefmt="github")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Result rows: the machine-readable record of one (method, budget) cell, with its provenance.
+
+Rows are plain dicts (JSON objects) so other tools can read them; ``SCHEMA_VERSION`` changes when a field's meaning
+does. :func:`write_rows` rewrites the file atomically after every finished row, so an interrupted or failed run keeps
+everything computed before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from typing import Any
+
+from tokenbench.errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+#: The fields every row has (see the README for units and meaning).
+ROW_FIELDS = (
+    "method", "model", "task", "keep", "keep_ratio", "n_samples", "accuracy", "retention", "agreement",
+    "kl_first_token", "tokens_llm_input", "tokens_avg_layer", "flops_prefill", "flops_ratio", "flops_breakdown",
+    "prefill_ms", "prefill_iqr_ms", "e2e_ms", "e2e_iqr_ms", "overhead_ms", "speedup_prefill", "peak_mem_mb",
+    "kv_cache_mb", "device", "dtype", "attn_implementation", "params", "provenance",
+)
+
+
+def provenance(device: str, seed: int) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    from tokenbench import __version__
+
+    info: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "tokenbench": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "seed": seed,
+    }
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    info.update(git_info())
+    return info
+
+
+def git_info() -> dict[str, Any]:
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def check_writable(path: str) -> None:
+    """Fail before any compute if ``path`` cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(directory):
+        raise ConfigError(f"cannot write --json {path!r}: directory {directory!r} does not exist; create it first")
+    if os.path.isdir(path):
+        raise ConfigError(f"cannot write --json {path!r}: it is a directory; give a file name such as rows.json")
+    if not os.access(directory, os.W_OK):
+        raise ConfigError(f"cannot write --json {path!r}: directory {directory!r} is not writable")
+
+
+def write_rows(path: str, rows: list[dict[str, Any]]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tokenbench-", suffix=".json", dir=directory)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(rows, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, path)

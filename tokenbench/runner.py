@@ -1,0 +1,317 @@
+"""The harness: run ``full`` and each method at each budget on the same samples in one process, and compare.
+
+``compare(spec)`` is the Python API behind ``tokenbench compare`` and ``tokenbench run``. Every comparison includes
+``full`` (the unmodified model), run first; retention, agreement, first-token KL and the FLOPs ratio are taken
+against it on the same samples, and timings are measured side by side in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tokenbench.api import METHODS, MODELS, TASKS, TokenReducer, build_method
+from tokenbench.errors import ConfigError, UnknownNameError
+from tokenbench.registry import unknown_name_message
+
+
+# -- budgets -------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """``keep`` visual tokens, or ``ratio`` of them (floor(ratio * N)); ``None``/``None`` keeps all."""
+
+    keep: int | None = None
+    ratio: float | None = None
+
+    def resolve(self, n_visual: int) -> int:
+        if self.keep is not None:
+            if not 1 <= self.keep <= n_visual:
+                raise ConfigError(
+                    f"--keep {self.keep} is out of range: this model has {n_visual} visual tokens per image; "
+                    f"use 1..{n_visual}, or --keep-ratio in (0, 1]"
+                )
+            return self.keep
+        if self.ratio is not None:
+            k = math.floor(self.ratio * n_visual)
+            if k < 1:
+                raise ConfigError(
+                    f"--keep-ratio {self.ratio} keeps no visual token of {n_visual}; use at least {1 / n_visual:.4g}"
+                )
+            return k
+        return n_visual
+
+    def label(self) -> str:
+        return str(self.keep) if self.keep is not None else (f"r{self.ratio:g}" if self.ratio is not None else "all")
+
+
+def parse_budgets(keep: str | None, keep_ratio: str | None) -> tuple[Budget, ...]:
+    if keep and keep_ratio:
+        raise ConfigError("give either --keep or --keep-ratio, not both")
+    if keep:
+        try:
+            values = [int(v) for v in keep.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--keep {keep!r} is not a number or comma-separated list of numbers (e.g. 64,128,192)") from None
+        if not values or any(v < 1 for v in values):
+            raise ConfigError(f"--keep {keep!r}: every value must be a positive number of visual tokens (e.g. 64)")
+        return tuple(Budget(keep=v) for v in values)
+    if keep_ratio:
+        try:
+            ratios = [float(v) for v in keep_ratio.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--keep-ratio {keep_ratio!r} is not a number or comma-separated list (e.g. 0.111,0.25)") from None
+        if not ratios or any(not 0 < r <= 1 for r in ratios):
+            raise ConfigError(f"--keep-ratio {keep_ratio!r}: every value must be in (0, 1] (e.g. 0.111 for 1/9)")
+        return tuple(Budget(ratio=r) for r in ratios)
+    return (Budget(ratio=1 / 9),)  # the field's headline setting: 64 of 576 on LLaVA-1.5
+
+
+# -- models and tasks ----------------------------------------------------------------------------------------------------
+def resolve_model(spec: str):
+    """A registered name, ``name:<hub id or directory>``, or an existing directory (family from its config.json)."""
+    if ":" in spec and not os.path.exists(spec):
+        name, source = spec.split(":", 1)
+        factory = MODELS.get(name)
+        try:
+            return factory(source=source)
+        except TypeError:
+            raise ConfigError(f"model {name!r} does not take a source; use it alone (--model {name})") from None
+    if spec in MODELS.names():
+        return MODELS.get(spec)()
+    if os.path.isdir(spec):
+        return _adapter_for_directory(spec)
+    if "/" in spec or os.sep in spec or spec.startswith("."):
+        raise ConfigError(
+            f"model path {spec!r} does not exist. Give an existing directory saved with save_pretrained, a registered "
+            f"name (see `tokenbench list models`), or family:<hub id> (e.g. llava:llava-hf/llava-1.5-13b-hf)"
+        )
+    raise UnknownNameError(unknown_name_message("model", spec, MODELS.names()))
+
+
+def _adapter_for_directory(path: str):
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise ConfigError(f"model directory {path!r} has no config.json; is it a save_pretrained checkpoint?")
+    with open(cfg_path) as fh:
+        model_type = json.load(fh).get("model_type")
+    for name in MODELS.names():
+        factory = MODELS.get(name)
+        adapter_cls = getattr(factory, "__annotations__", {}).get("return")
+        families = _model_types_of(factory)
+        if model_type in families:
+            return factory(source=path)
+    raise ConfigError(f"model directory {path!r} has model_type {model_type!r}, which no registered adapter loads")
+
+
+def _model_types_of(factory) -> tuple[str, ...]:
+    return tuple(getattr(factory, "model_types", ()))
+
+
+# -- the run -------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSpec:
+    methods: tuple[tuple[str, dict[str, Any]], ...]
+    model: str = "tiny-llava"
+    task: str = "synthetic"
+    budgets: tuple[Budget, ...] = (Budget(ratio=1 / 9),)
+    limit: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    batch_size: int = 8
+    warmup: int = 2
+    repeats: int = 5
+    attn_implementation: str = "sdpa"
+    task_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodRun:
+    answers: list[str]
+    correct: list[float]
+    first_logprobs: Any  # (n, vocab) float32
+    visual_per_layer: list[list[int]]
+    flops: list[Any]  # PrefillCount per sample
+    kv_bytes: float  # per sample
+
+
+def build_methods(specs: tuple[tuple[str, dict[str, Any]], ...]) -> list[TokenReducer]:
+    return [build_method(name, opts) for name, opts in specs]
+
+
+def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = True) -> list[dict]:
+    """Run ``full`` plus every method of ``spec`` at every budget; return one row per (method, budget)."""
+    import torch
+
+    methods = build_methods(spec.methods)  # rejects unknown names and bad options before any compute
+    if spec.limit is not None and spec.limit < 1:
+        raise ConfigError(f"--limit {spec.limit} must be at least 1")
+    task = TASKS.get(spec.task)(**spec.task_options)
+    adapter = resolve_model(spec.model)
+    samples = task.samples(spec.limit)
+    adapter.load(spec.device, spec.dtype, spec.attn_implementation)
+    n_visual, n_layers = adapter.layout().n_visual, adapter.n_layers
+    keeps = [b.resolve(n_visual) for b in spec.budgets]
+    for m in methods:
+        m.check(n_layers)
+    torch.manual_seed(spec.seed)
+
+    from tokenbench.results import provenance
+
+    prov = provenance(spec.device, spec.seed)
+    full = build_method("full")
+    ctx = _Context(spec, task, adapter, samples, prov, progress)
+    reference = ctx.run(full, n_visual)
+    ref_timing = ctx.time(full, n_visual)
+    rows = [ctx.row(full, n_visual, reference, reference, ref_timing, ref_timing)]
+    if on_row:
+        on_row(rows[-1])
+    for m in methods:
+        if m.name == "full":
+            continue
+        for keep in keeps:
+            run = ctx.run(m, keep)
+            timing = ctx.time(m, keep)
+            rows.append(ctx.row(m, keep, run, reference, timing, ref_timing))
+            if on_row:
+                on_row(rows[-1])
+    return rows
+
+
+evaluate = compare
+
+
+class _Context:
+    def __init__(self, spec, task, adapter, samples, prov, progress):
+        self.spec, self.task, self.adapter, self.samples, self.prov = spec, task, adapter, samples, prov
+        self.progress = progress
+        self.lm = adapter.lm_dims()
+        self.encoder = adapter.encoder_macs()
+
+    def _router(self, method, keep):
+        from tokenbench.engine.router import Router
+
+        if not method.reduces(keep, self.adapter.layout().n_visual):
+            return None
+        return Router(method, keep, self.adapter.decoder_layers(), self.adapter.language_model(),
+                      self.adapter.layout(), seed=self.spec.seed)
+
+    def run(self, method: TokenReducer, keep: int) -> MethodRun:
+        import contextlib
+
+        import torch
+        from tqdm.auto import tqdm
+
+        from tokenbench.accounting import prefill_count
+
+        answers, correct, logprobs, vpl, fl = [], [], [], [], []
+        kv = 0.0
+        bs = self.spec.batch_size
+        n_layers = self.adapter.n_layers
+        n_visual = self.adapter.layout().n_visual
+        bar = tqdm(total=len(self.samples), desc=f"{method.name} keep={keep}", unit="sample",
+                   disable=True if not self.progress else None, leave=False)  # None: only on a TTY
+        router = self._router(method, keep)
+        with router if router is not None else contextlib.nullcontext():
+            for i in range(0, len(self.samples), bs):
+                chunk = self.samples[i : i + bs]
+                batch = self.adapter.encode(chunk)
+                gen = self.adapter.generate(batch, self.task.max_new_tokens, router=router)
+                rec = router.record if router is not None else None
+                per_layer = rec.visual_per_layer if rec is not None else [n_visual] * n_layers
+                probes = rec.probes if rec is not None else []
+                for s, text, n_text in zip(chunk, gen.texts, batch.n_text):
+                    answers.append(text)
+                    correct.append(self.task.score(s, text))
+                    vpl.append(list(per_layer))
+                    fl.append(prefill_count(self.lm, self.encoder, n_text, per_layer, probes))
+                logprobs.append(torch.log_softmax(gen.first_logits.float(), dim=-1))
+                kv += gen.kv_cache_bytes
+                bar.update(len(chunk))
+        bar.close()
+        return MethodRun(answers, correct, torch.cat(logprobs), vpl, fl, kv / len(self.samples))
+
+    def time(self, method: TokenReducer, keep: int) -> dict[str, Any]:
+        """Batch-1 latency on the first sample: prefill (first token) and end-to-end (the whole answer)."""
+        import contextlib
+
+        import torch
+
+        from tokenbench.timing import measure
+
+        adapter, spec = self.adapter, self.spec
+        batch = adapter.encode(self.samples[:1])
+        router = self._router(method, keep)
+        overhead = []
+        cuda = spec.device.startswith("cuda")
+        with router if router is not None else contextlib.nullcontext():
+
+            def prefill():
+                adapter.generate(batch, 1, router=router)
+                if router is not None:
+                    overhead.append(router.record.overhead_s)
+
+            prefill_stats = measure(prefill, spec.warmup, spec.repeats, adapter.synchronize)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(spec.device)
+            e2e = measure(lambda: adapter.generate(batch, self.task.max_new_tokens, router=router),
+                          spec.warmup, spec.repeats, adapter.synchronize)
+        overhead = overhead[spec.warmup :]
+        return {
+            "prefill": prefill_stats,
+            "e2e": e2e,
+            "overhead_ms": sorted(overhead)[len(overhead) // 2] * 1e3 if overhead else 0.0,
+            "peak_mem_mb": torch.cuda.max_memory_allocated(spec.device) / 2**20 if cuda else None,
+        }
+
+    def row(self, method, keep, run: MethodRun, ref: MethodRun, timing, ref_timing) -> dict[str, Any]:
+        import torch
+
+        n = len(run.answers)
+        acc = sum(run.correct) / n
+        ref_acc = sum(ref.correct) / n
+        flops = sum(f.total_flops for f in run.flops) / n
+        ref_flops = sum(f.total_flops for f in ref.flops) / n
+        kl = torch.nn.functional.kl_div(run.first_logprobs, ref.first_logprobs, log_target=True, reduction="none")
+        breakdown = {k: sum(f.as_flops_dict()[k] for f in run.flops) / n
+                     for k in ("vision", "projector", "llm", "lm_head", "overhead")}
+        n_visual = self.adapter.layout().n_visual
+        spec = self.spec
+        return {
+            "method": method.name,
+            "model": self.adapter.name,
+            "task": spec.task,
+            "keep": keep,
+            "keep_ratio": keep / n_visual,
+            "n_visual": n_visual,
+            "n_samples": n,
+            "accuracy": acc,
+            "retention": acc / ref_acc if ref_acc > 0 else None,
+            "agreement": sum(a == b for a, b in zip(run.answers, ref.answers)) / n,
+            "kl_first_token": float(kl.sum(-1).mean()),
+            "tokens_llm_input": sum(v[0] for v in run.visual_per_layer) / n,
+            "tokens_avg_layer": sum(sum(v) / len(v) for v in run.visual_per_layer) / n,
+            "flops_prefill": flops,
+            "flops_ratio": flops / ref_flops,
+            "flops_breakdown": breakdown,
+            "prefill_ms": timing["prefill"].median_ms,
+            "prefill_iqr_ms": timing["prefill"].iqr_ms,
+            "e2e_ms": timing["e2e"].median_ms,
+            "e2e_iqr_ms": timing["e2e"].iqr_ms,
+            "overhead_ms": timing["overhead_ms"],
+            "speedup_prefill": ref_timing["prefill"].median_ms / timing["prefill"].median_ms,
+            "timing_repeats": timing["prefill"].n,
+            "peak_mem_mb": timing["peak_mem_mb"],
+            "kv_cache_mb": run.kv_bytes / 2**20,
+            "device": spec.device,
+            "dtype": spec.dtype,
+            "attn_implementation": spec.attn_implementation,
+            "batch_size": spec.batch_size,
+            "params": method.params(),
+            "task_version": self.task.version,
+            "model_source": self.adapter.source,
+            "provenance": self.prov,
+        }
