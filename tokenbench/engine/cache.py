@@ -15,7 +15,7 @@ from transformers import DynamicCache
 class LogicalLengthCache(DynamicCache):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.logical_length = 0  # positions processed before the current forward (set by the router's LM hooks)
+        self.logical_length = 0  # positions processed before the current forward (advanced by the caller)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:  # noqa: ARG002 - one length for all layers
         return self.logical_length

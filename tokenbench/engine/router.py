@@ -1,7 +1,7 @@
 """Execute a method's plan on one model instance: per-layer gather/scatter, RoPE at original positions, masks, cache.
 
 :class:`Router` is a context manager that replaces ``forward`` on each decoder-layer *instance* (never the class)
-and adds two hooks on the language model, and removes all of them on exit. Inside, for the prefill:
+and adds a pre-hook on the language model, and removes all of them on exit. Inside, for the prefill:
 
 * before layer ``l`` it computes the signals the method declared at ``l`` (attention rows, keys, ...) over the
   tokens the layer would see, then, if ``l`` is a step, calls ``method.select`` and turns the answer into the set
@@ -35,6 +35,7 @@ class Record:
     """What the router saw and did during one prefill; the runner turns it into token counts and FLOPs."""
 
     visual_per_layer: list[int] = field(default_factory=list)  # visual tokens each LLM layer processed
+    layer_visual: list[torch.Tensor] = field(default_factory=list)  # (B, n) original visual indices, per layer
     selections: dict[int, torch.Tensor] = field(default_factory=dict)  # step layer -> kept original visual indices
     probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)  # (layer, kind, queries, n_vis_keys, n_rows_visual)
     overhead_s: float = 0.0  # wall time inside signal computation and select (synchronised on CUDA)
@@ -98,7 +99,6 @@ class Router:
             original = layer.forward
             layer.forward = types.MethodType(self._make_forward(idx, original), layer)
         self._handles.append(self.lm.register_forward_pre_hook(self._lm_pre_hook, with_kwargs=True))
-        self._handles.append(self.lm.register_forward_hook(self._lm_post_hook, with_kwargs=True))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -138,11 +138,6 @@ class Router:
             return args, kwargs
         return None
 
-    def _lm_post_hook(self, module, args, kwargs, output):
-        if self.cache is not None and hasattr(self.cache, "logical_length"):
-            self.cache.logical_length = self.past_len + self.q_len
-        return None
-
     def _pre_llm(self, embeds: torch.Tensor) -> torch.Tensor:
         t = self.tokens
         step = self.steps[-1]
@@ -159,11 +154,13 @@ class Router:
         return embeds_out
 
     # -- selection -------------------------------------------------------------------------------------------------------
-    def _generators(self) -> list[torch.Generator]:
+    def _generators(self, layer: int) -> list[torch.Generator]:
+        """One generator per sample, seeded from (run seed, sample id, step layer): reproducible, independent of
+        batching, and a different draw at each step."""
         gens = []
         for key in self.tokens.sample_keys:
             g = torch.Generator(device="cpu")
-            g.manual_seed(hash_seed(self.seed, key))
+            g.manual_seed(hash_seed(self.seed, f"{key}@{layer}"))
             gens.append(g)
         return gens
 
@@ -180,7 +177,7 @@ class Router:
             layout=self.layout,
             signals={n: self.signals[n] for n in step.needs},
             text_query_mask=self._text_query_mask(),
-            generators=self._generators(),
+            generators=self._generators(step.layer),
             artefact=self.artefact,
         )
         out = self.method.select(ctx)
@@ -241,6 +238,7 @@ class Router:
         else:
             visual = self.active
         self.record.visual_per_layer.append(int(visual.shape[1]))
+        self.record.layer_visual.append(visual)
         sel = torch.cat([t.other, t.visual.gather(1, visual)], dim=1).sort(dim=1).values
         if kwargs.get("use_cache") and self._cache_of(kwargs) is not None:
             self.kv_pos[idx] = sel

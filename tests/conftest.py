@@ -1,0 +1,51 @@
+"""Shared fixtures. Every test runs on CPU and offline: tiny models are built from configs into a temporary cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tokenbench_cache(tmp_path_factory):
+    """Build tiny models into a per-session directory, never into the user's cache."""
+    path = os.environ.get("TOKENBENCH_TEST_CACHE") or str(tmp_path_factory.mktemp("tokenbench-cache"))
+    old = os.environ.get("TOKENBENCH_CACHE")
+    os.environ["TOKENBENCH_CACHE"] = path
+    yield path
+    if old is None:
+        os.environ.pop("TOKENBENCH_CACHE", None)
+    else:
+        os.environ["TOKENBENCH_CACHE"] = old
+
+
+def tiny_model_names() -> list[str]:
+    from tokenbench.api import MODELS
+
+    return [n for n in MODELS.names() if n.startswith("tiny-")]
+
+
+def method_names() -> list[str]:
+    from tokenbench.api import METHODS
+
+    return METHODS.names()
+
+
+_ADAPTERS: dict = {}
+
+
+@pytest.fixture
+def adapter_factory():
+    """Loaded adapters by name, shared across tests (they are read-only outside a Router)."""
+
+    def get(name: str):
+        if name not in _ADAPTERS:
+            from tokenbench.cli import _quiet_transformers
+            from tokenbench.runner import resolve_model
+
+            _quiet_transformers()
+            _ADAPTERS[name] = resolve_model(name).load()
+        return _ADAPTERS[name]
+
+    return get

@@ -1,0 +1,79 @@
+"""The contract every registered method meets on every registered tiny model (a new method is enrolled here
+automatically): keep-all reproduces ``full`` exactly; budgets are exact; the router's result equals an independent
+mask-based reference, for the prefill and for every cached decode step; a batch gives the same answers as one
+sample at a time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import method_names, tiny_model_names
+from tokenbench import testing
+from tokenbench.api import build_method
+
+MODELS = tiny_model_names()
+METHODS = method_names()
+REDUCING = [m for m in METHODS if build_method(m).reduces(1, 576)]
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return testing.synthetic_samples(3, seed=1)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_keep_all_reproduces_full_exactly(method, model, adapter_factory, samples):
+    adapter = adapter_factory(model)
+    n = adapter.layout().n_visual
+    ref, _, _ = testing.run(adapter, "full", n, samples, max_new_tokens=6)
+    gen, _, _ = testing.run(adapter, method, n, samples, max_new_tokens=6)
+    assert torch.equal(gen.first_logits, ref.first_logits)
+    for ours, theirs in zip(gen.step_logits, ref.step_logits):
+        assert torch.equal(ours, theirs)
+    assert gen.token_ids == ref.token_ids
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", REDUCING)
+@pytest.mark.parametrize("keep", [1, 64, 200, 575])
+def test_budget_is_exact(method, model, keep, adapter_factory, samples):
+    adapter = adapter_factory(model)
+    _, record, _ = testing.run(adapter, method, keep, samples)
+    assert record.selections, f"{method} made no selection"
+    for layer, chosen in record.selections.items():
+        assert chosen.shape == (len(samples), keep), f"layer {layer}: kept {tuple(chosen.shape)}"
+        assert bool((chosen[:, 1:] > chosen[:, :-1]).all()), "kept indices must be unique and ascending"
+    assert min(record.visual_per_layer) == keep
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", REDUCING)
+def test_router_equals_mask_reference_with_cache(method, model, adapter_factory, samples):
+    """Prefill logits and every cached decode step equal a no-cache recomputation that masks instead of gathers."""
+    adapter = adapter_factory(model)
+    gen, record, batch = testing.run(adapter, method, 48, samples, max_new_tokens=5)
+    ref = testing.mask_reference(adapter, batch, record, gen.token_ids)
+    assert ref.shape[1] >= 2, "the reference must cover at least one decode step"
+    ours = torch.stack(gen.step_logits[: ref.shape[1]], dim=1)
+    torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
+    full, _, _ = testing.run(adapter, "full", adapter.layout().n_visual, samples, max_new_tokens=5)
+    assert not torch.allclose(gen.first_logits, full.first_logits), "a reduction at keep=48 must change something"
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_batch_equals_one_by_one(method, model, adapter_factory):
+    adapter = adapter_factory(model)
+    samples = testing.synthetic_samples(4, seed=2)  # questions of different lengths: the batch is left padded
+    assert len({len(s.question) for s in samples}) > 1
+    keep = 64 if method in REDUCING else adapter.layout().n_visual
+    gen, record, _ = testing.run(adapter, method, keep, samples, max_new_tokens=5)
+    for i, s in enumerate(samples):
+        one, rec1, _ = testing.run(adapter, method, keep, [s], max_new_tokens=5)
+        assert one.token_ids[0] == gen.token_ids[i]
+        torch.testing.assert_close(one.first_logits[0], gen.first_logits[i], atol=1e-5, rtol=1e-4)
+        if record is not None:
+            for layer, chosen in record.selections.items():
+                assert torch.equal(rec1.selections[layer][0], chosen[i])

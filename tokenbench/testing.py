@@ -1,0 +1,118 @@
+"""Helpers for testing methods and adapters, public so that plugin authors run the same contract as the core.
+
+The key tool is :func:`mask_reference`: an implementation of "layer l processes only these visual tokens" that
+shares nothing with the router: every layer runs on the full sequence with a 4-D mask that hides the tokens it
+must not see, and rows it must not update are restored afterwards. It also serves as the no-cache reference for
+cached generation after a reduced prefill.
+
+>>> from tokenbench.testing import check_method            # doctest: +SKIP
+>>> check_method("mymethod")                                 # raises AssertionError on a contract violation
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+
+import torch
+
+from tokenbench.api import build_method
+from tokenbench.engine.router import Record, Router
+from tokenbench.task import Sample
+
+
+def synthetic_samples(n: int, seed: int = 0) -> list[Sample]:
+    from tokenbench.api import TASKS
+
+    return TASKS.get("synthetic")(n=max(n, 1), seed=seed).samples(n)
+
+
+def run(adapter, method, keep: int, samples, max_new_tokens: int = 4, seed: int = 0):
+    """Generate with ``method`` at ``keep``; returns (Generation, Record or None, Batch)."""
+    if isinstance(method, str):
+        method = build_method(method)
+    batch = adapter.encode(samples)
+    if not method.reduces(keep, adapter.layout().n_visual):
+        return adapter.generate(batch, max_new_tokens), None, batch
+    with Router(method, keep, adapter.decoder_layers(), adapter.language_model(), adapter.layout(), seed=seed) as r:
+        gen = adapter.generate(batch, max_new_tokens, router=r)
+    return gen, r.record, batch
+
+
+@contextlib.contextmanager
+def _masked_layers(adapter, batch, layer_visual: list[torch.Tensor]):
+    t = batch.tokens
+    originals = []
+    for idx, layer in enumerate(adapter.decoder_layers()):
+        original = layer.forward
+
+        def fwd(self, hidden, *args, _orig=original, _idx=idx, **kwargs):
+            b, length = hidden.shape[:2]
+            vis = layer_visual[_idx]
+            keep = torch.zeros(b, length, dtype=torch.bool, device=hidden.device)
+            keep.scatter_(1, t.other, True)
+            keep.scatter_(1, t.visual.gather(1, vis), True)
+            keep[:, t.valid.shape[1]:] = True  # generated tokens always take part
+            valid = torch.ones(b, length, dtype=torch.bool, device=hidden.device)
+            valid[:, : t.valid.shape[1]] = t.valid
+            pos = torch.arange(length, device=hidden.device)
+            allowed = (pos[None, :, None] >= pos[None, None, :]) & (keep & valid)[:, None, :]
+            allowed = allowed | torch.eye(length, dtype=torch.bool, device=hidden.device)[None]  # no empty rows
+            kwargs["attention_mask"] = allowed[:, None]
+            out = _orig(hidden, *args, **kwargs)
+            return torch.where(keep[..., None], out, hidden)
+
+        layer.forward = types.MethodType(fwd, layer)
+        originals.append(layer)
+    try:
+        yield
+    finally:
+        for layer in originals:
+            layer.__dict__.pop("forward", None)
+
+
+def mask_reference(adapter, batch, record: Record, generated: list[list[int]] | None = None) -> torch.Tensor:
+    """Logits (B, n_new + 1, vocab) from the last prompt position on, recomputed without a cache by masking.
+
+    ``generated`` appends the given answer tokens (teacher forcing); every layer keeps the visual tokens it kept in
+    ``record`` and sees every text and generated token.
+    """
+    inputs = dict(batch.inputs)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    n_new = 0
+    if generated:
+        n_new = min(len(g) for g in generated) - 1  # feed all but the last generated token
+        if n_new > 0:
+            extra = torch.tensor([g[:n_new] for g in generated], device=ids.device)
+            ids = torch.cat([ids, extra], dim=1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], n_new)], dim=1)
+    pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    inputs.update(input_ids=ids, attention_mask=mask)
+    with torch.inference_mode(), _masked_layers(adapter, batch, record.layer_visual):
+        out = adapter.model(**inputs, position_ids=pos, use_cache=False)
+    return out.logits[:, batch.tokens.valid.shape[1] - 1 :].float()
+
+
+def check_method(name: str, model: str = "tiny-llava", keeps=(1, 64, 575), n_samples: int = 2) -> None:
+    """The contract every method must meet on ``model``: keep-all equals ``full`` exactly, budgets are honoured,
+    the router's output equals the mask reference, and batching changes nothing."""
+    from tokenbench.runner import resolve_model
+
+    adapter = resolve_model(model).load()
+    samples = synthetic_samples(n_samples)
+    n_visual = adapter.layout().n_visual
+    ref, _, _ = run(adapter, "full", n_visual, samples)
+    gen, _, _ = run(adapter, name, n_visual, samples)
+    assert torch.equal(gen.first_logits, ref.first_logits), f"{name}: keep-all logits differ from full"
+    assert gen.token_ids == ref.token_ids, f"{name}: keep-all generations differ from full"
+    if not build_method(name).reduces(keeps[0], n_visual):
+        return
+    for keep in keeps:
+        gen, record, batch = run(adapter, name, keep, samples)
+        for layer, chosen in record.selections.items():
+            assert chosen.shape[1] <= keep, f"{name}: kept {chosen.shape[1]} > keep={keep} at layer {layer}"
+        ref_logits = mask_reference(adapter, batch, record, gen.token_ids)
+        ours = torch.stack(gen.step_logits[: ref_logits.shape[1]], dim=1)
+        torch.testing.assert_close(ours, ref_logits, atol=1e-4, rtol=1e-4)
+        singles = [run(adapter, name, keep, [s])[0] for s in samples]
+        assert [s.token_ids[0] for s in singles] == gen.token_ids, f"{name}: batch differs from one-by-one"
