@@ -99,6 +99,9 @@ def llava(source: str | None = None, revision: str | None = None) -> LlavaAdapte
     return LlavaAdapter(source, revision, name="llava" if source is None else f"llava:{source}")
 
 
+llava.model_types = LlavaAdapter.model_types  # a checkpoint directory with this model_type loads through `llava`
+
+
 @register_model("llava-1.5-7b")
 def llava_7b(revision: str | None = None) -> LlavaAdapter:
     return LlavaAdapter("llava-hf/llava-1.5-7b-hf", revision, name="llava-1.5-7b")

@@ -99,15 +99,9 @@ def _adapter_for_directory(path: str):
         model_type = json.load(fh).get("model_type")
     for name in MODELS.names():
         factory = MODELS.get(name)
-        adapter_cls = getattr(factory, "__annotations__", {}).get("return")
-        families = _model_types_of(factory)
-        if model_type in families:
+        if model_type in getattr(factory, "model_types", ()):  # family factories declare what they load
             return factory(source=path)
     raise ConfigError(f"model directory {path!r} has model_type {model_type!r}, which no registered adapter loads")
-
-
-def _model_types_of(factory) -> tuple[str, ...]:
-    return tuple(getattr(factory, "model_types", ()))
 
 
 # -- the run -------------------------------------------------------------------------------------------------------------
