@@ -33,7 +33,32 @@ def _guard(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every user error, click's own usage errors included, is one ``error:`` line on stderr and exit status 2."""
+
+    def main(self, *args, **kwargs):
+        from click.exceptions import Abort, NoArgsIsHelpError
+
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(0)
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            click.echo(f"error: {exc.format_message()}{where}", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tokenbench")
 def main() -> None:
     """tokenbench: compare visual-token reduction methods on vision-language models, one harness for all.
@@ -85,7 +110,7 @@ def _common(fn):
         click.option("--warmup", type=int, default=2, show_default=True, help="Untimed warm-up runs before timing."),
         click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE",
                      help="A method option, typed (Python literal): -a layer=3 or -a fastv.layer=3. Repeatable."),
-        click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
+        click.option("--json", "json_path", default=None,
                      help="Write the rows as JSON here (rewritten after every finished row)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
     ]

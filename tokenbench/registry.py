@@ -52,7 +52,7 @@ class Origin:
     location: str  # "module:qualname" or the entry point's value
 
     def __str__(self) -> str:
-        return self.source if self.source == BUILTIN else f"{self.source} {self.version}"
+        return self.source if self.source == BUILTIN else f"{self.source} {self.version}".strip()
 
 
 class Registry(Generic[T]):
@@ -74,6 +74,7 @@ class Registry(Generic[T]):
         self._origins: dict[str, Origin] = {}
         self._discovered = False
         self._loading_builtins = False
+        self._loading_ep: str | None = None  # the entry point being imported (it may register itself)
         self._frozen = False
 
     # -- registration ------------------------------------------------------------------------------------------------
@@ -94,7 +95,9 @@ class Registry(Generic[T]):
         if origin is None:
             origin = self._origin_of(obj)
         existing = self._origins.get(name)
-        if existing is not None and (name in self._items or existing.location != origin.location):
+        if existing is not None and (
+            name in self._items or (existing.location != origin.location and name != self._loading_ep)
+        ):
             raise PluginValidationError(
                 f"duplicate {self.kind} name {name!r}: already registered by {existing} ({existing.location}), "
                 f"now again by {origin} ({origin.location}). Names must be unique; rename one of them."
@@ -160,6 +163,7 @@ class Registry(Generic[T]):
         self._require(name)
         if name in self._lazy:
             ep = self._lazy[name]
+            self._loading_ep = name
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must say which plugin is broken
@@ -167,6 +171,13 @@ class Registry(Generic[T]):
                     f"{self.kind} plugin {name!r} from {self._origins[name]} could not be imported ({ep.value}): "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
+            finally:
+                self._loading_ep = None
+            if name not in self._lazy and self._items[name] is not obj:
+                raise PluginValidationError(
+                    f"{self.kind} plugin {name!r}: its entry point ({ep.value}) gives {obj!r}, but importing it "
+                    f"registered {self._items[name]!r} under that name; make them the same object"
+                )
             if name in self._lazy:  # importing may have registered it through the decorator already
                 origin = self._origins.pop(name)
                 del self._lazy[name]
