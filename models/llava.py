@@ -22,6 +22,7 @@ class LlavaAdapter(ModelAdapter):
     family = "llava"
     model_types = ("llava",)
     default_source = "llava-hf/llava-1.5-7b-hf"
+    provides = ModelAdapter.provides | {"cls_attn"}
 
     def _load(self, path, device, torch_dtype, attn_implementation):
         from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -71,6 +72,40 @@ class LlavaAdapter(ModelAdapter):
         tokens = Tokens(visual=visual, other=other, valid=mask, sample_keys=tuple(s.id for s in samples))
         n_text = (mask & ~is_vis).sum(1).tolist()
         return Batch(inputs=inputs, tokens=tokens, n_text=n_text)
+
+    def pre_llm_signals(self, kinds):
+        """``cls_attn``: the CLS row of the attention of the CLIP layer whose output feeds the projector
+        (``vision_feature_layer``, -2 for LLaVA-1.5), recomputed from that layer's input by a hook, with its cost."""
+        import contextlib
+
+        import torch
+
+        if "cls_attn" not in kinds:
+            return contextlib.nullcontext({})
+        cfg = self.model.config
+        layer = self.model.model.vision_tower.encoder.layers[cfg.vision_feature_layer]
+        attn = layer.self_attn
+        captured = {}
+
+        def hook(module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            x = module.layer_norm1(h)
+            b, n, d = x.shape
+            q = attn.q_proj(x[:, :1]).view(b, 1, -1, attn.head_dim).transpose(1, 2)
+            k = attn.k_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
+            probs = (torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scale).softmax(dim=-1)
+            captured["value"] = probs[:, :, 0, 1:]  # CLS query -> patch keys, (B, heads, N)
+            captured["macs"] = d * d + n * d * d + n * d  # q (1 row), k (all tokens), scores
+
+        @contextlib.contextmanager
+        def installed():
+            handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+            try:
+                yield {"cls_attn": lambda: (captured["value"], captured["macs"])}
+            finally:
+                handle.remove()
+
+        return installed()
 
     def decoder_layers(self):
         return self.model.model.language_model.layers

@@ -11,10 +11,11 @@ from tokenbench import flops
 
 
 def prefill_count(lm: flops.LMDims, encoder: dict[str, int], n_text: int, visual_per_layer: list[int],
-                  probes: list[tuple]) -> flops.PrefillCount:
+                  record=None) -> flops.PrefillCount:
+    """``record`` is the router's :class:`~tokenbench.engine.router.Record` (``None`` for an unreduced run)."""
     per_layer = flops.llm_prefill_macs(lm, [n_text + v for v in visual_per_layer])
-    overhead = 0
-    for _layer, kind, queries, n_vis_keys, n_rows_visual in probes:
+    overhead = record.pre_llm_macs if record is not None else 0
+    for _layer, kind, queries, n_vis_keys, n_rows_visual in (record.probes if record is not None else ()):
         if kind == "attn":
             rows = {"last": 1, "text": n_text, "visual": n_rows_visual}[queries]
             overhead += flops.attention_rows_macs(lm, rows, n_text + n_vis_keys)

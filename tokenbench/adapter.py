@@ -9,13 +9,14 @@ optional :class:`~tokenbench.engine.router.Router` executing a method's plan. An
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tokenbench.api import VisualLayout
+from tokenbench.api import NEED_KINDS, VisualLayout
 from tokenbench.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -44,6 +45,8 @@ class ModelAdapter:
     family: ClassVar[str] = ""  # e.g. "llava": also the prefix of `--model family:<hub id or path>`
     model_types: ClassVar[tuple[str, ...]] = ()  # config.json model_type values this adapter loads
     default_source: ClassVar[str] = ""  # hub id used when no source is given
+    #: the signals (tokenbench.api.NEED_KINDS) this adapter can compute; a method needing another is refused
+    provides: ClassVar[frozenset[str]] = frozenset({"attn", "keys", "hidden", "normed", "visual_embeds"})
 
     def __init__(self, source: str | None = None, revision: str | None = None, name: str | None = None) -> None:
         self.source = source or self.default_source
@@ -79,6 +82,41 @@ class ModelAdapter:
     def encoder_macs(self) -> dict[str, int]:
         """MACs per image of the vision tower and the projector/merger: ``{"vision": ..., "projector": ...}``."""
         raise NotImplementedError
+
+    def pre_llm_signals(self, kinds: set[str]):
+        """A context manager giving ``{kind: getter}`` for pre-LLM signals other than ``visual_embeds``; each getter
+        returns ``(tensor, macs)`` for the latest forward. Adapters that provide such signals override this."""
+        import contextlib
+
+        return contextlib.nullcontext({})
+
+    def check_compatible(self, method) -> None:
+        """Refuse, before any compute, a method that needs a signal this adapter cannot provide."""
+        from tokenbench.errors import IncompatibleError
+
+        for step in method.steps(self.n_layers):
+            for need in step.needs:
+                if need.kind not in self.provides:
+                    raise IncompatibleError(
+                        f"method {method.name!r} needs {need.kind!r} ({NEED_KINDS[need.kind]}), which model "
+                        f"{self.name!r} cannot provide; it provides {', '.join(sorted(self.provides))}"
+                    )
+
+    @contextlib.contextmanager
+    def reduction(self, method, keep: int, seed: int = 0, artefact=None):
+        """Install ``method`` at budget ``keep`` on this model instance for the ``with`` block; yields the Router
+        (``None`` when the method changes nothing at this budget, e.g. ``full``). Everything is removed on exit."""
+        from tokenbench.engine.router import Router
+
+        if not method.reduces(keep, self.layout().n_visual):
+            yield None
+            return
+        kinds = {need.kind for step in method.steps(self.n_layers) for need in step.needs}
+        with self.pre_llm_signals(kinds) as providers, Router(
+            method, keep, self.decoder_layers(), self.language_model(), self.layout(), seed=seed,
+            artefact=artefact, pre_llm_providers=providers,
+        ) as router:
+            yield router
 
     def prepare_source(self) -> str:
         """Return a local directory or hub id to load; tiny variants build themselves here."""

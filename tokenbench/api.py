@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 Stage = Literal["pre_llm", "prune", "route"]
 STAGES: tuple[str, ...] = ("pre_llm", "prune", "route")
 
-NeedKind = Literal["attn", "keys", "hidden", "normed", "visual_embeds"]
+NeedKind = Literal["attn", "keys", "hidden", "normed", "visual_embeds", "cls_attn"]
 #: What an adapter can compute on request, at the input of an LLM layer (``attn``, ``keys``, ``hidden``, ``normed``)
 #: or before the LLM (``visual_embeds``). Each is computed only where a method asks for it, and its cost is counted.
 NEED_KINDS: dict[str, str] = {
@@ -61,7 +61,10 @@ NEED_KINDS: dict[str, str] = {
     "hidden": "the layer's input hidden states of the active visual tokens: (B, n_active, D)",
     "normed": "the same after the layer's input norm (what W_Q/W_K see): (B, n_active, D)",
     "visual_embeds": "the visual tokens as they enter the LLM (after the projector): (B, N, D)",
+    "cls_attn": "attention of the vision tower's CLS query to the patch tokens at the layer that feeds the "
+    "projector (VisionZip's and FasterVLM's signal), per head: (B, vision_heads, N); only towers with a CLS token",
 }
+PRE_LLM_NEEDS = ("visual_embeds", "cls_attn")
 QUERY_KINDS = ("last", "text", "visual")
 
 
@@ -82,9 +85,9 @@ class Need:
             )
         if self.kind != "attn" and self.queries is not None:
             raise PluginValidationError(f"Need({self.kind!r}) takes no queries= (only 'attn' does)")
-        if self.kind == "visual_embeds" and self.layer is not None:
-            raise PluginValidationError("Need('visual_embeds') is computed before the LLM; give no layer")
-        if self.kind != "visual_embeds" and (self.layer is None or self.layer < 0):
+        if self.kind in PRE_LLM_NEEDS and self.layer is not None:
+            raise PluginValidationError(f"Need({self.kind!r}) is computed before the LLM; give no layer")
+        if self.kind not in PRE_LLM_NEEDS and (self.layer is None or self.layer < 0):
             raise PluginValidationError(f"Need({self.kind!r}) needs the LLM layer (>= 0) it is computed at")
 
 

@@ -151,6 +151,7 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     keeps = [b.resolve(n_visual) for b in spec.budgets]
     for m in methods:
         m.check(n_layers)
+        adapter.check_compatible(m)
     torch.manual_seed(spec.seed)
 
     from tokenbench.results import provenance
@@ -185,17 +186,7 @@ class _Context:
         self.lm = adapter.lm_dims()
         self.encoder = adapter.encoder_macs()
 
-    def _router(self, method, keep):
-        from tokenbench.engine.router import Router
-
-        if not method.reduces(keep, self.adapter.layout().n_visual):
-            return None
-        return Router(method, keep, self.adapter.decoder_layers(), self.adapter.language_model(),
-                      self.adapter.layout(), seed=self.spec.seed)
-
     def run(self, method: TokenReducer, keep: int) -> MethodRun:
-        import contextlib
-
         import torch
         from tqdm.auto import tqdm
 
@@ -208,20 +199,18 @@ class _Context:
         n_visual = self.adapter.layout().n_visual
         bar = tqdm(total=len(self.samples), desc=f"{method.name} keep={keep}", unit="sample",
                    disable=True if not self.progress else None, leave=False)  # None: only on a TTY
-        router = self._router(method, keep)
-        with router if router is not None else contextlib.nullcontext():
+        with self.adapter.reduction(method, keep, seed=self.spec.seed) as router:
             for i in range(0, len(self.samples), bs):
                 chunk = self.samples[i : i + bs]
                 batch = self.adapter.encode(chunk)
                 gen = self.adapter.generate(batch, self.task.max_new_tokens, router=router)
                 rec = router.record if router is not None else None
                 per_layer = rec.visual_per_layer if rec is not None else [n_visual] * n_layers
-                probes = rec.probes if rec is not None else []
                 for s, text, n_text in zip(chunk, gen.texts, batch.n_text):
                     answers.append(text)
                     correct.append(self.task.score(s, text))
                     vpl.append(list(per_layer))
-                    fl.append(prefill_count(self.lm, self.encoder, n_text, per_layer, probes))
+                    fl.append(prefill_count(self.lm, self.encoder, n_text, per_layer, rec))
                 logprobs.append(torch.log_softmax(gen.first_logits.float(), dim=-1))
                 kv += gen.kv_cache_bytes
                 bar.update(len(chunk))
@@ -230,18 +219,15 @@ class _Context:
 
     def time(self, method: TokenReducer, keep: int) -> dict[str, Any]:
         """Batch-1 latency on the first sample: prefill (first token) and end-to-end (the whole answer)."""
-        import contextlib
-
         import torch
 
         from tokenbench.timing import measure
 
         adapter, spec = self.adapter, self.spec
         batch = adapter.encode(self.samples[:1])
-        router = self._router(method, keep)
         overhead = []
         cuda = spec.device.startswith("cuda")
-        with router if router is not None else contextlib.nullcontext():
+        with adapter.reduction(method, keep, seed=spec.seed) as router:
 
             def prefill():
                 adapter.generate(batch, 1, router=router)

@@ -17,7 +17,7 @@ import types
 import torch
 
 from tokenbench.api import build_method
-from tokenbench.engine.router import Record, Router
+from tokenbench.engine.router import Record
 from tokenbench.task import Sample
 
 
@@ -32,11 +32,9 @@ def run(adapter, method, keep: int, samples, max_new_tokens: int = 4, seed: int 
     if isinstance(method, str):
         method = build_method(method)
     batch = adapter.encode(samples)
-    if not method.reduces(keep, adapter.layout().n_visual):
-        return adapter.generate(batch, max_new_tokens), None, batch
-    with Router(method, keep, adapter.decoder_layers(), adapter.language_model(), adapter.layout(), seed=seed) as r:
+    with adapter.reduction(method, keep, seed=seed) as r:
         gen = adapter.generate(batch, max_new_tokens, router=r)
-    return gen, r.record, batch
+    return gen, (r.record if r is not None else None), batch
 
 
 @contextlib.contextmanager

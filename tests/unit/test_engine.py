@@ -144,3 +144,46 @@ def test_router_restores_the_model(adapter_factory, samples):
     testing.run(adapter, "fastv", 32, samples)
     assert all("forward" not in layer.__dict__ for layer in adapter.decoder_layers())
     assert not adapter.language_model()._forward_pre_hooks
+
+
+@dataclass(frozen=True)
+class ClsTop(TokenReducer):
+    """Test-only pre_llm method: keep the patches the CLS token attends to most (FasterVLM's rule)."""
+
+    stage = "pre_llm"
+    name = "cls_test"
+
+    def steps(self, n_layers):
+        return (Step(-1, needs=(Need("cls_attn"),)),)
+
+    def select(self, ctx):
+        return ctx.signal(Need("cls_attn")).mean(dim=1).topk(ctx.keep, dim=-1).indices
+
+
+def test_cls_attention_equals_eager_clip_attention(adapter_factory, samples):
+    from tokenbench.runner import resolve_model
+
+    adapter = adapter_factory("tiny-llava")
+    _, record, batch = testing.run(adapter, ClsTop(), 40, samples)
+    eager = resolve_model("tiny-llava").load(attn_implementation="eager")
+    with torch.inference_mode():
+        out = eager.model.model.vision_tower(batch.inputs["pixel_values"], output_attentions=True)
+    cls = out.attentions[-2][:, :, 0, 1:].mean(dim=1)  # the layer whose output LLaVA feeds the projector
+    expected = cls.topk(40, dim=-1).indices.sort(dim=-1).values
+    assert torch.equal(record.selections[-1], expected)
+    assert record.visual_per_layer == [40] * adapter.n_layers
+    assert record.pre_llm_macs > 0  # its cost is counted
+
+
+def test_a_need_the_adapter_cannot_provide_is_refused_before_compute(adapter_factory):
+    from tokenbench.errors import IncompatibleError
+
+    adapter = adapter_factory("tiny-llava")
+    original = type(adapter).provides
+    try:
+        type(adapter).provides = original - {"cls_attn"}
+        with pytest.raises(IncompatibleError, match="needs 'cls_attn'.*cannot provide"):
+            adapter.check_compatible(ClsTop())
+    finally:
+        type(adapter).provides = original
+    adapter.check_compatible(ClsTop())

@@ -39,6 +39,7 @@ class Record:
     selections: dict[int, torch.Tensor] = field(default_factory=dict)  # step layer -> kept original visual indices
     probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)  # (layer, kind, queries, n_vis_keys, n_rows_visual)
     overhead_s: float = 0.0  # wall time inside signal computation and select (synchronised on CUDA)
+    pre_llm_macs: int = 0  # cost of pre-LLM signals computed for the method (e.g. the CLS attention row)
 
 
 @dataclass
@@ -61,9 +62,11 @@ class Router:
         layout: VisualLayout,
         seed: int = 0,
         artefact=None,
+        pre_llm_providers: dict | None = None,
     ) -> None:
         self.method, self.keep, self.layers, self.lm = method, keep, layers, language_model
         self.layout, self.seed, self.artefact = layout, seed, artefact
+        self.providers = pre_llm_providers or {}
         self.n_layers = len(layers)
         steps = tuple(method.steps(self.n_layers))
         self.steps: dict[int, Step] = {}
@@ -142,8 +145,14 @@ class Router:
         t = self.tokens
         step = self.steps[-1]
         t0 = self._tic()
-        for need in step.needs:  # only visual_embeds can be asked for before the LLM
-            self.signals[need] = probe._take(embeds, t.visual)
+        for need in step.needs:
+            if need.kind == "visual_embeds":
+                self.signals[need] = probe._take(embeds, t.visual)
+            elif need.kind in self.providers:  # computed by the adapter during the vision tower's forward
+                self.signals[need], macs = self.providers[need.kind]()
+                self.record.pre_llm_macs += macs
+            else:
+                raise PluginValidationError(f"method {self.method.name!r} needs {need}, which this model does not provide")
         chosen, new_embeds = self._select(step)
         embeds_out = embeds
         if new_embeds is not None:
