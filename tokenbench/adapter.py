@@ -102,6 +102,12 @@ class ModelAdapter:
                         f"{self.name!r} cannot provide; it provides {', '.join(sorted(self.provides))}"
                     )
 
+    def weights(self):
+        """Read access to the decoder's weights for ``TokenReducer.prepare``."""
+        from tokenbench.api import ModelWeights
+
+        return ModelWeights(self.decoder_layers(), self.text_config(), f"{self.name}@{self.source}")
+
     @contextlib.contextmanager
     def reduction(self, method, keep: int, seed: int = 0, artefact=None):
         """Install ``method`` at budget ``keep`` on this model instance for the ``with`` block; yields the Router

@@ -194,12 +194,32 @@ class TokenReducer:
 
 
 class ModelWeights:
-    """Read-only access to the decoder's weights, for ``TokenReducer.prepare`` (implemented by adapters)."""
+    """Read access to the decoder's weights, for ``TokenReducer.prepare`` (built by the adapter).
 
-    n_layers: int
+    ``layer_weight(l, "q_proj")`` returns a detached float32 copy of decoder layer ``l``'s parameter, so a method can
+    factorise it (ALVTS) without any way to change the model. Names: q_proj, k_proj, v_proj, o_proj, gate_proj,
+    up_proj, down_proj, input_layernorm, post_attention_layernorm. ``text_config`` is the LLM's HF config.
+    """
 
-    def layer_weight(self, layer: int, name: str) -> "torch.Tensor":  # pragma: no cover - interface
-        raise NotImplementedError
+    _PATHS = {
+        "q_proj": "self_attn.q_proj.weight", "k_proj": "self_attn.k_proj.weight", "v_proj": "self_attn.v_proj.weight",
+        "o_proj": "self_attn.o_proj.weight", "gate_proj": "mlp.gate_proj.weight", "up_proj": "mlp.up_proj.weight",
+        "down_proj": "mlp.down_proj.weight", "input_layernorm": "input_layernorm.weight",
+        "post_attention_layernorm": "post_attention_layernorm.weight",
+    }
+
+    def __init__(self, layers, text_config, model_id: str) -> None:
+        self._layers = layers
+        self.text_config = text_config
+        self.model_id = model_id  # what an artefact must be keyed by
+        self.n_layers = len(layers)
+
+    def layer_weight(self, layer: int, name: str) -> "torch.Tensor":
+        if name not in self._PATHS:
+            raise PluginValidationError(f"unknown weight {name!r}; valid: {', '.join(self._PATHS)}")
+        if not 0 <= layer < self.n_layers:
+            raise PluginValidationError(f"layer {layer} is outside 0..{self.n_layers - 1}")
+        return self._layers[layer].get_parameter(self._PATHS[name]).detach().float().clone()
 
 
 # -- registries --------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -161,16 +162,19 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     ctx = _Context(spec, task, adapter, samples, prov, progress)
     reference = ctx.run(full, n_visual)
     ref_timing = ctx.time(full, n_visual)
-    rows = [ctx.row(full, n_visual, reference, reference, ref_timing, ref_timing)]
+    rows = [ctx.row(full, n_visual, reference, reference, ref_timing, ref_timing) | {"prepare_s": 0.0}]
     if on_row:
         on_row(rows[-1])
     for m in methods:
         if m.name == "full":
             continue
+        t0 = time.perf_counter()
+        ctx.artefact = m.prepare(adapter.weights())  # one-off, with read access to the weights
+        prepare_s = time.perf_counter() - t0
         for keep in keeps:
             run = ctx.run(m, keep)
             timing = ctx.time(m, keep)
-            rows.append(ctx.row(m, keep, run, reference, timing, ref_timing))
+            rows.append(ctx.row(m, keep, run, reference, timing, ref_timing) | {"prepare_s": prepare_s})
             if on_row:
                 on_row(rows[-1])
     return rows
@@ -185,6 +189,7 @@ class _Context:
         self.progress = progress
         self.lm = adapter.lm_dims()
         self.encoder = adapter.encoder_macs()
+        self.artefact = None  # the current method's prepared artefact
 
     def run(self, method: TokenReducer, keep: int) -> MethodRun:
         import torch
@@ -199,7 +204,7 @@ class _Context:
         n_visual = self.adapter.layout().n_visual
         bar = tqdm(total=len(self.samples), desc=f"{method.name} keep={keep}", unit="sample",
                    disable=True if not self.progress else None, leave=False)  # None: only on a TTY
-        with self.adapter.reduction(method, keep, seed=self.spec.seed) as router:
+        with self.adapter.reduction(method, keep, seed=self.spec.seed, artefact=self.artefact) as router:
             for i in range(0, len(self.samples), bs):
                 chunk = self.samples[i : i + bs]
                 batch = self.adapter.encode(chunk)
@@ -227,7 +232,7 @@ class _Context:
         batch = adapter.encode(self.samples[:1])
         overhead = []
         cuda = spec.device.startswith("cuda")
-        with adapter.reduction(method, keep, seed=spec.seed) as router:
+        with adapter.reduction(method, keep, seed=spec.seed, artefact=self.artefact) as router:
 
             def prefill():
                 adapter.generate(batch, 1, router=router)

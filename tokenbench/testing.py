@@ -28,11 +28,13 @@ def synthetic_samples(n: int, seed: int = 0) -> list[Sample]:
 
 
 def run(adapter, method, keep: int, samples, max_new_tokens: int = 4, seed: int = 0):
-    """Generate with ``method`` at ``keep``; returns (Generation, Record or None, Batch)."""
+    """Generate with ``method`` (prepared on ``adapter``'s weights) at ``keep``; returns (Generation, Record or None,
+    Batch)."""
     if isinstance(method, str):
         method = build_method(method)
     batch = adapter.encode(samples)
-    with adapter.reduction(method, keep, seed=seed) as r:
+    artefact = method.prepare(adapter.weights())
+    with adapter.reduction(method, keep, seed=seed, artefact=artefact) as r:
         gen = adapter.generate(batch, max_new_tokens, router=r)
     return gen, (r.record if r is not None else None), batch
 

@@ -187,3 +187,39 @@ def test_a_need_the_adapter_cannot_provide_is_refused_before_compute(adapter_fac
     finally:
         type(adapter).provides = original
     adapter.check_compatible(ClsTop())
+
+
+@dataclass(frozen=True)
+class WeightNorm(TokenReducer):
+    """Test-only method with a preparation step: ranks tokens by their keys' norm under layer 1's W_K."""
+
+    stage = "prune"
+    name = "prep_test"
+
+    def prepare(self, weights):
+        return {"w_k": weights.layer_weight(1, "k_proj"), "model": weights.model_id}
+
+    def steps(self, n_layers):
+        return (Step(1, needs=(Need("normed", layer=1),)),)
+
+    def select(self, ctx):
+        x = ctx.signal(Need("normed", layer=1)).float()
+        return (x @ ctx.artefact["w_k"].T).norm(dim=-1).topk(ctx.keep, dim=-1).indices
+
+
+def test_prepare_reads_weights_and_feeds_select(adapter_factory, samples):
+    adapter = adapter_factory("tiny-llava")
+    weights = adapter.weights()
+    w = weights.layer_weight(1, "k_proj")
+    w.mul_(0)  # a copy: the model is untouched
+    assert adapter.decoder_layers()[1].self_attn.k_proj.weight.abs().sum() > 0
+    with pytest.raises(PluginValidationError, match="unknown weight"):
+        weights.layer_weight(0, "w_q")
+    _, record, batch = testing.run(adapter, WeightNorm(), 50, samples)
+    layer = adapter.decoder_layers()[1]
+    with torch.inference_mode():
+        h = adapter.model(**batch.inputs, output_hidden_states=True, use_cache=False,
+                          position_ids=(batch.inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)).hidden_states[1]
+        x = layer.input_layernorm(h.gather(1, batch.tokens.visual[..., None].expand(-1, -1, h.shape[-1])))
+        expected = layer.self_attn.k_proj(x).norm(dim=-1).topk(50, dim=-1).indices.sort(dim=-1).values
+    assert torch.equal(record.selections[1], expected)
