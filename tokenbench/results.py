@@ -70,6 +70,8 @@ def git_info() -> dict[str, Any]:
 def check_writable(path: str) -> None:
     """Fail before any compute if ``path`` cannot be written."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ConfigError(f"cannot write --json {path!r}: {directory!r} is a file, not a directory")
     if not os.path.isdir(directory):
         raise ConfigError(f"cannot write --json {path!r}: directory {directory!r} does not exist; create it first")
     if os.path.isdir(path):

@@ -234,3 +234,9 @@ def test_help_and_no_args_exit_zero(cache):
         result = invoke(cache, *args)
         assert result.exit_code == 0, (args, result.output)
         assert "Usage:" in result.stdout
+
+
+def test_json_under_a_file(cache, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    assert_cli_error(cache, ["compare", "fastv", "--json", str(blocker / "rows.json"), *FAST], "is a file, not a directory")
