@@ -213,8 +213,12 @@ def parse_method_args(args: tuple[str, ...], methods: tuple[str, ...]) -> dict[s
         else:
             targets = [m for m in methods if key in {f.name for f in METHODS.get(m).options()}]
             if not targets:
+                import difflib
+
                 known = {m: [f.name for f in METHODS.get(m).options()] for m in methods}
-                raise ConfigError(f"no method in this run has option {key!r}; options per method: {known}")
+                close = difflib.get_close_matches(key, [k for ks in known.values() for k in ks], n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"no method in this run has option {key!r}.{hint} Options per method: {known}")
         for m in targets:
             out.setdefault(m, {})[key] = value
     from tokenbench.api import build_method

@@ -1,0 +1,36 @@
+"""On a GPU (skipped elsewhere): the same exactness contract in float32 and a bf16 smoke run with CUDA timing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenbench import testing
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def cuda_adapter():
+    from tokenbench.runner import resolve_model
+
+    return resolve_model("tiny-llava").load(device="cuda", dtype="float32")
+
+
+@pytest.mark.parametrize("method", ["fastv", "random"])
+def test_keep_all_equals_full_on_cuda(cuda_adapter, method):
+    samples = testing.synthetic_samples(3)
+    n = cuda_adapter.layout().n_visual
+    ref, _, _ = testing.run(cuda_adapter, "full", n, samples, max_new_tokens=5)
+    gen, _, _ = testing.run(cuda_adapter, method, n, samples, max_new_tokens=5)
+    assert torch.equal(gen.first_logits, ref.first_logits) and gen.token_ids == ref.token_ids
+
+
+def test_bf16_compare_runs_and_reports_cuda_memory(tmp_path):
+    from tokenbench.runner import Budget, RunSpec, compare
+
+    rows = compare(RunSpec(methods=(("fastv", {}),), budgets=(Budget(keep=64),), limit=8, device="cuda",
+                           dtype="bfloat16", repeats=3, warmup=1), progress=False)
+    assert [r["method"] for r in rows] == ["full", "fastv"]
+    assert all(r["peak_mem_mb"] > 0 for r in rows) and rows[1]["flops_ratio"] < 1
+    assert rows[0]["provenance"]["gpu"]
