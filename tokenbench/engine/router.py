@@ -80,6 +80,11 @@ class Router:
                     f"valid: {'-1 (before the LLM)' if method.stage == 'pre_llm' else f'0..{self.n_layers - 1}'}"
                 )
             for need in s.needs:
+                if (need.layer is None) != (s.layer == -1):
+                    raise PluginValidationError(
+                        f"method {method.name!r}: step at layer {s.layer} needs {need}; signals computed before "
+                        "the LLM (visual_embeds, cls_attn) belong to a pre_llm step, layer signals to an LLM step"
+                    )
                 if need.layer is not None and need.layer > s.layer:
                     raise PluginValidationError(
                         f"method {method.name!r}: step at layer {s.layer} needs {need}, computed at a later layer"
@@ -122,7 +127,6 @@ class Router:
         self.signals: dict[Need, torch.Tensor] = {}
         self.kv_pos: dict[int, torch.Tensor] = {}
         self.past_len = 0
-        self.cache = None
         self._cuda = tokens.visual.is_cuda
 
     # -- language-model hooks ------------------------------------------------------------------------------------------
@@ -131,11 +135,13 @@ class Router:
         return kwargs.get("cache", kwargs.get("past_key_values"))
 
     def _lm_pre_hook(self, module, args, kwargs):
+        if self.tokens is None:  # a forward outside adapter.generate: leave it alone
+            return None
         embeds = kwargs.get("inputs_embeds")
-        q_len = embeds.shape[1] if embeds is not None else kwargs["input_ids"].shape[1]
-        self.cache = self._cache_of(kwargs)
-        self.past_len = getattr(self.cache, "logical_length", 0) if self.cache is not None else 0
-        self.q_len = q_len
+        cache = self._cache_of(kwargs)
+        if cache is not None and not hasattr(cache, "logical_length"):
+            raise TypeError("a routed model needs tokenbench.engine.cache.LogicalLengthCache (use adapter.generate)")
+        self.past_len = cache.logical_length if cache is not None else 0
         if self.past_len == 0 and -1 in self.steps:
             kwargs["inputs_embeds"] = self._pre_llm(embeds)
             return args, kwargs
