@@ -110,6 +110,8 @@ def _common(fn):
         click.option("--warmup", type=int, default=2, show_default=True, help="Untimed warm-up runs before timing."),
         click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE",
                      help="A method option, typed (Python literal): -a layer=3 or -a fastv.layer=3. Repeatable."),
+        click.option("--task-arg", "-T", "task_args", multiple=True, metavar="KEY=VALUE",
+                     help="A task option, typed (Python literal): -T n=500. Repeatable."),
         click.option("--json", "json_path", default=None,
                      help="Write the rows as JSON here (rewritten after every finished row)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
@@ -150,7 +152,7 @@ def run(method, **opts) -> None:
 
 
 def _run(methods, model, task, keep, keep_ratio, limit, device, dtype, seed, batch_size, repeats, warmup, args,
-         json_path, quiet) -> None:
+         task_args, json_path, quiet) -> None:
     from tokenbench.api import METHODS
     from tokenbench.errors import ConfigError
 
@@ -166,7 +168,7 @@ def _run(methods, model, task, keep, keep_ratio, limit, device, dtype, seed, bat
     spec = RunSpec(
         methods=tuple((m, options.get(m, {})) for m in methods), model=model, task=task,
         budgets=parse_budgets(keep, keep_ratio), limit=limit, device=device, dtype=dtype, seed=seed,
-        batch_size=batch_size, warmup=warmup, repeats=repeats,
+        batch_size=batch_size, warmup=warmup, repeats=repeats, task_options=parse_task_args(task_args),
     )
     if json_path:
         from tokenbench.results import check_writable
@@ -191,6 +193,25 @@ def _run(methods, model, task, keep, keep_ratio, limit, device, dtype, seed, bat
                 click.echo(f"wrote {len(rows)} rows to {json_path}")
 
 
+def _literal(raw: str) -> Any:
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw  # a bare word is a string
+
+
+def parse_task_args(args: tuple[str, ...]) -> dict[str, Any]:
+    from tokenbench.errors import ConfigError
+
+    out = {}
+    for item in args:
+        if "=" not in item:
+            raise ConfigError(f"task option {item!r} is not KEY=VALUE (e.g. -T n=500)")
+        key, raw = item.split("=", 1)
+        out[key] = _literal(raw)
+    return out
+
+
 def parse_method_args(args: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """``key=value`` applies to every named method that has option ``key``; ``method.key=value`` to one."""
     from tokenbench.api import METHODS
@@ -201,10 +222,7 @@ def parse_method_args(args: tuple[str, ...], methods: tuple[str, ...]) -> dict[s
         if "=" not in item:
             raise ConfigError(f"method option {item!r} is not KEY=VALUE (e.g. -a layer=3 or -a fastv.layer=3)")
         key, raw = item.split("=", 1)
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw  # a bare word is a string
+        value = _literal(raw)
         if "." in key:
             method, key = key.split(".", 1)
             if method not in methods:

@@ -92,6 +92,24 @@ def resolve_model(spec: str):
     raise UnknownNameError(unknown_name_message("model", spec, MODELS.names()))
 
 
+def build_task(name: str, options: dict[str, Any], seed: int):
+    """Instantiate task ``name``; ``--seed`` seeds its split unless ``options`` set ``seed`` explicitly."""
+    import inspect
+
+    factory = TASKS.get(name)
+    params = inspect.signature(factory).parameters
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        valid = ", ".join(p for p in params if p != "self") or "(none)"
+        raise ConfigError(f"task {name!r} has no option {unknown[0]!r}; its options: {valid}")
+    if "seed" in params and "seed" not in options:
+        options = {**options, "seed": seed}
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        raise ConfigError(f"task {name!r}: {exc}") from exc
+
+
 def _adapter_for_directory(path: str):
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
@@ -144,7 +162,7 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     methods = build_methods(spec.methods)  # rejects unknown names and bad options before any compute
     if spec.limit is not None and spec.limit < 1:
         raise ConfigError(f"--limit {spec.limit} must be at least 1")
-    task = TASKS.get(spec.task)(**spec.task_options)
+    task = build_task(spec.task, spec.task_options, spec.seed)
     adapter = resolve_model(spec.model)
     samples = task.samples(spec.limit)
     adapter.load(spec.device, spec.dtype, spec.attn_implementation)

@@ -240,3 +240,23 @@ def test_json_under_a_file(cache, tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("")
     assert_cli_error(cache, ["compare", "fastv", "--json", str(blocker / "rows.json"), *FAST], "is a file, not a directory")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["-T", "nn=5"], "has no option 'nn'"),
+        (["-T", "grid=1"], "grid"),
+        (["-T", "n"], "KEY=VALUE"),
+    ],
+)
+def test_bad_task_options(cache, args, fragment):
+    assert_cli_error(cache, ["compare", "fastv", *args, *FAST], fragment)
+
+
+def test_seed_selects_the_task_split():
+    from tokenbench.runner import build_task
+
+    a, b = build_task("synthetic", {}, 1).samples(5), build_task("synthetic", {}, 2).samples(5)
+    assert [s.question for s in a] != [s.question for s in b]
+    assert build_task("synthetic", {"seed": 7}, 1).seed == 7
