@@ -179,8 +179,7 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     full = build_method("full")
     ctx = _Context(spec, task, adapter, samples, prov, progress)
     reference = ctx.run(full, n_visual)
-    ref_timing = ctx.time(full, n_visual)
-    rows = [ctx.row(full, n_visual, reference, reference, ref_timing, ref_timing) | {"prepare_s": 0.0}]
+    rows = [ctx.row(full, n_visual, reference, reference, ctx.time(full, n_visual)) | {"prepare_s": 0.0}]
     if on_row:
         on_row(rows[-1])
     for m in methods:
@@ -192,7 +191,7 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
         for keep in keeps:
             run = ctx.run(m, keep)
             timing = ctx.time(m, keep)
-            rows.append(ctx.row(m, keep, run, reference, timing, ref_timing) | {"prepare_s": prepare_s})
+            rows.append(ctx.row(m, keep, run, reference, timing) | {"prepare_s": prepare_s})
             if on_row:
                 on_row(rows[-1])
     return rows
@@ -241,36 +240,53 @@ class _Context:
         return MethodRun(answers, correct, torch.cat(logprobs), vpl, fl, kv / len(self.samples))
 
     def time(self, method: TokenReducer, keep: int) -> dict[str, Any]:
-        """Batch-1 latency on the first sample: prefill (first token) and end-to-end (the whole answer)."""
+        """Batch-1 latency on the first sample: prefill (time to the first token) and end-to-end (the whole answer).
+
+        A method is timed interleaved with ``full`` (alternating rounds, same process, same sample), and its speed-up
+        is the ratio of the two medians from those same rounds; ``full``'s own row is timed alone."""
         import torch
 
-        from tokenbench.timing import measure
+        from tokenbench.timing import interleaved, timed
 
         adapter, spec = self.adapter, self.spec
         batch = adapter.encode(self.samples[:1])
-        overhead = []
-        cuda = spec.device.startswith("cuda")
-        with adapter.reduction(method, keep, seed=spec.seed, artefact=self.artefact) as router:
+        overhead: list[float] = []
 
-            def prefill():
-                adapter.generate(batch, 1, router=router)
-                if router is not None:
-                    overhead.append(router.record.overhead_s)
+        def variant(m, k, n_tokens, record_overhead):
+            def run_once() -> float:
+                with adapter.reduction(m, k, seed=spec.seed, artefact=self.artefact if m is method else None) as r:
+                    seconds = timed(lambda: adapter.generate(batch, n_tokens, router=r), adapter.synchronize)
+                    if r is not None and record_overhead:
+                        overhead.append(r.record.overhead_s)
+                return seconds
 
-            prefill_stats = measure(prefill, spec.warmup, spec.repeats, adapter.synchronize)
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(spec.device)
-            e2e = measure(lambda: adapter.generate(batch, self.task.max_new_tokens, router=router),
-                          spec.warmup, spec.repeats, adapter.synchronize)
+            return run_once
+
+        full = build_method("full")
+        paired = method.name != "full"
+        stats = {}
+        for span, n_tokens in (("prefill", 1), ("e2e", self.task.max_new_tokens)):
+            runs = {"method": variant(method, keep, n_tokens, span == "prefill")}
+            if paired:
+                runs["full"] = variant(full, self.adapter.layout().n_visual, n_tokens, False)
+            stats[span] = interleaved(runs, spec.warmup, spec.repeats)
         overhead = overhead[spec.warmup :]
+        peak = None
+        if spec.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(spec.device)
+            variant(method, keep, self.task.max_new_tokens, False)()
+            peak = torch.cuda.max_memory_allocated(spec.device) / 2**20
+        ref = "full" if paired else "method"
         return {
-            "prefill": prefill_stats,
-            "e2e": e2e,
+            "prefill": stats["prefill"]["method"],
+            "e2e": stats["e2e"]["method"],
+            "prefill_ref": stats["prefill"][ref],
+            "e2e_ref": stats["e2e"][ref],
             "overhead_ms": sorted(overhead)[len(overhead) // 2] * 1e3 if overhead else 0.0,
-            "peak_mem_mb": torch.cuda.max_memory_allocated(spec.device) / 2**20 if cuda else None,
+            "peak_mem_mb": peak,
         }
 
-    def row(self, method, keep, run: MethodRun, ref: MethodRun, timing, ref_timing) -> dict[str, Any]:
+    def row(self, method, keep, run: MethodRun, ref: MethodRun, timing) -> dict[str, Any]:
         import torch
 
         n = len(run.answers)
@@ -305,7 +321,10 @@ class _Context:
             "e2e_ms": timing["e2e"].median_ms,
             "e2e_iqr_ms": timing["e2e"].iqr_ms,
             "overhead_ms": timing["overhead_ms"],
-            "speedup_prefill": ref_timing["prefill"].median_ms / timing["prefill"].median_ms,
+            "full_prefill_ms_paired": timing["prefill_ref"].median_ms,
+            "full_e2e_ms_paired": timing["e2e_ref"].median_ms,
+            "speedup_prefill": timing["prefill_ref"].median_ms / timing["prefill"].median_ms,
+            "speedup_e2e": timing["e2e_ref"].median_ms / timing["e2e"].median_ms,
             "timing_repeats": timing["prefill"].n,
             "peak_mem_mb": timing["peak_mem_mb"],
             "kv_cache_mb": run.kv_bytes / 2**20,

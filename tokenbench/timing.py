@@ -29,14 +29,25 @@ class Stats:
         return cls(statistics.median(ms), iqr, len(ms))
 
 
-def measure(fn: Callable[[], object], warmup: int, repeats: int, sync: Callable[[], None]) -> Stats:
+def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
+    """Seconds ``fn`` takes, with the device synchronised before and after."""
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def interleaved(runs: dict[str, Callable[[], float]], warmup: int, repeats: int) -> dict[str, Stats]:
+    """Time several variants side by side: ``warmup`` untimed calls of each, then ``repeats`` rounds in which every
+    variant runs once, in an order that rotates from round to round, so drift (thermal, other load) hits all alike.
+    Each callable returns its own measured seconds (see :func:`timed`)."""
+    names = list(runs)
     for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return Stats.of(times)
+        for name in names:
+            runs[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            times[name].append(runs[name]())
+    return {name: Stats.of(ts) for name, ts in times.items()}

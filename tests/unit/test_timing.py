@@ -1,0 +1,29 @@
+"""The timing protocol: warm-up is untimed, variants alternate in rotating order, medians and IQR are right."""
+
+from __future__ import annotations
+
+from tokenbench.timing import Stats, interleaved
+
+
+def test_interleaved_rotates_and_skips_warmup():
+    calls: list[str] = []
+    seconds = {"a": iter([9.0, 9.0, 0.001, 0.003, 0.002, 0.004]), "b": iter([9.0, 9.0, 0.010, 0.030, 0.020, 0.040])}
+
+    def make(name):
+        def run():
+            calls.append(name)
+            return next(seconds[name])
+
+        return run
+
+    stats = interleaved({"a": make("a"), "b": make("b")}, warmup=2, repeats=4)
+    assert calls[:4] == ["a", "b", "a", "b"]  # warm-up
+    assert calls[4:] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # the order rotates every round
+    assert stats["a"].median_ms == 2.5 and stats["b"].median_ms == 25.0  # warm-up values (9 s) excluded
+    assert stats["a"].n == 4
+
+
+def test_stats_iqr():
+    s = Stats.of([0.001, 0.002, 0.003, 0.004, 0.100])
+    assert s.median_ms == 3.0 and s.n == 5
+    assert 1.0 < s.iqr_ms < 60.0  # the outlier widens the IQR but is not the median
