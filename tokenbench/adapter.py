@@ -86,8 +86,6 @@ class ModelAdapter:
     def pre_llm_signals(self, kinds: set[str]):
         """A context manager giving ``{kind: getter}`` for pre-LLM signals other than ``visual_embeds``; each getter
         returns ``(tensor, macs)`` for the latest forward. Adapters that provide such signals override this."""
-        import contextlib
-
         return contextlib.nullcontext({})
 
     def check_compatible(self, method) -> None:

@@ -18,15 +18,6 @@ from tokenbench.errors import ConfigError
 
 SCHEMA_VERSION = 1
 
-#: The fields every row has (see the README for units and meaning).
-ROW_FIELDS = (
-    "method", "model", "task", "keep", "keep_ratio", "n_samples", "accuracy", "retention", "agreement",
-    "kl_first_token", "tokens_llm_input", "tokens_avg_layer", "flops_prefill", "flops_ratio", "flops_breakdown",
-    "prefill_ms", "prefill_iqr_ms", "e2e_ms", "e2e_iqr_ms", "overhead_ms", "speedup_prefill", "peak_mem_mb",
-    "kv_cache_mb", "device", "dtype", "attn_implementation", "params", "provenance",
-)
-
-
 def provenance(device: str, seed: int) -> dict[str, Any]:
     import torch
     import transformers

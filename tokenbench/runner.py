@@ -295,8 +295,8 @@ class _Context:
         flops = sum(f.total_flops for f in run.flops) / n
         ref_flops = sum(f.total_flops for f in ref.flops) / n
         kl = torch.nn.functional.kl_div(run.first_logprobs, ref.first_logprobs, log_target=True, reduction="none")
-        breakdown = {k: sum(f.as_flops_dict()[k] for f in run.flops) / n
-                     for k in ("vision", "projector", "llm", "lm_head", "overhead")}
+        parts = [f.as_flops_dict() for f in run.flops]
+        breakdown = {k: sum(p[k] for p in parts) / n for k in ("vision", "projector", "llm", "lm_head", "overhead")}
         n_visual = self.adapter.layout().n_visual
         spec = self.spec
         return {
