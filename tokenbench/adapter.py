@@ -104,7 +104,8 @@ class ModelAdapter:
         """Read access to the decoder's weights for ``TokenReducer.prepare``."""
         from tokenbench.api import ModelWeights
 
-        return ModelWeights(self.decoder_layers(), self.text_config(), f"{self.name}@{self.source}")
+        return ModelWeights(self.decoder_layers(), self.text_config(), f"{self.name}@{self.source}",
+                            revision=getattr(self.model.config, "_commit_hash", None))
 
     @contextlib.contextmanager
     def reduction(self, method, keep: int, seed: int = 0, artefact=None):
@@ -168,14 +169,27 @@ class ModelAdapter:
 
         return LogicalLengthCache(config=self.text_config())
 
+    @staticmethod
+    def _prompt_inputs(batch: Batch):
+        """The processor's inputs, the attention mask and explicit position ids (left padding: cumsum of the mask)."""
+        inputs = dict(batch.inputs)
+        mask = inputs["attention_mask"]
+        pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        return inputs, mask, pos
+
+    def prefill(self, batch: Batch, router=None):
+        """One forward over the prompts without a KV cache (calibration reads the layers' signals this way); returns
+        the last position's logits. Runs under whatever grad mode the caller set."""
+        inputs, _, pos = self._prompt_inputs(batch)
+        if router is not None:
+            router.start(batch.tokens)
+        return self.model(**inputs, position_ids=pos, use_cache=False, logits_to_keep=1).logits[:, -1]
+
     def generate(self, batch: Batch, max_new_tokens: int, router=None) -> Generation:
         """Greedy decoding with the KV cache; with ``router`` the method's plan is executed during the prefill."""
         import torch
 
-        inputs = dict(batch.inputs)
-        mask = inputs["attention_mask"]
-        pos = mask.long().cumsum(-1) - 1
-        pos = pos.masked_fill(mask == 0, 1)
+        inputs, mask, pos = self._prompt_inputs(batch)
         cache = self.new_cache()
         eos = self._eos_ids()
         pad = self.processor.tokenizer.pad_token_id

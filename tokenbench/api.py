@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 from tokenbench.errors import ConfigError, PluginValidationError
 from tokenbench.registry import Registry
@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 Stage = Literal["pre_llm", "prune", "route"]
 STAGES: tuple[str, ...] = ("pre_llm", "prune", "route")
 
-NeedKind = Literal["attn", "keys", "hidden", "normed", "visual_embeds", "cls_attn"]
+NeedKind = Literal["attn", "keys", "hidden", "normed", "layer_input", "visual_embeds", "cls_attn"]
 #: What an adapter can compute on request, at the input of an LLM layer (``attn``, ``keys``, ``hidden``, ``normed``)
 #: or before the LLM (``visual_embeds``). Each is computed only where a method asks for it, and its cost is counted.
 NEED_KINDS: dict[str, str] = {
@@ -60,6 +60,9 @@ NEED_KINDS: dict[str, str] = {
     "keys": "the layer's keys after RoPE for the active visual tokens, per KV head: (B, kv_heads, n_active, head_dim)",
     "hidden": "the layer's input hidden states of the active visual tokens: (B, n_active, D)",
     "normed": "the same after the layer's input norm (what W_Q/W_K see): (B, n_active, D)",
+    "layer_input": "what the layer's own attention starts from, for methods that score with their own projections "
+    "(ALVTS): a LayerInput holding the normed input of every token the layer would see (text, padding, active "
+    "visual), their positions and validity, and the layer's rotary embedding at their original positions",
     "visual_embeds": "the visual tokens as they enter the LLM (after the projector): (B, N, D)",
     "cls_attn": "attention of the vision tower's CLS query to the patch tokens at the layer that feeds the "
     "projector (VisionZip's and FasterVLM's signal), per head: (B, vision_heads, N); only towers with a CLS token",
@@ -92,11 +95,47 @@ class Need:
 
 
 @dataclass(frozen=True)
+class LayerInput:
+    """The value of ``Need("layer_input", layer=l)``: every token layer ``l`` would see, in sequence order.
+
+    A method that scores with projections of its own (ALVTS's low-rank selector) starts from ``normed`` exactly as the
+    layer's W_Q and W_K would, and applies ``rope`` to its per-head queries/keys to get the layer's own positional
+    encoding (RoPE; 3-D M-RoPE where the model uses it). No model plumbing is needed: the adapter supplies both.
+    """
+
+    normed: "torch.Tensor"  # (B, T, D) the layer's input norm applied to each token
+    positions: "torch.Tensor"  # (B, T) sequence positions, ascending: key j is causal for query i iff positions[j] <= positions[i]
+    valid: "torch.Tensor"  # (B, T) False on padding
+    visual: "torch.Tensor"  # (B, n_active) columns (in T) of the active visual tokens, in ``ctx.active`` order
+    text: "torch.Tensor"  # (B, T - n_active) columns of every non-visual token (padding included: see ``valid``)
+    rope: Callable[["torch.Tensor"], "torch.Tensor"]  # x (B, heads, T, head_dim) -> x rotated at original positions
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    scaling: float  # the layer's softmax scale (1/sqrt(head_dim) on Llama/Qwen)
+
+
+@dataclass(frozen=True)
 class Step:
-    """One decision point: before LLM layer ``layer`` (``-1`` = before the LLM, for ``pre_llm`` methods)."""
+    """One decision point: before LLM layer ``layer`` (``-1`` = before the LLM, for ``pre_llm`` methods).
+
+    ``stage`` overrides the method's stage for this step (``prune`` or ``route``), so one method can offer both (ALVTS's
+    "static" ablation prunes once with the routing score). ``skipped_as_kv`` (route steps only): the visual tokens
+    that skip the layer still serve as its keys and values, and only their own update is skipped; the layer then runs
+    on every token, and its cost is counted that way.
+    """
 
     layer: int
     needs: tuple[Need, ...] = ()
+    stage: str | None = None
+    skipped_as_kv: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stage not in (None, "prune", "route"):
+            raise PluginValidationError(f"Step(stage={self.stage!r}): a step may override the stage with 'prune' or "
+                                        "'route' only")
+        if self.skipped_as_kv and self.stage == "prune":
+            raise PluginValidationError("Step(skipped_as_kv=True) applies to route steps, not prune steps")
 
 
 @dataclass(frozen=True)
@@ -184,6 +223,24 @@ class TokenReducer:
         """Whether this method changes anything at this budget (``full`` never does)."""
         return True
 
+    def select_macs(self, dims: Any, n_text: int, n_active: int, layer: int) -> int:  # noqa: ARG002
+        """MACs of the matmul work ``select`` itself does at the step at ``layer``, for one sample with ``n_text``
+        non-visual and ``n_active`` visual tokens (``dims`` is a :class:`tokenbench.flops.LMDims`). Signals the
+        harness computes are counted by the harness; override this only if ``select`` multiplies matrices itself.
+        :func:`tokenbench.testing.check_method` checks the whole count against torch's FlopCounterMode."""
+        return 0
+
+    # -- calibration (optional) --------------------------------------------------------------------------------------
+    def calibration_steps(self, n_layers: int) -> tuple[Step, ...]:  # noqa: ARG002
+        """The signals to collect from the *unreduced* model for :meth:`calibrate`; empty: nothing to calibrate."""
+        return ()
+
+    def calibrate(self, weights: "ModelWeights", data: "CalibrationData", epochs: int = 3, lr: float = 1e-2,
+                  log: Callable[[str], None] = print) -> "Calibrated":
+        """Fit the method's artefact on the frozen model's signals (``tokenbench calibrate``): ``epochs`` passes over
+        ``data.train()``, learning rate ``lr`` as the method defines it; report progress through ``log``."""
+        raise NotImplementedError
+
     # -- options ---------------------------------------------------------------------------------------------------
     @classmethod
     def options(cls) -> list[dataclasses.Field]:
@@ -191,6 +248,45 @@ class TokenReducer:
 
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in self.options()}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``prepare`` may return instead of a bare artefact: the artefact, what a result row records about it
+    (``info``, JSON-able), and a warning the user must see (e.g. "no calibration artefact: SVD initialisation")."""
+
+    artefact: Any
+    info: dict[str, Any] = field(default_factory=dict)
+    warning: str = ""
+
+    @classmethod
+    def of(cls, prepared: Any) -> "Prepared":
+        """Whatever ``prepare`` returned, as a Prepared."""
+        return prepared if isinstance(prepared, cls) else cls(prepared)
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """What ``calibrate`` returns: tensors to save (safetensors) and a JSON-able report (errors before/after, ...)."""
+
+    tensors: dict[str, "torch.Tensor"]
+    report: dict[str, Any]
+
+
+class CalibrationData:
+    """The frozen, unreduced model's signals for ``calibrate``: each iteration of ``train()`` or ``heldout()`` runs
+    the model over that split, one batch at a time, and yields ``{layer: ReductionContext}`` for the layers of
+    ``calibration_steps`` (plain tensors, usable in autograd as constants). Built by the harness."""
+
+    def __init__(self, visit: Callable[[str], Any], n_train: int, n_heldout: int) -> None:
+        self._visit = visit
+        self.n_train, self.n_heldout = n_train, n_heldout
+
+    def train(self):
+        return self._visit("train")
+
+    def heldout(self):
+        return self._visit("heldout")
 
 
 class ModelWeights:
@@ -208,11 +304,33 @@ class ModelWeights:
         "post_attention_layernorm": "post_attention_layernorm.weight",
     }
 
-    def __init__(self, layers, text_config, model_id: str) -> None:
+    def __init__(self, layers, text_config, model_id: str, revision: str | None = None) -> None:
         self._layers = layers
         self.text_config = text_config
-        self.model_id = model_id  # what an artefact must be keyed by
+        self.model_id = model_id  # the registered name and source, for messages and metadata
+        self.revision = revision  # the hub commit when the model came from the hub
         self.n_layers = len(layers)
+        self._fingerprint: dict[str, str] | None = None
+
+    def fingerprint(self) -> dict[str, str]:
+        """What a calibration artefact is keyed by: ``model_id``, ``revision``, a hash of the LLM's architecture
+        (``config_hash``) and a hash of the first and last layers' q/k weights (``weights_hash``), so an artefact is
+        refused on a model with other weights even when it has the same name, and accepted on a copy of the same
+        model saved elsewhere."""
+        if self._fingerprint is None:
+            import hashlib
+            import json
+
+            cfg = self.text_config.to_dict()
+            arch = {k: v for k, v in sorted(cfg.items()) if not k.startswith("_") and k not in _NOT_ARCHITECTURE}
+            config_hash = hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            h = hashlib.sha256()
+            for layer in sorted({0, self.n_layers - 1}):
+                for name in ("q_proj", "k_proj"):
+                    h.update(self.layer_weight(layer, name).cpu().numpy().tobytes())
+            self._fingerprint = {"model_id": self.model_id, "revision": self.revision or "",
+                                 "config_hash": config_hash, "weights_hash": h.hexdigest()[:16]}
+        return dict(self._fingerprint)
 
     def layer_weight(self, layer: int, name: str) -> "torch.Tensor":
         if name not in self._PATHS:
@@ -220,6 +338,11 @@ class ModelWeights:
         if not 0 <= layer < self.n_layers:
             raise PluginValidationError(f"layer {layer} is outside 0..{self.n_layers - 1}")
         return self._layers[layer].get_parameter(self._PATHS[name]).detach().float().clone()
+
+
+_NOT_ARCHITECTURE = {"transformers_version", "torch_dtype", "dtype", "architectures", "name_or_path", "use_cache",
+                     "output_attentions", "output_hidden_states", "return_dict", "pad_token_id", "bos_token_id",
+                     "eos_token_id", "tie_word_embeddings"}
 
 
 # -- registries --------------------------------------------------------------------------------------------------------

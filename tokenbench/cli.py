@@ -185,7 +185,8 @@ def _run(methods, model, task, keep, keep_ratio, limit, device, dtype, seed, bat
 
     _quiet_transformers()
     try:
-        run_compare(spec, on_row=on_row, progress=not quiet)
+        run_compare(spec, on_row=on_row, progress=not quiet,
+                    on_warning=lambda w: click.echo(f"warning: {w}", err=True))
     finally:
         if rows:
             click.echo(format_table(rows))
@@ -274,7 +275,10 @@ def format_table(rows: list[dict]) -> str:
     head = (f"model={first['model']} task={first['task']} samples={first['n_samples']} device={first['device']} "
             f"dtype={first['dtype']} attn={first['attn_implementation']} "
             f"(timings: batch 1, median of {first['timing_repeats']})")
-    return head + "\n" + tabulate(table, headers=headers, tablefmt="github")
+    notes = []
+    for r in rows:
+        notes += [f"note ({r['method']}): {w}" for w in r.get("warnings", ()) if f"note ({r['method']}): {w}" not in notes]
+    return "\n".join([head, tabulate(table, headers=headers, tablefmt="github"), *notes])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tokenbench.api import METHODS, MODELS, TASKS, TokenReducer, build_method
+from tokenbench.api import METHODS, MODELS, TASKS, Prepared, TokenReducer, build_method
 from tokenbench.errors import ConfigError, UnknownNameError
 from tokenbench.registry import unknown_name_message
 
@@ -155,8 +155,12 @@ def build_methods(specs: tuple[tuple[str, dict[str, Any]], ...]) -> list[TokenRe
     return [build_method(name, opts) for name, opts in specs]
 
 
-def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = True) -> list[dict]:
-    """Run ``full`` plus every method of ``spec`` at every budget; return one row per (method, budget)."""
+def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
+            on_warning: Callable[[str], None] | None = None) -> list[dict]:
+    """Run ``full`` plus every method of ``spec`` at every budget; return one row per (method, budget).
+
+    ``on_warning`` receives what a method's preparation wants the user to see (e.g. ALVTS without a calibration
+    artefact); the same text is kept in the rows' ``warnings``."""
     import torch
 
     methods = build_methods(spec.methods)  # rejects unknown names and bad options before any compute
@@ -179,19 +183,25 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     full = build_method("full")
     ctx = _Context(spec, task, adapter, samples, prov, progress)
     reference = ctx.run(full, n_visual)
-    rows = [ctx.row(full, n_visual, reference, reference, ctx.time(full, n_visual)) | {"prepare_s": 0.0}]
+    rows = [ctx.row(full, n_visual, reference, reference, ctx.time(full, n_visual))
+            | {"prepare_s": 0.0, "prepared": {}, "warnings": []}]
     if on_row:
         on_row(rows[-1])
     for m in methods:
         if m.name == "full":
             continue
         t0 = time.perf_counter()
-        ctx.artefact = m.prepare(adapter.weights())  # one-off, with read access to the weights
+        prepared = Prepared.of(m.prepare(adapter.weights()))  # one-off, with read access to the weights
         prepare_s = time.perf_counter() - t0
+        ctx.artefact = prepared.artefact
+        if prepared.warning and on_warning:
+            on_warning(prepared.warning)
+        extra = {"prepare_s": prepare_s, "prepared": prepared.info,
+                 "warnings": [prepared.warning] if prepared.warning else []}
         for keep in keeps:
             run = ctx.run(m, keep)
             timing = ctx.time(m, keep)
-            rows.append(ctx.row(m, keep, run, reference, timing) | {"prepare_s": prepare_s})
+            rows.append(ctx.row(m, keep, run, reference, timing) | extra)
             if on_row:
                 on_row(rows[-1])
     return rows
@@ -232,7 +242,7 @@ class _Context:
                     answers.append(text)
                     correct.append(self.task.score(s, text))
                     vpl.append(list(per_layer))
-                    fl.append(prefill_count(self.lm, self.encoder, n_text, per_layer, rec))
+                    fl.append(prefill_count(self.lm, self.encoder, n_text, per_layer, rec, method))
                 logprobs.append(torch.log_softmax(gen.first_logits.float(), dim=-1))
                 kv += gen.kv_cache_bytes
                 bar.update(len(chunk))

@@ -16,7 +16,7 @@ import types
 
 import torch
 
-from tokenbench.api import build_method
+from tokenbench.api import Prepared, build_method
 from tokenbench.engine.router import Record
 from tokenbench.task import Sample
 
@@ -33,30 +33,35 @@ def run(adapter, method, keep: int, samples, max_new_tokens: int = 4, seed: int 
     if isinstance(method, str):
         method = build_method(method)
     batch = adapter.encode(samples)
-    artefact = method.prepare(adapter.weights())
+    artefact = Prepared.of(method.prepare(adapter.weights())).artefact
     with adapter.reduction(method, keep, seed=seed, artefact=artefact) as r:
         gen = adapter.generate(batch, max_new_tokens, router=r)
     return gen, (r.record if r is not None else None), batch
 
 
 @contextlib.contextmanager
-def _masked_layers(adapter, batch, layer_visual: list[torch.Tensor]):
+def _masked_layers(adapter, batch, layer_visual: list[torch.Tensor], layer_keys: list[torch.Tensor]):
     t = batch.tokens
     originals = []
+
+    def members(vis, b, length, device):
+        m = torch.zeros(b, length, dtype=torch.bool, device=device)
+        m.scatter_(1, t.other, True)
+        m.scatter_(1, t.visual.gather(1, vis), True)
+        m[:, t.valid.shape[1]:] = True  # generated tokens always take part
+        return m
+
     for idx, layer in enumerate(adapter.decoder_layers()):
         original = layer.forward
 
         def fwd(self, hidden, *args, _orig=original, _idx=idx, **kwargs):
             b, length = hidden.shape[:2]
-            vis = layer_visual[_idx]
-            keep = torch.zeros(b, length, dtype=torch.bool, device=hidden.device)
-            keep.scatter_(1, t.other, True)
-            keep.scatter_(1, t.visual.gather(1, vis), True)
-            keep[:, t.valid.shape[1]:] = True  # generated tokens always take part
+            keep = members(layer_visual[_idx], b, length, hidden.device)  # rows the layer updates
+            seen = members(layer_keys[_idx], b, length, hidden.device)  # columns it attends to
             valid = torch.ones(b, length, dtype=torch.bool, device=hidden.device)
             valid[:, : t.valid.shape[1]] = t.valid
             pos = torch.arange(length, device=hidden.device)
-            allowed = (pos[None, :, None] >= pos[None, None, :]) & (keep & valid)[:, None, :]
+            allowed = (pos[None, :, None] >= pos[None, None, :]) & (seen & valid)[:, None, :]
             allowed = allowed | torch.eye(length, dtype=torch.bool, device=hidden.device)[None]  # no empty rows
             kwargs["attention_mask"] = allowed[:, None]
             out = _orig(hidden, *args, **kwargs)
@@ -88,7 +93,7 @@ def mask_reference(adapter, batch, record: Record, generated: list[list[int]] | 
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], n_new)], dim=1)
     pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
     inputs.update(input_ids=ids, attention_mask=mask)
-    with torch.inference_mode(), _masked_layers(adapter, batch, record.layer_visual):
+    with torch.inference_mode(), _masked_layers(adapter, batch, record.layer_visual, record.layer_keys):
         out = adapter.model(**inputs, position_ids=pos, use_cache=False)
     return out.logits[:, batch.tokens.valid.shape[1] - 1 :].float()
 

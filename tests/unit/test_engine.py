@@ -113,7 +113,7 @@ def test_pre_llm_merge_replaces_embeddings(adapter_factory, samples):
         inputs.pop("input_ids")
         mask = inputs["attention_mask"]
         pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-        with testing._masked_layers(adapter, batch, record.layer_visual):
+        with testing._masked_layers(adapter, batch, record.layer_visual, record.layer_keys):
             out = adapter.model(inputs_embeds=embeds, position_ids=pos, use_cache=False, **inputs)
     torch.testing.assert_close(gen.first_logits, out.logits[:, -1].float(), atol=2e-5, rtol=1e-4)
 

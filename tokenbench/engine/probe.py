@@ -58,3 +58,28 @@ def attention_rows(layer, hidden, cos, sin, key_idx, key_valid, query_idx) -> to
     allowed = (key_idx[:, None, :] <= query_idx[:, :, None]) & key_valid[:, None, :]
     scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
     return scores.softmax(dim=-1)
+
+
+def layer_input(layer, hidden, cos, sin, other_idx, visual_idx, valid):
+    """``Need("layer_input")``: the normed input of the non-visual tokens ``other_idx`` and the visual tokens
+    ``visual_idx`` (sequence positions, (B, M) and (B, n)), merged in sequence order, with the layer's RoPE at their
+    original positions. Elementwise work only (the norm), so it costs no MACs."""
+    from functools import partial
+
+    from tokenbench.api import LayerInput
+
+    attn = layer.self_attn
+    idx = torch.cat([other_idx, visual_idx], dim=1).sort(dim=1).values
+    head_dim = attn.head_dim
+    return LayerInput(
+        normed=normed(layer, hidden, idx),
+        positions=idx,
+        valid=valid.gather(1, idx),
+        visual=torch.searchsorted(idx, visual_idx),
+        text=torch.searchsorted(idx, other_idx),
+        rope=partial(_rope, cos=_take(cos, idx), sin=_take(sin, idx)),
+        n_heads=attn.q_proj.out_features // head_dim,
+        n_kv_heads=attn.k_proj.out_features // head_dim,
+        head_dim=head_dim,
+        scaling=float(attn.scaling),
+    )

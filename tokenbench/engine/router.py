@@ -36,6 +36,9 @@ class Record:
 
     visual_per_layer: list[int] = field(default_factory=list)  # visual tokens each LLM layer processed
     layer_visual: list[torch.Tensor] = field(default_factory=list)  # (B, n) original visual indices, per layer
+    layer_keys: list[torch.Tensor] = field(default_factory=list)  # (B, n') visual tokens visible as keys, per layer
+    # (equal to layer_visual except at route steps with skipped_as_kv, where every active token is a key)
+    select_calls: list[tuple[int, int]] = field(default_factory=list)  # (step layer, n_active): for Method.select_macs
     selections: dict[int, torch.Tensor] = field(default_factory=dict)  # step layer -> kept original visual indices
     probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)  # (layer, kind, queries, n_vis_keys, n_rows_visual)
     overhead_s: float = 0.0  # wall time inside signal computation and select (synchronised on CUDA)
@@ -74,6 +77,8 @@ class Router:
             if s.layer in self.steps:
                 raise PluginValidationError(f"method {method.name!r} declares two steps at layer {s.layer}")
             lo = -1 if method.stage == "pre_llm" else 0
+            if method.stage == "pre_llm" and s.stage is not None:
+                raise PluginValidationError(f"method {method.name!r} is pre_llm; its steps cannot override the stage")
             if not lo <= s.layer < self.n_layers or (method.stage == "pre_llm") != (s.layer == -1):
                 raise PluginValidationError(
                     f"method {method.name!r} ({method.stage}) declares a step at layer {s.layer}; "
@@ -89,6 +94,8 @@ class Router:
                     raise PluginValidationError(
                         f"method {method.name!r}: step at layer {s.layer} needs {need}, computed at a later layer"
                     )
+            if s.skipped_as_kv and self._stage(s) != "route":
+                raise PluginValidationError(f"method {method.name!r}: skipped_as_kv applies to route steps only")
             self.steps[s.layer] = s
         self.needs_at: dict[int | None, list[Need]] = {}
         for s in steps:
@@ -98,6 +105,9 @@ class Router:
         self.record = Record()
         self._handles: list = []
         self._cuda = False
+
+    def _stage(self, step: Step) -> str:
+        return step.stage or self.method.stage
 
     # -- install / remove ----------------------------------------------------------------------------------------------
     def __enter__(self) -> "Router":
@@ -195,6 +205,7 @@ class Router:
             generators=self._generators(step.layer),
             artefact=self.artefact,
         )
+        self.record.select_calls.append((step.layer, int(self.active.shape[1])))
         out = self.method.select(ctx)
         idx = out.indices if isinstance(out, Selection) else out
         name = self.method.name
@@ -212,7 +223,7 @@ class Router:
             raise PluginValidationError(f"method {name!r} returned duplicate indices at layer {step.layer}")
         chosen = self.active.gather(1, order.values)
         self.record.selections[step.layer] = chosen
-        if self.method.stage in ("prune", "pre_llm"):
+        if self._stage(step) in ("prune", "pre_llm"):
             self.active = chosen
         embeds = out.embeds if isinstance(out, Selection) else None
         if embeds is not None:
@@ -245,18 +256,36 @@ class Router:
         cos, sin = kwargs["position_embeddings"]
         b, length = hidden.shape[:2]
         cos, sin = cos.expand(b, *cos.shape[1:]), sin.expand(b, *sin.shape[1:])
-        if idx in self.needs_at or idx in self.steps:
+        step = self.steps.get(idx)
+        keys = self.active  # before this layer's step: a skipped_as_kv step keeps every active token as a key
+        if idx in self.needs_at or step is not None:
             t0 = self._tic()
             self._compute_needs(idx, layer, hidden, cos, sin)
-            visual = self._select(self.steps[idx])[0] if idx in self.steps else self.active
+            visual = self._select(step)[0] if step is not None else self.active
             self._toc(t0)
         else:
             visual = self.active
-        self.record.visual_per_layer.append(int(visual.shape[1]))
+        if step is None or not step.skipped_as_kv:
+            keys = visual
+        self.record.visual_per_layer.append(int(keys.shape[1]))  # what the layer computes on
         self.record.layer_visual.append(visual)
-        sel = torch.cat([t.other, t.visual.gather(1, visual)], dim=1).sort(dim=1).values
+        self.record.layer_keys.append(keys)
+        sel = torch.cat([t.other, t.visual.gather(1, keys)], dim=1).sort(dim=1).values
         if kwargs.get("use_cache") and self._cache_of(kwargs) is not None:
             self.kv_pos[idx] = sel
+        if keys is not visual:  # skipped_as_kv: run on every key, then undo the skipped tokens' update
+            out = self._run_subset(original, hidden, sel, b, length, cos, sin, args, kwargs)
+            skipped = torch.ones(b, self.layout.n_visual, dtype=torch.bool, device=hidden.device)
+            skipped.scatter_(1, visual, False)
+            restore = torch.zeros(b, length, dtype=torch.bool, device=hidden.device)
+            restore.scatter_(1, t.visual, skipped)
+            out_h = out[0] if isinstance(out, tuple) else out
+            out_h = torch.where(restore[..., None], hidden, out_h)
+            return (out_h, *out[1:]) if isinstance(out, tuple) else out_h
+        return self._run_subset(original, hidden, sel, b, length, cos, sin, args, kwargs)
+
+    def _run_subset(self, original, hidden, sel, b, length, cos, sin, args, kwargs):
+        """Run the layer on the tokens at ``sel`` (B, n) only, with their own positions and mask; scatter back."""
         if sel.shape[1] == length:  # nothing removed at this layer: run it untouched
             return original(hidden, *args, **kwargs)
         kwargs = dict(kwargs)
@@ -303,6 +332,8 @@ class Router:
                 value = probe.normed(layer, hidden, vis_pos)
             elif need.kind == "keys":
                 value = probe.keys(layer, hidden, cos, sin, vis_pos)
+            elif need.kind == "layer_input":
+                value = probe.layer_input(layer, hidden, cos, sin, t.other, vis_pos, t.valid)
             elif need.kind == "attn":
                 key_idx = torch.cat([t.other, vis_pos], dim=1).sort(dim=1).values
                 key_valid = t.valid.gather(1, key_idx)

@@ -1,0 +1,128 @@
+"""ALVTS: Adaptive Layer-wise Visual Token Selection (Chen et al., "One Layer's Trash is Another Layer's Treasure",
+CVPR 2026, arXiv:2606.14277). No official code exists; this follows docs/methods.md §1 (equations from the paper's
+notes [N1][N2]) and makes every choice the paper leaves open an option.
+
+Rule: before each selected decoder layer, a low-rank selector scores the active visual tokens with
+S(i) = S_V2V(i) * S_T2V(i) computed on an approximation of that layer's attention (``selector.py``); the top
+``keep`` = floor(r * N) of them and every text token go through the layer, the others skip it unchanged and rejoin in
+their original order before the next layer. Every token keeps its original position id. The selector's factors come
+from a truncated SVD of W_Q and W_K (singular values split as square roots), optionally fitted so that the selector's
+scores match the true attention's (``tokenbench calibrate alvts``; ``fit.py``). The LVLM itself is never changed.
+
+Open choices (default first, with the reason):
+
+=================  =====================================================================================================
+option             meaning
+=================  =====================================================================================================
+rank=0             R of the factors; 0 = hidden/16, which gives the paper's R=256 on LLaVA-1.5-7B (4096) and R=128 on
+                   Qwen2.5-VL-3B (2048); 8 on tiny-llava (128)
+layers=None        layers with a selector; None = every layer ("before each decoder layer" [N1][N2])
+skipped_as_kv=F    False: a skipped token is neither query nor key/value at that layer ("skips the layer entirely" [N3]);
+                   True: it stays visible as key/value (its own update is still skipped; that layer then runs on every
+                   token, so it saves no compute here)
+pooling=mean       heads pooled by mean (the head-averaged map the score is defined on); ``max`` is FitPrune's pooling
+causal=True        the selector masks causally, like the layer it approximates (the oracle S* is causal)
+rope=True          the selector rotates q~/k~ with the layer's own RoPE (M-RoPE on Qwen2.5-VL), as the layer does
+static=False       the paper's ablation "w/o dynamic selection": score once at ``static_layer`` and drop the rest for
+                   every later layer (FastV's strategy with the ALVTS score)
+static_layer=2     that layer (FastV's K=2, as in the ablation)
+calibration=auto   ``auto``: the artefact at the default location for this model and rank if there is one, else the SVD
+                   initialisation, said in the output and the JSON row; ``svd``: SVD initialisation only; or a path
+=================  =====================================================================================================
+
+Decode (not switchable): the selection is fixed by the prefill, and each layer's KV cache holds the tokens that layer
+processed (all of them with skipped_as_kv). Re-selecting per generated token would need every visual token's K/V at
+every layer and give up the memory saving (docs/methods.md §1.4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenbench.api import Need, Step, TokenReducer, register_method
+from tokenbench.errors import ConfigError
+
+POOLINGS = ("mean", "max")
+
+
+@register_method("alvts")
+@dataclass(frozen=True)
+class ALVTS(TokenReducer):
+    stage = "route"
+    rank: int = 0  # R; 0 = hidden/16 (paper: 256 for LLaVA-1.5-7B, 128 for Qwen2.5-VL-3B)
+    layers: tuple[int, ...] | None = None  # None = every layer, as in the paper
+    skipped_as_kv: bool = False  # skipped tokens leave the layer entirely ([N3]); True keeps them as keys/values
+    pooling: str = "mean"  # mean | max over heads
+    causal: bool = True  # the selector's mask, like the layer's
+    rope: bool = True  # the selector's positions, like the layer's
+    static: bool = False  # ablation: select once at static_layer and prune (FastV's strategy, ALVTS's score)
+    static_layer: int = 2  # the ablation's layer (FastV's K)
+    calibration: str = "auto"  # auto | svd | path to a `tokenbench calibrate alvts` artefact
+
+    # -- options -------------------------------------------------------------------------------------------------------
+    def check(self, n_layers: int) -> None:
+        if self.rank < 0:
+            raise ConfigError(f"alvts: rank={self.rank} must be >= 1, or 0 for hidden/16")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"alvts: pooling={self.pooling!r} must be one of {', '.join(POOLINGS)}")
+        if self.static:
+            if not 0 <= self.static_layer < n_layers:
+                raise ConfigError(f"alvts: static_layer={self.static_layer} must be in 0..{n_layers - 1}")
+            if self.skipped_as_kv:
+                raise ConfigError("alvts: skipped_as_kv applies to routing; the static ablation drops tokens for good")
+        for layer in self.layers or ():
+            if not 0 <= layer < n_layers:
+                raise ConfigError(f"alvts: layers contains {layer}; this model has layers 0..{n_layers - 1}")
+        if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
+            raise ConfigError(f"alvts: layers={self.layers} must list distinct layers (or leave it unset for all)")
+
+    def resolved_rank(self, hidden: int) -> int:
+        return self.rank or max(1, hidden // 16)
+
+    def selected_layers(self, n_layers: int) -> tuple[int, ...]:
+        if self.static:
+            return (self.static_layer,)
+        return tuple(sorted(self.layers)) if self.layers is not None else tuple(range(n_layers))
+
+    # -- plan ----------------------------------------------------------------------------------------------------------
+    def steps(self, n_layers):
+        stage = "prune" if self.static else None
+        return tuple(
+            Step(layer, needs=(Need("layer_input", layer=layer),), stage=stage, skipped_as_kv=self.skipped_as_kv)
+            for layer in self.selected_layers(n_layers)
+        )
+
+    def select(self, ctx):
+        from tokenbench.methods.alvts.selector import selector_scores
+
+        inp = ctx.signal(Need("layer_input", layer=ctx.layer))
+        factors = ctx.artefact.factors(ctx.layer, like=inp.normed)
+        scores = selector_scores(inp, factors, self.pooling, self.causal, self.rope)
+        return scores.topk(ctx.keep, dim=-1).indices
+
+    def reduces(self, keep: int, n_visual: int) -> bool:
+        return keep < n_visual  # at r = 1 every token goes through every layer: the unmodified model
+
+    def select_macs(self, dims, n_text: int, n_active: int, layer: int) -> int:
+        from tokenbench.methods.alvts.selector import selector_macs
+
+        return selector_macs(dims, self.resolved_rank(dims.hidden), n_text + n_active)
+
+    # -- factors -------------------------------------------------------------------------------------------------------
+    def prepare(self, weights):
+        from tokenbench.methods.alvts import fit
+
+        return fit.prepare(self, weights)
+
+    def calibration_steps(self, n_layers):
+        return tuple(
+            Step(layer, needs=(Need("layer_input", layer=layer), Need("attn", layer=layer, queries="visual"),
+                               Need("attn", layer=layer, queries="text")))
+            for layer in range(n_layers)
+        )
+
+    def calibrate(self, weights, data, epochs: int = 3, lr: float = 1e-2, log=print):
+        from tokenbench.methods.alvts import fit
+
+        return fit.calibrate(self, weights, data, epochs=epochs, lr=lr, log=log)
+
