@@ -46,7 +46,7 @@ class ModelAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()  # config.json model_type values this adapter loads
     default_source: ClassVar[str] = ""  # hub id used when no source is given
     #: the signals (tokenbench.api.NEED_KINDS) this adapter can compute; a method needing another is refused
-    provides: ClassVar[frozenset[str]] = frozenset({"attn", "keys", "hidden", "normed", "visual_embeds"})
+    provides: ClassVar[frozenset[str]] = frozenset({"attn", "keys", "hidden", "normed", "layer_input", "visual_embeds"})
 
     def __init__(self, source: str | None = None, revision: str | None = None, name: str | None = None) -> None:
         self.source = source or self.default_source
@@ -88,11 +88,12 @@ class ModelAdapter:
         returns ``(tensor, macs)`` for the latest forward. Adapters that provide such signals override this."""
         return contextlib.nullcontext({})
 
-    def check_compatible(self, method) -> None:
-        """Refuse, before any compute, a method that needs a signal this adapter cannot provide."""
+    def check_compatible(self, method, steps=None) -> None:
+        """Refuse, before any compute, a method that needs a signal this adapter cannot provide (in ``steps``,
+        default the method's own)."""
         from tokenbench.errors import IncompatibleError
 
-        for step in method.steps(self.n_layers):
+        for step in method.steps(self.n_layers) if steps is None else steps:
             for need in step.needs:
                 if need.kind not in self.provides:
                     raise IncompatibleError(

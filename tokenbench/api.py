@@ -267,10 +267,14 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Calibrated:
-    """What ``calibrate`` returns: tensors to save (safetensors) and a JSON-able report (errors before/after, ...)."""
+    """What ``calibrate`` returns: tensors to save (safetensors), a JSON-able report (errors before/after, ...),
+    ``key``: the settings the artefact is only valid for (checked when a run loads it, beside the model's fingerprint),
+    and ``tag``: its file name in the default location."""
 
     tensors: dict[str, "torch.Tensor"]
     report: dict[str, Any]
+    key: dict[str, Any]
+    tag: str
 
 
 class CalibrationData:

@@ -119,3 +119,50 @@ def visitor(adapter, steps, splits: dict[str, list], batch_size: int):
             yield dict(collect.seen)
 
     return visit
+
+
+# -- tokenbench calibrate ------------------------------------------------------------------------------------------------
+def run(method_name: str, method_options: dict, model: str, task: str, task_options: dict, samples: int = 256,
+        heldout: int = 64, seed: int = 1, batch_size: int = 8, device: str = "cpu", dtype: str = "float32",
+        epochs: int = 3, lr: float = 1e-2, out: str | None = None, log=print) -> tuple[str, dict]:
+    """Fit ``method_name``'s artefact on ``samples`` samples of ``task`` (seed ``seed``, by default not the seed
+    ``compare`` evaluates on), report the score error on ``heldout`` further samples, and save it to ``out`` or the
+    default location; returns (path, metadata)."""
+    import inspect
+
+    from tokenbench.api import TASKS, CalibrationData, TokenReducer, build_method
+    from tokenbench.runner import build_task, resolve_model
+
+    method = build_method(method_name, method_options)
+    if samples < 1 or heldout < 1 or batch_size < 1 or epochs < 1:
+        raise ConfigError("--samples, --heldout, --batch-size and --epochs must each be at least 1")
+    if not lr > 0:
+        raise ConfigError(f"--lr {lr} must be positive")
+    if type(method).calibrate is TokenReducer.calibrate:
+        raise ConfigError(f"method {method_name!r} has nothing to calibrate (only methods with a fitted artefact do)")
+    if out is not None:
+        from tokenbench.results import check_writable
+
+        check_writable(out)  # before any compute
+    factory_params = inspect.signature(TASKS.get(task)).parameters
+    if "n" in factory_params and "n" not in task_options:
+        task_options = {**task_options, "n": samples + heldout}  # ask a sized task for as many as needed
+    split = build_task(task, task_options, seed).samples(samples + heldout)
+    if len(split) < samples + heldout:
+        raise ConfigError(f"task {task!r} has {len(split)} samples; --samples {samples} + --heldout {heldout} need "
+                          f"{samples + heldout}. Lower them or choose a larger task")
+    adapter = resolve_model(model).load(device, dtype)
+    method.check(adapter.n_layers)
+    steps = method.calibration_steps(adapter.n_layers)
+    adapter.check_compatible(method, steps)
+    weights = adapter.weights()
+    visit = visitor(adapter, steps, {"train": split[:samples], "heldout": split[samples:]}, batch_size)
+    log(f"calibrating {method_name} on {adapter.name}: {samples} samples of {task} (seed {seed}), "
+        f"{heldout} held out, {epochs} epochs")
+    result = method.calibrate(weights, CalibrationData(visit, samples, heldout), epochs=epochs, lr=lr, log=log)
+    fingerprint = weights.fingerprint()
+    meta = {"method": method_name, **fingerprint, **result.key, "samples": samples, "heldout": heldout,
+            "task": task, "task_seed": seed, "options": method.params(), "device": device, "dtype": dtype,
+            **result.report}
+    path = out or default_path(method_name, fingerprint, result.tag)
+    return save(path, result.tensors, meta), meta

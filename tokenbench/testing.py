@@ -98,6 +98,25 @@ def mask_reference(adapter, batch, record: Record, generated: list[list[int]] | 
     return out.logits[:, batch.tokens.valid.shape[1] - 1 :].float()
 
 
+def counted_vs_measured_flops(adapter, method, keep: int, sample) -> tuple[int, int]:
+    """(FLOPs tokenbench's accounting reports, FLOPs torch's FlopCounterMode measures) for one sample's prefill with
+    ``method`` at ``keep``: equal when every matmul the method causes (its signals, its own ``select`` work, the
+    layers it shrinks) is counted."""
+    from tokenbench import flopcount
+    from tokenbench.accounting import prefill_count
+
+    if isinstance(method, str):
+        method = build_method(method)
+    batch = adapter.encode([sample])
+    artefact = Prepared.of(method.prepare(adapter.weights())).artefact
+    with adapter.reduction(method, keep, artefact=artefact) as router:
+        measured = flopcount.measure(lambda: adapter.generate(batch, 1, router=router))
+        record = router.record if router is not None else None
+    per_layer = record.visual_per_layer if record is not None else [adapter.layout().n_visual] * adapter.n_layers
+    counted = prefill_count(adapter.lm_dims(), adapter.encoder_macs(), batch.n_text[0], per_layer, record, method)
+    return counted.total_flops, measured
+
+
 def check_method(name: str, model: str = "tiny-llava", keeps=(1, 64, 575), n_samples: int = 2) -> None:
     """The contract every method must meet on ``model``: keep-all equals ``full`` exactly, budgets are honoured,
     the router's output equals the mask reference, and batching changes nothing."""
@@ -121,3 +140,5 @@ def check_method(name: str, model: str = "tiny-llava", keeps=(1, 64, 575), n_sam
         torch.testing.assert_close(ours, ref_logits, atol=1e-4, rtol=1e-4)
         singles = [run(adapter, name, keep, [s])[0] for s in samples]
         assert [s.token_ids[0] for s in singles] == gen.token_ids, f"{name}: batch differs from one-by-one"
+        counted, measured = counted_vs_measured_flops(adapter, name, keep, samples[0])
+        assert counted == measured, f"{name}: FLOPs counted {counted} != measured by FlopCounterMode {measured}"

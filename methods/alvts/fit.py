@@ -37,17 +37,19 @@ class Factors:
         return self._moved[key]
 
 
-def tag(method) -> str:
-    """The artefact's name in the default location: the settings the fit depends on."""
-    return f"rank{method.rank or 'auto'}-{method.pooling}" + ("" if method.causal else "-noncausal") + (
-        "" if method.rope else "-norope")
+def key(method, rank: int) -> dict:
+    """The settings a fit depends on: an artefact is refused by a run whose settings differ."""
+    return {"rank": rank, "pooling": method.pooling, "causal": method.causal, "rope": method.rope}
 
 
-def expected_meta(method, weights) -> dict:
+def tag(method, rank: int) -> str:
+    """The artefact's file name in the default location."""
+    return f"rank{rank}-{method.pooling}" + ("" if method.causal else "-noncausal") + ("" if method.rope else "-norope")
+
+
+def expected_meta(method, weights, rank: int) -> dict:
     fp = weights.fingerprint()
-    return {"method": METHOD, "config_hash": fp["config_hash"], "weights_hash": fp["weights_hash"],
-            "rank": method.resolved_rank(weights.text_config.hidden_size), "pooling": method.pooling,
-            "causal": method.causal, "rope": method.rope}
+    return {"method": METHOD, "config_hash": fp["config_hash"], "weights_hash": fp["weights_hash"]} | key(method, rank)
 
 
 def prepare(method, weights) -> Prepared:
@@ -58,7 +60,7 @@ def prepare(method, weights) -> Prepared:
         return Prepared(Factors(svd_init(weights, rank, layers), rank), info | {"calibration": "svd-init"})
     path = method.calibration
     if method.calibration == "auto":
-        path = calibration.default_path(METHOD, weights.fingerprint(), tag(method))
+        path = calibration.default_path(METHOD, weights.fingerprint(), tag(method, rank))
         if not os.path.isfile(path):
             warning = (f"alvts: no calibration artefact for this model at {path}; running on the SVD initialisation "
                        f"(uncalibrated). Make one with `tokenbench calibrate alvts --model <this model>`, or pass "
@@ -66,7 +68,7 @@ def prepare(method, weights) -> Prepared:
             return Prepared(Factors(svd_init(weights, rank, layers), rank),
                             info | {"calibration": "svd-init", "calibration_missing": path}, warning)
     tensors, meta = calibration.load(path)
-    calibration.check(path, meta, expected_meta(method, weights))
+    calibration.check(path, meta, expected_meta(method, weights, rank))
     missing = [layer for layer in layers if f"{layer}.uq" not in tensors]
     if missing:
         raise ConfigError(f"calibration artefact {path!r} has no factors for layers {missing}")
@@ -136,7 +138,7 @@ def calibrate(method, weights, data, epochs: int = 3, lr: float = 1e-2, log=prin
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, count = total + float(loss), count + 1
+            total, count = total + float(loss.detach()), count + 1
             if cached is not None and epoch == 0:
                 size += sum(inp.normed.numel() * inp.normed.element_size() for _, inp, _ in pairs)
                 if size < CACHE_LIMIT_BYTES:
@@ -153,4 +155,4 @@ def calibrate(method, weights, data, epochs: int = 3, lr: float = 1e-2, log=prin
         "score_error_before": before, "score_error_after": after, "topk_recall_before": recall_before,
         "topk_recall_after": recall_after, "train_loss_last_epoch": train_mse, "fit_s": time.perf_counter() - t0,
     }
-    return Calibrated({k: p.detach() for k, p in params.items()}, report)
+    return Calibrated({k: p.detach() for k, p in params.items()}, report, key(method, rank), tag(method, rank))

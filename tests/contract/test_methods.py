@@ -1,7 +1,7 @@
 """The contract every registered method meets on every registered tiny model (a new method is enrolled here
 automatically): keep-all reproduces ``full`` exactly; budgets are exact; the router's result equals an independent
 mask-based reference, for the prefill and for every cached decode step; a batch gives the same answers as one
-sample at a time."""
+sample at a time; the FLOPs the harness reports equal FlopCounterMode's measurement."""
 
 from __future__ import annotations
 
@@ -77,3 +77,14 @@ def test_batch_equals_one_by_one(method, model, adapter_factory):
         if record is not None:
             for layer, chosen in record.selections.items():
                 assert torch.equal(rec1.selections[layer][0], chosen[i])
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_counted_flops_equal_flopcounter(method, model, adapter_factory, samples):
+    """Every matmul a method causes is in the reported FLOPs: its signals, its own select() work, the layers it
+    shrinks (and nothing it does not cause)."""
+    adapter = adapter_factory(model)
+    keep = 64 if method in REDUCING else adapter.layout().n_visual
+    counted, measured = testing.counted_vs_measured_flops(adapter, method, keep, samples[0])
+    assert counted == measured

@@ -34,14 +34,11 @@ from tokenbench.flops import (
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-# sdpa_flop_count takes shapes; FlopCounterMode's shape_wrapper turns the op's tensors into shapes first.
-_SDPA_CPU_FIX = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: (
-        lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)
-    )
-}
+from tokenbench.flopcount import _custom_mapping  # noqa: E402
+
+_SDPA_CPU_FIX = _custom_mapping()  # the CPU flash-attention op needs a formula of its own
 
 N_TOKENS = 37
 

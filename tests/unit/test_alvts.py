@@ -1,0 +1,255 @@
+"""ALVTS: the selector against exact attention, routing per layer, the static ablation, calibration and artefacts.
+
+The contract suite (tests/contract) already runs ALVTS like every method: keep-all equals full, exact budgets, router
+equals the mask reference with a cache, batch equals one-by-one, counted FLOPs equal FlopCounterMode.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tokenbench import calibration, testing
+from tokenbench.api import Need, Prepared, build_method
+from tokenbench.engine.probe import _take
+from tokenbench.engine.router import Router
+from tokenbench.errors import ConfigError
+from tokenbench.methods.alvts import fit
+from tokenbench.methods.alvts.selector import FACTORS, importance, selector_scores, svd_factors, svd_init
+
+KEEP = 64
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    from tokenbench.runner import resolve_model
+
+    return resolve_model("tiny-llava").load()
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return testing.synthetic_samples(3, seed=4)
+
+
+@pytest.fixture(scope="module")
+def frozen_signals(adapter, samples):
+    """The unreduced model's per-layer inputs and exact attention rows, as calibration sees them."""
+    method = build_method("alvts")
+    visit = calibration.visitor(adapter, method.calibration_steps(adapter.n_layers), {"s": samples}, batch_size=8)
+    (batch,) = list(visit("s"))
+    return batch
+
+
+def _prepared(adapter, **opts):
+    return Prepared.of(build_method("alvts", {"calibration": "svd", **opts}).prepare(adapter.weights()))
+
+
+# -- the selector --------------------------------------------------------------------------------------------------------
+def test_svd_factors_split_singular_values_as_square_roots():
+    w = torch.randn(12, 20, dtype=torch.float64).float()
+    u, v = svd_factors(w, 5)
+    assert u.shape == (12, 5) and v.shape == (5, 20)
+    s = torch.linalg.svdvals(w)[:5]
+    torch.testing.assert_close(u.norm(dim=0), s.sqrt(), rtol=1e-5, atol=1e-6)  # U_R diag(sqrt s): column norms sqrt s
+    torch.testing.assert_close(v.norm(dim=1), s.sqrt(), rtol=1e-5, atol=1e-6)
+    full_u, full_v = svd_factors(w, 12)
+    torch.testing.assert_close(full_u @ full_v, w, rtol=1e-4, atol=1e-5)
+
+
+def test_full_rank_selector_equals_exact_attention_scores(adapter, frozen_signals):
+    """With R = the full rank and no calibration, S~ equals S computed from the layer's exact attention."""
+    weights = adapter.weights()
+    full = svd_init(weights, 10**6, range(adapter.n_layers))  # the rank is capped at each matrix's own rank
+    low = svd_init(weights, 8, range(adapter.n_layers))
+    for layer, ctx in frozen_signals.items():
+        inp = ctx.signal(Need("layer_input", layer=layer))
+        exact = importance(ctx.signal(Need("attn", layer=layer, queries="visual")),
+                           ctx.signal(Need("attn", layer=layer, queries="text")), ctx.text_query_mask)
+        ours = selector_scores(inp, tuple(full[f"{layer}.{n}"] for n in FACTORS))
+        torch.testing.assert_close(ours, exact, rtol=1e-4, atol=1e-9)
+        approx = selector_scores(inp, tuple(low[f"{layer}.{n}"] for n in FACTORS))
+        assert not torch.allclose(approx, exact, rtol=1e-4, atol=1e-9), "rank 8 should only approximate the scores"
+
+
+def test_score_is_the_product_of_received_attention():
+    v = torch.rand(1, 2, 3, 3)
+    t = torch.rand(1, 2, 4, 3)
+    valid = torch.tensor([[True, True, False, True]])
+    expected = v.mean(1).mean(1) * t.mean(1)[:, [0, 1, 3]].mean(1)
+    torch.testing.assert_close(importance(v, t, valid), expected)
+    expected_max = v.amax(1).mean(1) * t.amax(1)[:, [0, 1, 3]].mean(1)
+    torch.testing.assert_close(importance(v, t, valid, "max"), expected_max)
+
+
+# -- routing ---------------------------------------------------------------------------------------------------------------
+def test_keep_all_through_the_router_reproduces_full_exactly(adapter, samples):
+    """r = 1 with the router installed (selector run, all tokens chosen) is the unmodified model, bit for bit."""
+    method = build_method("alvts", {"calibration": "svd"})
+    n = adapter.layout().n_visual
+    ref, _, _ = testing.run(adapter, "full", n, samples, max_new_tokens=6)
+    batch = adapter.encode(samples)
+    art = Prepared.of(method.prepare(adapter.weights())).artefact
+    with Router(method, n, adapter.decoder_layers(), adapter.language_model(), adapter.layout(), artefact=art) as r:
+        gen = adapter.generate(batch, 6, router=r)
+    assert len(r.record.selections) == adapter.n_layers
+    assert torch.equal(gen.first_logits, ref.first_logits)
+    assert all(torch.equal(a, b) for a, b in zip(gen.step_logits, ref.step_logits))
+    assert gen.token_ids == ref.token_ids
+
+
+def test_each_layer_routes_exactly_k_and_the_choice_changes_across_layers(adapter, samples):
+    gen, record, _ = testing.run(adapter, build_method("alvts", {"calibration": "svd"}), KEEP, samples)
+    assert record.visual_per_layer == [KEEP] * adapter.n_layers
+    assert all(v.shape == (len(samples), KEEP) for v in record.layer_visual)
+    sets = [frozenset(v[0].tolist()) for v in record.layer_visual]
+    assert len(set(sets)) > 1, "a per-layer selector should not pick the same tokens at every layer"
+
+
+def test_the_router_routes_what_the_selector_ranks_highest(adapter, samples, frozen_signals):
+    """Layer 0 sees the unreduced input, so its choice must be the top-k of the selector on the frozen signals."""
+    prep = _prepared(adapter)
+    _, record, _ = testing.run(adapter, build_method("alvts", {"calibration": "svd"}), KEEP, samples)
+    inp = frozen_signals[0].signal(Need("layer_input", layer=0))
+    scores = selector_scores(inp, prep.artefact.factors(0, like=inp.normed))
+    expected = scores.topk(KEEP, dim=-1).indices.sort(dim=-1).values
+    assert torch.equal(record.selections[0], expected)
+
+
+@pytest.mark.parametrize("opts", [{}, {"skipped_as_kv": True}])
+def test_skipped_tokens_are_unchanged_by_the_layer(adapter, samples, opts):
+    seen = {}
+    hooks = [layer.register_forward_hook(lambda m, a, kw, out, i=i: seen.__setitem__(i, (a[0] if a else
+             kw["hidden_states"], out[0] if isinstance(out, tuple) else out)), with_kwargs=True)
+             for i, layer in enumerate(adapter.decoder_layers())]
+    try:
+        batch = adapter.encode(samples)
+        method = build_method("alvts", {"calibration": "svd", **opts})
+        art = Prepared.of(method.prepare(adapter.weights())).artefact
+        with adapter.reduction(method, KEEP, artefact=art) as r:
+            with torch.inference_mode():
+                adapter.prefill(batch, r)
+    finally:
+        for h in hooks:
+            h.remove()
+    t = batch.tokens
+    for i, (x, y) in seen.items():
+        routed = torch.zeros(len(samples), t.visual.shape[1], dtype=torch.bool)
+        routed.scatter_(1, r.record.layer_visual[i], True)
+        pos = t.visual[~routed].view(len(samples), -1)
+        got, before = _take(y, pos), _take(x, pos)
+        assert torch.equal(got, before), f"layer {i} changed tokens it skipped"
+        moved = _take(y, t.visual.gather(1, r.record.layer_visual[i]))
+        assert not torch.equal(moved, _take(x, t.visual.gather(1, r.record.layer_visual[i])))
+
+
+@pytest.mark.parametrize("opts", [{"skipped_as_kv": True}, {"static": True}, {"layers": (1, 4)},
+                                  {"pooling": "max", "causal": False, "rope": False}])
+def test_variants_equal_the_mask_reference_with_cache(adapter, samples, opts):
+    gen, record, batch = testing.run(adapter, build_method("alvts", {"calibration": "svd", **opts}), KEEP, samples,
+                                     max_new_tokens=5)
+    ref = testing.mask_reference(adapter, batch, record, gen.token_ids)
+    torch.testing.assert_close(torch.stack(gen.step_logits[: ref.shape[1]], dim=1), ref, atol=2e-5, rtol=1e-4)
+
+
+def test_variant_schedules(adapter, samples):
+    n, layers = adapter.layout().n_visual, adapter.n_layers
+    _, rec, _ = testing.run(adapter, build_method("alvts", {"calibration": "svd", "static": True}), KEEP, samples)
+    assert rec.visual_per_layer == [n, n] + [KEEP] * (layers - 2) and list(rec.selections) == [2]
+    _, rec, _ = testing.run(adapter, build_method("alvts", {"calibration": "svd", "layers": (1, 4)}), KEEP, samples)
+    assert rec.visual_per_layer == [n if i not in (1, 4) else KEEP for i in range(layers)]
+    _, rec, _ = testing.run(adapter, build_method("alvts", {"calibration": "svd", "skipped_as_kv": True}), KEEP,
+                            samples)
+    assert rec.visual_per_layer == [n] * layers  # the layer computes on every token (only k are updated)
+    assert all(v.shape[1] == KEEP for v in rec.layer_visual) and all(k.shape[1] == n for k in rec.layer_keys)
+
+
+@pytest.mark.parametrize("opts,match", [({"rank": -1}, "rank"), ({"pooling": "sum"}, "pooling"),
+                                        ({"layers": (9,)}, "layers"), ({"static": True, "static_layer": 6}, "static"),
+                                        ({"layers": ()}, "distinct")])
+def test_bad_options_are_refused(opts, match):
+    with pytest.raises(ConfigError, match=match):
+        build_method("alvts", opts).check(6)
+
+
+def test_selector_cost_is_in_the_flops(adapter, samples):
+    counted, measured = testing.counted_vs_measured_flops(adapter, build_method("alvts", {"calibration": "svd"}),
+                                                          KEEP, samples[0])
+    assert counted == measured
+    from tokenbench.accounting import prefill_count
+
+    _, record, batch = testing.run(adapter, build_method("alvts", {"calibration": "svd"}), KEEP, samples[:1])
+    method = build_method("alvts")
+    with_selector = prefill_count(adapter.lm_dims(), adapter.encoder_macs(), batch.n_text[0],
+                                  record.visual_per_layer, record, method)
+    assert with_selector.overhead == sum(method.select_macs(adapter.lm_dims(), batch.n_text[0], adapter.layout()
+                                                            .n_visual, layer) for layer in range(adapter.n_layers))
+
+
+# -- calibration and artefacts -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def calibrated(adapter, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("alvts") / "tiny.safetensors")
+    out, meta = calibration.run("alvts", {}, "tiny-llava", "synthetic", {}, samples=16, heldout=8, epochs=2,
+                                out=path, log=lambda m: None)
+    return out, meta
+
+
+def test_calibration_lowers_the_heldout_score_error(calibrated):
+    _, meta = calibrated
+    assert meta["score_error_after"] < meta["score_error_before"], meta
+
+
+def test_artefact_round_trips_with_its_metadata(adapter, calibrated):
+    path, meta = calibrated
+    tensors, stored = calibration.load(path)
+    fp = adapter.weights().fingerprint()
+    for key in ("config_hash", "weights_hash", "model_id"):
+        assert stored[key] == fp[key]
+    assert stored["rank"] == 8 and stored["layers"] == adapter.n_layers and stored["samples"] == 16
+    assert stored["tokenbench_version"] and stored["score_error_after"] == meta["score_error_after"]
+    prep = Prepared.of(build_method("alvts", {"calibration": path}).prepare(adapter.weights()))
+    assert prep.info["calibration"] == os.path.abspath(path) and not prep.warning
+    for k, v in tensors.items():
+        assert torch.equal(prep.artefact.tensors[k].cpu(), v)
+    svd = _prepared(adapter).artefact.tensors
+    assert not torch.equal(svd["0.uq"], tensors["0.uq"]), "calibration must have moved the factors"
+
+
+def test_mismatched_artefacts_are_refused(adapter, calibrated, tmp_path):
+    path, _ = calibrated
+    with pytest.raises(ConfigError, match="rank: artefact 8, this run 4"):
+        build_method("alvts", {"calibration": path, "rank": 4}).prepare(adapter.weights())
+    with pytest.raises(ConfigError, match="pooling"):
+        build_method("alvts", {"calibration": path, "pooling": "max"}).prepare(adapter.weights())
+    tensors, meta = calibration.load(path)
+    other = str(tmp_path / "other.safetensors")
+    calibration.save(other, tensors, {k: v for k, v in meta.items() if k not in ("format", "tokenbench_version",
+                                                                                 "created")} | {"weights_hash": "0" * 16})
+    with pytest.raises(ConfigError, match="weights_hash"):
+        build_method("alvts", {"calibration": other}).prepare(adapter.weights())
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(ConfigError, match="not a readable"):
+        build_method("alvts", {"calibration": str(junk)}).prepare(adapter.weights())
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_method("alvts", {"calibration": str(tmp_path / "missing.safetensors")}).prepare(adapter.weights())
+
+
+def test_auto_uses_the_default_location_or_says_it_runs_uncalibrated(adapter, calibrated):
+    path, _ = calibrated
+    method = build_method("alvts")
+    prep = Prepared.of(method.prepare(adapter.weights()))
+    default = calibration.default_path("alvts", adapter.weights().fingerprint(), fit.tag(method, 8))
+    if not os.path.exists(default):
+        assert "SVD initialisation" in prep.warning and prep.info["calibration"] == "svd-init"
+    os.makedirs(os.path.dirname(default), exist_ok=True)
+    with open(path, "rb") as src, open(default, "wb") as dst:
+        dst.write(src.read())
+    try:
+        prep = Prepared.of(method.prepare(adapter.weights()))
+        assert prep.info["calibration"] == default and not prep.warning
+    finally:
+        os.remove(default)
