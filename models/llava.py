@@ -40,7 +40,7 @@ class LlavaAdapter(ModelAdapter):
         return f"USER: <image>\n{question} ASSISTANT:"
 
     def _grid(self) -> int:
-        vc = self.model.config.vision_config
+        vc = self.config.vision_config
         return vc.image_size // vc.patch_size
 
     def layout(self) -> VisualLayout:
@@ -116,13 +116,13 @@ class LlavaAdapter(ModelAdapter):
     def lm_dims(self):
         from tokenbench.flops import LMDims
 
-        return LMDims.from_config(self.model.config.text_config)
+        return LMDims.from_config(self.config.text_config)
 
     def encoder_macs(self) -> dict[str, int]:
         """CLIP tower (every layer runs, CLS included) and the 2-layer MLP projector on the patch tokens."""
         from tokenbench.flops import VisionDims, clip_vision_macs, mlp_projector_macs
 
-        cfg = self.model.config
+        cfg = self.config
         vision = VisionDims.from_config(cfg.vision_config)
         dims = (cfg.vision_config.hidden_size, cfg.text_config.hidden_size, cfg.text_config.hidden_size)
         return {"vision": clip_vision_macs(vision), "projector": mlp_projector_macs(dims, vision.n_patches)}

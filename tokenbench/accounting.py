@@ -8,6 +8,8 @@ scores) plus the matmuls its own ``select`` does (``TokenReducer.select_macs``, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from tokenbench import flops
 
 
@@ -31,3 +33,45 @@ def prefill_count(lm: flops.LMDims, encoder: dict[str, int], n_text: int, visual
         lm_head=flops.lm_head_macs(lm, 1),  # the prefill computes the first answer token's logits only
         overhead=overhead, per_layer=per_layer,
     )
+
+
+@dataclass
+class Plan:
+    """What a method's steps imply for one sample, without running the model (``tokenbench flops``): the same fields
+    the router's Record gives :func:`prefill_count`. Assumes each selection keeps exactly ``keep`` tokens (the
+    contract) and counts no pre-LLM signal cost (adapter-specific, e.g. the CLS row)."""
+
+    visual_per_layer: list[int] = field(default_factory=list)
+    probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)
+    select_calls: list[tuple[int, int]] = field(default_factory=list)
+    pre_llm_macs: int = 0
+
+
+def plan(method, n_layers: int, n_visual: int, keep: int) -> Plan:
+    """The router's schedule for ``method`` at ``keep``, derived from its steps alone."""
+    out = Plan()
+    if not method.reduces(keep, n_visual):
+        out.visual_per_layer = [n_visual] * n_layers
+        return out
+    steps = {s.layer: s for s in method.steps(n_layers)}
+    needs_at: dict[int, list] = {}
+    for s in steps.values():
+        for need in s.needs:
+            needs_at.setdefault(need.layer, []).append(need)
+    active = n_visual
+    if -1 in steps:
+        out.select_calls.append((-1, active))
+        active = keep
+    for layer in range(n_layers):
+        for need in needs_at.get(layer, ()):
+            out.probes.append((layer, need.kind, need.queries, active, active if need.queries == "visual" else 0))
+        step = steps.get(layer)
+        computed = active
+        if step is not None:
+            out.select_calls.append((layer, active))
+            if (step.stage or method.stage) == "prune":
+                active = computed = keep
+            elif not step.skipped_as_kv:
+                computed = keep
+        out.visual_per_layer.append(computed)
+    return out

@@ -162,7 +162,37 @@ class ModelAdapter:
         return len(self.decoder_layers())
 
     def text_config(self):
-        return self.model.config.get_text_config()
+        return self.config.get_text_config()
+
+    @property
+    def config(self):
+        """The model's HF config: the loaded model's, or one read by :meth:`load_config` (no weights)."""
+        model = getattr(self, "model", None)
+        if model is not None:
+            return model.config
+        if getattr(self, "_config", None) is None:
+            raise RuntimeError("call load() or load_config() first")
+        return self._config
+
+    def load_config(self) -> "ModelAdapter":
+        """Read only the config, for counts that need no weights (``tokenbench flops``): from the source directory,
+        from the copy shipped in ``models/configs/`` for the registered hub ids (the counts only need the shapes, and
+        the hub is often out of reach), or from the hub."""
+        from importlib.resources import files
+
+        from transformers import AutoConfig
+
+        path = os.path.expanduser(self.prepare_source())
+        shipped = str(files("tokenbench.models") / "configs" / f"{path.replace('/', '--')}.json")
+        if not os.path.isdir(path) and self.revision is None and os.path.isfile(shipped):
+            self._config = AutoConfig.from_pretrained(shipped)  # no network round trip for a known hub id
+            return self
+        try:
+            self._config = AutoConfig.from_pretrained(path, revision=self.revision)
+        except OSError:
+            raise ConfigError(f"could not read the config of {path!r} (not a local directory, and the hub could not "
+                              "provide it); pass a local checkpoint directory") from None
+        return self
 
     # -- running ----------------------------------------------------------------------------------------------------------
     def new_cache(self):

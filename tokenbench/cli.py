@@ -242,6 +242,71 @@ def calibrate(method, model, task, samples, heldout, seed, epochs, lr, device, d
             click.echo(f"{k}: {meta[k]:.6g}")
 
 
+@main.command()
+@click.argument("methods", nargs=-1, required=True)
+@click.option("--model", "-M", default="llava-1.5-7b", show_default=True,
+              help="Registered name, family:<hub id or directory>, or a checkpoint directory; only its config is read.")
+@click.option("--keep", "-k", default="64,128,192", show_default=True, help="Visual tokens kept, a list.")
+@click.option("--n-text", type=int, default=60, show_default=True,
+              help="Non-visual prompt tokens per sample (system prompt + question; ~60 on LLaVA-1.5 benchmarks).")
+@click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE", help="A method option.")
+@click.option("--json", "json_path", default=None, help="Write the rows as JSON here.")
+@_guard
+def flops(methods, model, keep, n_text, args, json_path) -> None:
+    """Prefill FLOPs of METHODS (and `full`) from the model's config alone: no weights, no data.
+
+    The schedule comes from each method's declared steps (the same accounting a run uses, checked against the
+    router's record and against FlopCounterMode in the tests). `selector` is the method's own work (attention
+    probes, ALVTS's low-rank selector), already included in the total.
+
+    \b
+    Example:
+      tokenbench flops alvts fastv --model llava-1.5-7b --keep 64,128,192
+    """
+    from tabulate import tabulate
+
+    from tokenbench.accounting import plan, prefill_count
+    from tokenbench.api import build_method
+    from tokenbench.errors import ConfigError
+    from tokenbench.runner import parse_budgets, resolve_model
+
+    options = parse_method_args(args, methods)
+    built = [build_method("full")] + [build_method(m, options.get(m, {})) for m in methods if m != "full"]
+    if n_text < 1:
+        raise ConfigError(f"--n-text {n_text} must be at least 1")
+    _quiet_transformers()
+    adapter = resolve_model(model).load_config()
+    lm, encoder, n_visual = adapter.lm_dims(), adapter.encoder_macs(), adapter.layout().n_visual
+    for m in built:
+        m.check(lm.n_layers)
+    budgets = [b.resolve(n_visual) for b in parse_budgets(keep, None)]
+    full_total = None
+    rows = []
+    for m in built:
+        for k in [n_visual] if m.name == "full" else budgets:
+            p = plan(m, lm.n_layers, n_visual, k)
+            count = prefill_count(lm, encoder, n_text, p.visual_per_layer, p, m)
+            full_total = full_total or count.total_flops
+            rows.append({"method": m.name, "keep": k, "flops_prefill": count.total_flops,
+                         "flops_ratio": count.total_flops / full_total, "flops_breakdown": count.as_flops_dict(),
+                         "selector_share": count.overhead / count.total_macs,
+                         "tokens_avg_layer": sum(p.visual_per_layer) / lm.n_layers, "n_text": n_text,
+                         "model": adapter.name, "params": m.params()})
+    click.echo(f"model={adapter.name} ({lm.n_layers} layers, hidden {lm.hidden}) visual tokens={n_visual} "
+               f"text tokens={n_text}; FLOPs = 2 x MACs, prefill incl. vision tower and projector")
+    click.echo(tabulate(
+        [(r["method"], r["keep"], f"{r['flops_prefill'] / 1e12:.3f}", f"{r['flops_ratio']:.3f}",
+          f"{r['flops_breakdown']['llm'] / 1e12:.3f}", f"{r['flops_breakdown']['overhead'] / 1e12:.4f}",
+          f"{100 * r['selector_share']:.1f}", f"{r['tokens_avg_layer']:.1f}") for r in rows],
+        headers=("method", "keep", "TFLOPs", "ratio", "LLM TFLOPs", "selector TFLOPs", "selector %", "vis tok avg"),
+        tablefmt="github"))
+    if json_path:
+        from tokenbench.results import write_rows
+
+        write_rows(json_path, rows)
+        click.echo(f"wrote {len(rows)} rows to {json_path}")
+
+
 def _literal(raw: str) -> Any:
     try:
         return ast.literal_eval(raw)

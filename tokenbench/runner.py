@@ -180,6 +180,12 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     from tokenbench.results import provenance
 
     prov = provenance(spec.device, spec.seed)
+    prepared = {}
+    for m in methods:  # before any run, so that a bad artefact is refused before anything is computed
+        t0 = time.perf_counter()
+        prepared[m.name] = (Prepared.of(m.prepare(adapter.weights())), time.perf_counter() - t0)
+        if prepared[m.name][0].warning and on_warning:
+            on_warning(prepared[m.name][0].warning)
     full = build_method("full")
     ctx = _Context(spec, task, adapter, samples, prov, progress)
     reference = ctx.run(full, n_visual)
@@ -190,14 +196,9 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     for m in methods:
         if m.name == "full":
             continue
-        t0 = time.perf_counter()
-        prepared = Prepared.of(m.prepare(adapter.weights()))  # one-off, with read access to the weights
-        prepare_s = time.perf_counter() - t0
-        ctx.artefact = prepared.artefact
-        if prepared.warning and on_warning:
-            on_warning(prepared.warning)
-        extra = {"prepare_s": prepare_s, "prepared": prepared.info,
-                 "warnings": [prepared.warning] if prepared.warning else []}
+        prep, prepare_s = prepared[m.name]  # one-off, with read access to the weights
+        ctx.artefact = prep.artefact
+        extra = {"prepare_s": prepare_s, "prepared": prep.info, "warnings": [prep.warning] if prep.warning else []}
         for keep in keeps:
             run = ctx.run(m, keep)
             timing = ctx.time(m, keep)

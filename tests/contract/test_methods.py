@@ -88,3 +88,21 @@ def test_counted_flops_equal_flopcounter(method, model, adapter_factory, samples
     keep = 64 if method in REDUCING else adapter.layout().n_visual
     counted, measured = testing.counted_vs_measured_flops(adapter, method, keep, samples[0])
     assert counted == measured
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_planned_schedule_equals_the_routers_record(method, model, adapter_factory, samples):
+    """`tokenbench flops` plans from the steps alone; the plan must be what the router actually does."""
+    from tokenbench.accounting import plan, prefill_count
+
+    adapter = adapter_factory(model)
+    keep = 64 if method in REDUCING else adapter.layout().n_visual
+    m = build_method(method)
+    _, record, batch = testing.run(adapter, m, keep, samples[:1])
+    planned = plan(m, adapter.n_layers, adapter.layout().n_visual, keep)
+    actual = record.visual_per_layer if record is not None else [adapter.layout().n_visual] * adapter.n_layers
+    assert planned.visual_per_layer == actual
+    args = (adapter.lm_dims(), adapter.encoder_macs(), batch.n_text[0])
+    assert (prefill_count(*args, planned.visual_per_layer, planned, m).total_flops
+            == prefill_count(*args, actual, record, m).total_flops)

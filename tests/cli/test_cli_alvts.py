@@ -1,0 +1,82 @@
+"""`tokenbench calibrate`, `tokenbench flops` and ALVTS in `compare`: what users see, good input and bad."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from test_cli_errors import _env, assert_cli_error, assert_user_error, invoke
+
+FAST = ["--limit", "2", "--repeats", "1", "--warmup", "0", "-q"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tokenbench-cache"))
+
+
+def test_uncalibrated_alvts_says_so_in_the_output_and_the_row(cache, tmp_path):
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, "-m", "tokenbench", "compare", "alvts", "fastv", *FAST, "--json", str(out)],
+                          capture_output=True, text=True, env=_env(cache), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: alvts: no calibration artefact" in proc.stderr
+    assert "note (alvts): alvts: no calibration artefact" in proc.stdout  # repeated under the table
+    full, alvts, fastv = json.loads(out.read_text())
+    assert alvts["prepared"]["calibration"] == "svd-init" and "SVD initialisation" in alvts["warnings"][0]
+    assert alvts["prepared"]["rank"] == 8 and not fastv["warnings"] and not full["warnings"]
+    assert alvts["tokens_avg_layer"] == 64 and alvts["flops_breakdown"]["overhead"] > 0
+
+
+def test_calibrate_then_compare_uses_the_artefact(cache, tmp_path):
+    art = tmp_path / "a.safetensors"
+    result = invoke(cache, "calibrate", "alvts", "-n", "4", "--heldout", "2", "--epochs", "1", "--out", str(art))
+    assert result.exit_code == 0, result.output
+    assert f"wrote {art}" in result.stdout and "score_error_after" in result.stdout
+    rows = tmp_path / "rows.json"
+    result = invoke(cache, "run", "alvts", *FAST, "-a", f"calibration={art}", "--json", str(rows))
+    assert result.exit_code == 0, result.output
+    row = json.loads(rows.read_text())[1]
+    assert row["prepared"]["calibration"] == str(art) and row["warnings"] == []
+    assert row["prepared"]["samples"] == 4
+    line = assert_cli_error(cache, ["run", "alvts", *FAST, "-a", f"calibration={art}", "-a", "rank=4"],
+                            "does not fit this run", "rank: artefact 8, this run 4")
+    assert "tokenbench calibrate" in line
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["calibrate", "fastv", "-n", "2"], "nothing to calibrate"),
+    (["calibrate", "alvts", "-n", "0"], "at least 1"),
+    (["calibrate", "alvts", "--lr", "-1"], "positive"),
+    (["calibrate", "alvts", "-a", "pooling=sum", "-n", "2", "--heldout", "1"], "pooling"),
+    (["calibrate", "alvts", "-T", "n=3", "-n", "4", "--heldout", "1"], "has 3 samples"),
+    (["calibrate", "alvts", "--out", "/nonexistent-dir/x.safetensors"], "nonexistent-dir"),
+    (["calibrate", "alvtz"], "Did you mean 'alvts'"),
+    (["run", "alvts", "-a", "calibration=/no/such/file.safetensors"], "does not exist"),
+    (["run", "alvts", "-a", "layers=(0,9)"], "layers"),
+    (["flops", "alvts", "-M", "/no/such/dir"], "does not exist"),
+    (["flops", "alvts", "--n-text", "0"], "--n-text"),
+    (["flops", "alvts", "-k", "999"], "out of range"),
+])
+def test_bad_input_is_one_line(cache, args, fragment):
+    assert_cli_error(cache, args + (FAST if args[0] == "run" else []), fragment)
+
+
+def test_flops_from_the_7b_config_without_weights(cache, tmp_path):
+    out = tmp_path / "flops.json"
+    proc = subprocess.run([sys.executable, "-m", "tokenbench", "flops", "alvts", "fastv", "--json", str(out)],
+                          capture_output=True, text=True, env=_env(cache) | {"HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    assert [(r["method"], r["keep"]) for r in rows] == [("full", 576)] + [(m, k) for m in ("alvts", "fastv")
+                                                                         for k in (64, 128, 192)]
+    full = rows[0]
+    assert full["flops_breakdown"]["llm"] == 2 * 32 * (2 * 636 * 4096**2 + 2 * 636 * 4096**2 + 2 * 636**2 * 4096
+                                                       + 3 * 636 * 4096 * 11008)
+    alvts64 = rows[1]
+    r, n, d = 256, 636, 4096  # the paper's rank for 7B = hidden/16
+    assert alvts64["flops_breakdown"]["overhead"] == 2 * 32 * (n * r * 4 * d + n * n * d)
+    assert all(0 < x["flops_ratio"] < 1 for x in rows[1:])
