@@ -5,6 +5,7 @@ Registered names: ``llava`` (any LLaVA-1.5 checkpoint: ``--model llava:<hub id o
 size (CLIP ViT 336/14 -> 576 visual tokens, a 6-layer GQA Llama), built from a config with random weights and an
 offline byte-level tokenizer, saved with ``save_pretrained`` and loaded back through ``from_pretrained`` like any
 checkpoint. Its answers are meaningless; agreement with ``full`` and first-token KL are what it measures.
+``small-llava`` is the same recipe at a size where CPU timings are not all overhead (16-layer, 1024-wide Llama).
 
 Layout: the prompt is ``USER: <image>\\n{question} ASSISTANT:``; the processor expands ``<image>`` into 576 image
 tokens (24 x 24 patches, CLS dropped by the "default" feature strategy), which sit in one contiguous span.
@@ -151,18 +152,28 @@ def llava_13b(revision: str | None = None) -> LlavaAdapter:
 TINY_VERSION = "1"
 
 
+#: Random-weight sizes: (CLIP hidden, layers, heads, FFN) and (Llama hidden, layers, heads, KV heads, FFN).
+SIZES = {
+    "tiny": ((64, 2, 4, 128), (128, 6, 4, 2, 352)),
+    # the largest that still times in seconds on 2 CPU cores: a 16-layer MHA Llama (~200M parameters)
+    "small": ((256, 4, 4, 1024), (1024, 16, 16, 16, 2816)),
+}
+
+
 class TinyLlavaAdapter(LlavaAdapter):
-    def __init__(self, seed: int = 0, directory: str | None = None) -> None:
-        super().__init__(source=None, name="tiny-llava")
+    def __init__(self, seed: int = 0, directory: str | None = None, size: str = "tiny") -> None:
+        super().__init__(source=None, name=f"{size}-llava")
         self.seed = seed
         self.directory = directory
+        self.size = size
 
     def prepare_source(self) -> str:
         from tokenbench.paths import cache_dir
 
-        path = self.directory or os.path.join(cache_dir(), "models", f"tiny-llava-v{TINY_VERSION}-seed{self.seed}")
+        path = self.directory or os.path.join(cache_dir(), "models",
+                                              f"{self.size}-llava-v{TINY_VERSION}-seed{self.seed}")
         if not os.path.isfile(os.path.join(path, "model.safetensors")):
-            build_tiny_llava(path, seed=self.seed)
+            build_tiny_llava(path, seed=self.seed, size=self.size)
         self.source = path
         return path
 
@@ -173,15 +184,22 @@ def tiny_llava(seed: int = 0, directory: str | None = None) -> TinyLlavaAdapter:
     return TinyLlavaAdapter(seed=seed, directory=directory)
 
 
-def tiny_llava_config(vocab_size: int, image_token_id: int, pad_token_id: int):
+@register_model("small-llava")
+def small_llava(seed: int = 0, directory: str | None = None) -> TinyLlavaAdapter:
+    """The same, larger (a 16-layer, 1024-wide MHA Llama): for CPU timings where tiny-llava is all overhead."""
+    return TinyLlavaAdapter(seed=seed, directory=directory, size="small")
+
+
+def tiny_llava_config(vocab_size: int, image_token_id: int, pad_token_id: int, size: str = "tiny"):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
+    (vh, vl, vheads, vffn), (h, layers, heads, kv, ffn) = SIZES[size]
     vision = CLIPVisionConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        hidden_size=vh, intermediate_size=vffn, num_hidden_layers=vl, num_attention_heads=vheads,
         image_size=336, patch_size=14, projection_dim=64,
     )
     text = LlamaConfig(
-        hidden_size=128, intermediate_size=352, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,
+        hidden_size=h, intermediate_size=ffn, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
         vocab_size=vocab_size, max_position_embeddings=2048, pad_token_id=pad_token_id, tie_word_embeddings=False,
     )
     return LlavaConfig(
@@ -209,7 +227,7 @@ def tiny_tokenizer():
     return tok
 
 
-def build_tiny_llava(path: str, seed: int = 0) -> None:
+def build_tiny_llava(path: str, seed: int = 0, size: str = "tiny") -> None:
     """Build the tiny LLaVA (random weights from ``seed``) and save model, tokenizer and processor to ``path``.
 
     Written to a temporary sibling directory and renamed, so a concurrent or interrupted build never leaves a
@@ -227,7 +245,7 @@ def build_tiny_llava(path: str, seed: int = 0) -> None:
         image_processor=image_processor, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
         num_additional_image_tokens=1, image_token="<image>",
     )
-    config = tiny_llava_config(len(tok), tok.convert_tokens_to_ids("<image>"), tok.pad_token_id)
+    config = tiny_llava_config(len(tok), tok.convert_tokens_to_ids("<image>"), tok.pad_token_id, size)
     config.text_config.bos_token_id = tok.bos_token_id
     config.text_config.eos_token_id = tok.eos_token_id
     with torch.random.fork_rng(devices=[]):

@@ -308,6 +308,8 @@ def flops(methods, model, keep, n_text, args, json_path) -> None:
 
 
 def _literal(raw: str) -> Any:
+    if raw.lower() in ("true", "false"):  # shell users write true/false; Python writes True/False
+        return raw.lower() == "true"
     try:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):

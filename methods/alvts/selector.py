@@ -79,6 +79,8 @@ def selector_scores(inp, factors: tuple[torch.Tensor, ...], pooling: str = "mean
                     rope: bool = True) -> torch.Tensor:
     """The selector's importance S (B, n_active) of the active visual tokens of ``inp``, in ``ctx.active`` order."""
     probs = selector_attention(inp, *factors, causal=causal, rope=rope)
+    # pool the heads first (the same result as importance() pooling them, on H times fewer elements)
+    probs = probs.mean(dim=1, keepdim=True) if pooling == "mean" else probs.amax(dim=1, keepdim=True)
     vis = inp.visual
     cols = vis[:, None, None, :].expand(-1, probs.shape[1], -1, -1)
 
