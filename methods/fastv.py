@@ -39,4 +39,4 @@ class FastV(TokenReducer):
 
     def select(self, ctx):
         scores = ctx.signal(self._need)[:, :, 0, :].mean(dim=1)  # (B, n_active): last query, mean over heads
-        return scores.topk(ctx.keep, dim=-1).indices
+        return ctx.topk(scores)

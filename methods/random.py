@@ -27,5 +27,5 @@ class Random(TokenReducer):
     def select(self, ctx):
         import torch  # imported here so that `tokenbench list` never loads torch
 
-        rows = [torch.randperm(ctx.n_active, generator=g)[: ctx.keep] for g in ctx.generators]
-        return torch.stack(rows).to(ctx.active.device)
+        scores = torch.stack([torch.rand(ctx.n_active, generator=g) for g in ctx.generators])
+        return ctx.topk(scores.to(ctx.active.device))  # a uniform subset (per crop under --budget-scope crop)

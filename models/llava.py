@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from tokenbench.adapter import Batch, ModelAdapter
-from tokenbench.api import VisualLayout, register_model
+from tokenbench.api import Region, VisualLayout, register_model
 
 
 class LlavaAdapter(ModelAdapter):
@@ -44,15 +44,15 @@ class LlavaAdapter(ModelAdapter):
         vc = self.config.vision_config
         return vc.image_size // vc.patch_size
 
-    def layout(self) -> VisualLayout:
+    def layout(self, size=None) -> VisualLayout:
+        """Every image is resized to the tower's square input: the same 24 x 24 grid whatever its size."""
         g = self._grid()
-        return VisualLayout(n_visual=g * g, grid=(g, g), has_cls=True)
+        return VisualLayout(n_visual=g * g, grid=(g, g), crops=(Region("image", 0, g, g),), has_cls=True)
 
     def encode(self, samples) -> Batch:
         import torch
 
-        from tokenbench.engine.router import Tokens
-
+        layout = self._one_layout(samples)
         enc = self.processor(
             images=[s.image for s in samples],
             text=[self.prompt(s.question) for s in samples],
@@ -62,17 +62,9 @@ class LlavaAdapter(ModelAdapter):
         inputs = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values")}
         inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, self.dtype))
         ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
-        is_vis = ids == self.model.config.image_token_id
-        n_vis = is_vis.sum(1)
-        expected = self.layout().n_visual
-        if not bool((n_vis == expected).all()):
-            raise ValueError(f"expected {expected} image tokens per sample, found {n_vis.tolist()}")
-        order = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-        visual = order[is_vis].view(len(samples), expected)
-        other = order[~is_vis].view(len(samples), -1)
-        tokens = Tokens(visual=visual, other=other, valid=mask, sample_keys=tuple(s.id for s in samples))
-        n_text = (mask & ~is_vis).sum(1).tolist()
-        return Batch(inputs=inputs, tokens=tokens, n_text=n_text)
+        batch = self._tokens(samples, ids, mask, ids == self.model.config.image_token_id, layout)
+        batch.inputs = inputs
+        return batch
 
     def pre_llm_signals(self, kinds):
         """``cls_attn``: the CLS row of the attention of the CLIP layer whose output feeds the projector
@@ -119,7 +111,7 @@ class LlavaAdapter(ModelAdapter):
 
         return LMDims.from_config(self.config.text_config)
 
-    def encoder_macs(self) -> dict[str, int]:
+    def encoder_macs(self, size=None) -> dict[str, int]:
         """CLIP tower (every layer runs, CLS included) and the 2-layer MLP projector on the patch tokens."""
         from tokenbench.flops import VisionDims, clip_vision_macs, mlp_projector_macs
 

@@ -26,8 +26,12 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 @dataclass
 class Batch:
     inputs: dict[str, Any]  # tensors for the model's forward (input_ids, attention_mask, pixel_values, ...)
-    tokens: Any  # tokenbench.engine.router.Tokens
+    tokens: Any  # tokenbench.engine.router.Tokens (with the batch's VisualLayout)
     n_text: list[int]  # non-visual, non-padding tokens per sample (what FLOPs are counted on)
+
+    @property
+    def layout(self) -> VisualLayout:
+        return self.tokens.layout
 
 
 @dataclass
@@ -47,6 +51,10 @@ class ModelAdapter:
     default_source: ClassVar[str] = ""  # hub id used when no source is given
     #: the signals (tokenbench.api.NEED_KINDS) this adapter can compute; a method needing another is refused
     provides: ClassVar[frozenset[str]] = frozenset({"attn", "keys", "hidden", "normed", "layer_input", "visual_embeds"})
+    #: why a signal is not provided, for the refusal message (e.g. "its vision tower has no CLS token")
+    missing_reasons: ClassVar[dict[str, str]] = {}
+    #: (width, height) of the image `layout()` and `encoder_macs()` describe when given none: a typical photo
+    typical_size: ClassVar[tuple[int, int]] = (640, 480)
 
     def __init__(self, source: str | None = None, revision: str | None = None, name: str | None = None) -> None:
         self.source = source or self.default_source
@@ -64,9 +72,12 @@ class ModelAdapter:
         raise NotImplementedError
 
     def encode(self, samples) -> Batch:
+        """Tokenise and preprocess ``samples``, which must share one layout (see :meth:`batches`)."""
         raise NotImplementedError
 
-    def layout(self) -> VisualLayout:
+    def layout(self, size: tuple[int, int] | None = None) -> VisualLayout:
+        """The visual-token layout of an image of ``size`` = (width, height) (default :attr:`typical_size`), from the
+        config alone: what the processor will produce for it."""
         raise NotImplementedError
 
     def decoder_layers(self):
@@ -79,9 +90,50 @@ class ModelAdapter:
         """The LLM's dimensions (:class:`tokenbench.flops.LMDims`)."""
         raise NotImplementedError
 
-    def encoder_macs(self) -> dict[str, int]:
-        """MACs per image of the vision tower and the projector/merger: ``{"vision": ..., "projector": ...}``."""
+    def encoder_macs(self, size: tuple[int, int] | None = None) -> dict[str, int]:
+        """MACs for one image of ``size`` (default :attr:`typical_size`) in the vision tower and the projector or
+        merger: ``{"vision": ..., "projector": ...}``."""
         raise NotImplementedError
+
+    def position_ids(self, inputs: dict[str, Any], mask):
+        """Explicit position ids of the prompt, as HF's ``generate`` would make them: ``cumsum(mask) - 1`` (so a
+        left-padded batch gives the same answers as one sample at a time). Qwen2.5-VL returns its 3-D M-RoPE ids."""
+        return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
+    def layout_of(self, sample) -> VisualLayout:
+        return self.layout(tuple(sample.image.size))
+
+    def batches(self, samples, batch_size: int) -> list[list[int]]:
+        """Indices of ``samples`` grouped into batches of at most ``batch_size`` that share a layout (every sample of a
+        batch must have the same number of visual tokens), in order of first appearance. For a fixed-size model this
+        is plain chunking."""
+        groups: dict[VisualLayout, list[int]] = {}
+        for i, s in enumerate(samples):
+            groups.setdefault(self.layout_of(s), []).append(i)
+        return [idx[j : j + batch_size] for idx in groups.values() for j in range(0, len(idx), batch_size)]
+
+    def _tokens(self, samples, ids, mask, is_visual, layout: VisualLayout):
+        """The :class:`~tokenbench.engine.router.Tokens` of an encoded batch: ``is_visual`` (B, L) marks the candidate
+        visual tokens (structural tokens of the image span, such as newlines, are not)."""
+        import torch
+
+        from tokenbench.engine.router import Tokens
+
+        n_vis = is_visual.sum(1)
+        if not bool((n_vis == layout.n_visual).all()):
+            raise ValueError(f"expected {layout.n_visual} visual tokens per sample, the processor gave {n_vis.tolist()}")
+        order = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        visual = order[is_visual].view(len(samples), layout.n_visual)
+        other = order[~is_visual].view(len(samples), -1)
+        tokens = Tokens(visual=visual, other=other, valid=mask, sample_keys=tuple(s.id for s in samples), layout=layout)
+        return Batch(inputs={}, tokens=tokens, n_text=(mask & ~is_visual).sum(1).tolist())
+
+    def _one_layout(self, samples) -> VisualLayout:
+        layouts = {self.layout_of(s) for s in samples}
+        if len(layouts) != 1:
+            raise ValueError(f"a batch must share one visual layout; these samples have {len(layouts)} "
+                             "(group them with adapter.batches)")
+        return layouts.pop()
 
     def pre_llm_signals(self, kinds: set[str]):
         """A context manager giving ``{kind: getter}`` for pre-LLM signals other than ``visual_embeds``; each getter
@@ -96,9 +148,11 @@ class ModelAdapter:
         for step in method.steps(self.n_layers) if steps is None else steps:
             for need in step.needs:
                 if need.kind not in self.provides:
+                    why = self.missing_reasons.get(need.kind)
                     raise IncompatibleError(
                         f"method {method.name!r} needs {need.kind!r} ({NEED_KINDS[need.kind]}), which model "
-                        f"{self.name!r} cannot provide; it provides {', '.join(sorted(self.provides))}"
+                        f"{self.name!r} cannot provide{f' ({why})' if why else ''}; it provides "
+                        f"{', '.join(sorted(self.provides))}. Pick another model or method"
                     )
 
     def weights(self):
@@ -109,18 +163,20 @@ class ModelAdapter:
                             revision=getattr(self.model.config, "_commit_hash", None))
 
     @contextlib.contextmanager
-    def reduction(self, method, keep: int, seed: int = 0, artefact=None):
-        """Install ``method`` at budget ``keep`` on this model instance for the ``with`` block; yields the Router
-        (``None`` when the method changes nothing at this budget, e.g. ``full``). Everything is removed on exit."""
+    def reduction(self, method, keep, seed: int = 0, artefact=None, budget_scope: str = "global"):
+        """Install ``method`` at budget ``keep`` (an int, or a function of a batch's visual-token count) on this model
+        instance for the ``with`` block; yields the Router (``None`` for a method without steps, ``full``). Everything
+        is removed on exit."""
         from tokenbench.engine.router import Router
 
-        if not method.reduces(keep, self.layout().n_visual):
+        steps = method.steps(self.n_layers)
+        if not steps:
             yield None
             return
-        kinds = {need.kind for step in method.steps(self.n_layers) for need in step.needs}
+        kinds = {need.kind for step in steps for need in step.needs}
         with self.pre_llm_signals(kinds) as providers, Router(
-            method, keep, self.decoder_layers(), self.language_model(), self.layout(), seed=seed,
-            artefact=artefact, pre_llm_providers=providers,
+            method, keep, self.decoder_layers(), self.language_model(), seed=seed,
+            artefact=artefact, pre_llm_providers=providers, budget_scope=budget_scope,
         ) as router:
             yield router
 
@@ -200,13 +256,11 @@ class ModelAdapter:
 
         return LogicalLengthCache(config=self.text_config())
 
-    @staticmethod
-    def _prompt_inputs(batch: Batch):
-        """The processor's inputs, the attention mask and explicit position ids (left padding: cumsum of the mask)."""
+    def _prompt_inputs(self, batch: Batch):
+        """The processor's inputs, the attention mask and explicit position ids (:meth:`position_ids`)."""
         inputs = dict(batch.inputs)
         mask = inputs["attention_mask"]
-        pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-        return inputs, mask, pos
+        return inputs, mask, self.position_ids(inputs, mask)
 
     def prefill(self, batch: Batch, router=None):
         """One forward over the prompts without a KV cache (calibration reads the layers' signals this way); returns
@@ -240,7 +294,7 @@ class ModelAdapter:
                 if bool(done.all()) or step == max_new_tokens - 1:
                     break
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-                pos = pos[:, -1:] + 1
+                pos = pos[..., -1:] + 1  # the last prompt token is text: the next id follows it (M-RoPE too)
                 out = self.model(
                     input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
                     **{self._cache_kw: cache},

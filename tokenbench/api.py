@@ -29,7 +29,7 @@ A method is a frozen dataclass (its fields are its typed, documented options) su
 
         def select(self, ctx):
             scores = ctx.signal(Need("attn", layer=self.layer - 1, queries="last")).mean(dim=1)[:, 0]
-            return scores.topk(ctx.keep, dim=-1).indices
+            return ctx.topk(scores)  # the top `keep`, honouring the run's budget scope
 
 This module imports no torch: tensors appear only in type hints.
 """
@@ -139,17 +139,41 @@ class Step:
 
 
 @dataclass(frozen=True)
-class VisualLayout:
-    """Where the visual tokens of one image sit, supplied by the adapter; methods never guess it.
+class Region:
+    """A rectangle of visual tokens in visual-token index space: ``rows`` x ``cols`` tokens, row-major, the first at
+    index ``start`` and consecutive rows ``stride`` indices apart (``stride`` = ``cols`` for a block of its own)."""
 
-    ``grid`` is (rows, cols) of the visual tokens in the LLM sequence for single-grid models (LLaVA-1.5: 24 x 24).
-    ``crops`` lists (start, rows, cols) spans, in visual-token index space, for multi-crop layouts (LLaVA-NeXT).
+    name: str  # "image" (single grid), "base" (LLaVA-NeXT's overview), "crop r,c" (a LLaVA-NeXT high-res crop)
+    start: int
+    rows: int
+    cols: int
+    stride: int = 0  # 0: cols
+
+    def indices(self) -> list[int]:
+        step = self.stride or self.cols
+        return [self.start + r * step + c for r in range(self.rows) for c in range(self.cols)]
+
+    @property
+    def size(self) -> int:
+        return self.rows * self.cols
+
+
+@dataclass(frozen=True)
+class VisualLayout:
+    """Where the visual tokens of one image sit, supplied by the adapter for each batch; methods never guess it.
+
+    Visual tokens are numbered 0..n_visual-1 in sequence order. ``grid`` is (rows, cols) for single-grid models
+    (LLaVA-1.5: 24 x 24; Qwen2.5-VL: the merged patch grid). ``crops`` lists the regions that partition them: one
+    ``image`` region for single-grid models; LLaVA-NeXT's ``base`` overview then each high-resolution ``crop r,c`` as
+    it survives unpadding. ``n_structural`` counts image-span tokens that carry no image content and are never
+    candidates (LLaVA-NeXT's row-end newline tokens): they are always kept and counted as non-visual.
     """
 
     n_visual: int
     grid: tuple[int, int] | None = None
-    crops: tuple[tuple[int, int, int], ...] = ()
+    crops: tuple[Region, ...] = ()
     has_cls: bool = False
+    n_structural: int = 0
 
 
 @dataclass(frozen=True)
@@ -178,6 +202,37 @@ class ReductionContext:
     generators: "list[torch.Generator]" = field(default_factory=list)  # one per sample, seeded from the run seed and
     # the sample's id (so batching never changes a draw); the only randomness a method may use
     artefact: Any = None  # the method's prepared artefact (see TokenReducer.prepare)
+    budget_scope: str = "global"  # "global": keep over all the image's visual tokens; "crop": split over layout.crops
+
+    def topk(self, scores: "torch.Tensor") -> "torch.Tensor":
+        """The ``keep`` highest-scoring active tokens of each sample, (B, keep) positions in ``active``: the selection
+        rule of every top-k method, honouring the run's budget scope. ``global`` (the default) ranks every active
+        token together; ``crop`` gives each region of ``layout.crops`` a share of ``keep`` proportional to its active
+        tokens (:func:`split_budget`) and ranks inside each. With one region the two are the same."""
+        if self.budget_scope == "global" or len(self.layout.crops) <= 1:
+            return scores.topk(self.keep, dim=-1).indices
+        import torch
+
+        owner = self.crop_of_active()
+        rows = []
+        for b in range(scores.shape[0]):
+            counts = torch.bincount(owner[b], minlength=len(self.layout.crops)).tolist()
+            picks = []
+            for crop, quota in enumerate(split_budget(self.keep, counts)):
+                if quota:
+                    members = (owner[b] == crop).nonzero().squeeze(1)
+                    picks.append(members[scores[b, members].topk(quota).indices])
+            rows.append(torch.cat(picks))
+        return torch.stack(rows)
+
+    def crop_of_active(self) -> "torch.Tensor":
+        """(B, n_active): the index in ``layout.crops`` of each active token's region."""
+        import torch
+
+        owner = torch.empty(self.n_visual, dtype=torch.long)
+        for i, region in enumerate(self.layout.crops):
+            owner[region.indices()] = i
+        return owner.to(self.active.device)[self.active]
 
     def signal(self, need: Need) -> "torch.Tensor":
         try:
@@ -194,6 +249,25 @@ class ReductionContext:
     @property
     def n_active(self) -> int:
         return int(self.active.shape[1])
+
+
+BUDGET_SCOPES = ("global", "crop")
+
+
+def split_budget(keep: int, counts: list[int]) -> list[int]:
+    """Share ``keep`` among groups holding ``counts`` tokens, in proportion (largest remainder; ties go to the earlier
+    group), never more than a group holds. ``split_budget(10, [576, 288, 288]) == [5, 3, 2]``."""
+    total = sum(counts)
+    if not 0 <= keep <= total:
+        raise ValueError(f"cannot keep {keep} of {total} tokens")
+    if total == 0:
+        return [0] * len(counts)
+    exact = [keep * c / total for c in counts]
+    quotas = [int(x) for x in exact]
+    order = sorted(range(len(counts)), key=lambda i: (-(exact[i] - quotas[i]), i))
+    for i in order[: keep - sum(quotas)]:
+        quotas[i] += 1
+    return quotas
 
 
 class TokenReducer:

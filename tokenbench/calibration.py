@@ -107,14 +107,13 @@ def visitor(adapter, steps, splits: dict[str, list], batch_size: int):
             return torch.arange(ctx.n_active, device=ctx.active.device).expand(ctx.batch_size, -1)
 
     collect = _Collect()
-    n_visual = adapter.layout().n_visual
 
     def visit(split: str):
         samples = splits[split]
-        for i in range(0, len(samples), batch_size):
-            batch = adapter.encode(samples[i : i + batch_size])
+        for idx in adapter.batches(samples, batch_size):
+            batch = adapter.encode([samples[i] for i in idx])
             collect.seen = {}
-            with torch.no_grad(), adapter.reduction(collect, n_visual) as router:
+            with torch.no_grad(), adapter.reduction(collect, lambda n: n) as router:
                 adapter.prefill(batch, router)
             yield dict(collect.seen)
 

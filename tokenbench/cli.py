@@ -101,6 +101,9 @@ def _common(fn):
         click.option("--keep", "-k", default=None, help="Visual tokens kept, one value or a list: 64,128,192."),
         click.option("--keep-ratio", "-r", default=None,
                      help="Share of visual tokens kept, floor(r*N), one value or a list. Default: 1/9 (64 of 576)."),
+        click.option("--budget-scope", default="global", show_default=True, type=click.Choice(["global", "crop"]),
+                     help="global: the budget covers all of an image's visual tokens (LLaVA-NeXT: base image and "
+                          "crops together); crop: it is split over the crops in proportion to their tokens."),
         click.option("--limit", "-n", type=int, default=None,
                      help="Use the first N task samples (the same for every method). Default: the whole split."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
@@ -152,8 +155,8 @@ def run(method, **opts) -> None:
     _run((method,), **opts)
 
 
-def _run(methods, model, task, keep, keep_ratio, limit, device, dtype, seed, batch_size, repeats, warmup, args,
-         task_args, json_path, quiet) -> None:
+def _run(methods, model, task, keep, keep_ratio, budget_scope, limit, device, dtype, seed, batch_size, repeats, warmup,
+         args, task_args, json_path, quiet) -> None:
     from tokenbench.api import METHODS
     from tokenbench.errors import ConfigError
 
@@ -170,6 +173,7 @@ def _run(methods, model, task, keep, keep_ratio, limit, device, dtype, seed, bat
         methods=tuple((m, options.get(m, {})) for m in methods), model=model, task=task,
         budgets=parse_budgets(keep, keep_ratio), limit=limit, device=device, dtype=dtype, seed=seed,
         batch_size=batch_size, warmup=warmup, repeats=repeats, task_options=parse_task_args(task_args),
+        budget_scope=budget_scope,
     )
     if json_path:
         from tokenbench.results import check_writable
@@ -246,13 +250,17 @@ def calibrate(method, model, task, samples, heldout, seed, epochs, lr, device, d
 @click.argument("methods", nargs=-1, required=True)
 @click.option("--model", "-M", default="llava-1.5-7b", show_default=True,
               help="Registered name, family:<hub id or directory>, or a checkpoint directory; only its config is read.")
-@click.option("--keep", "-k", default="64,128,192", show_default=True, help="Visual tokens kept, a list.")
+@click.option("--keep", "-k", default=None, help="Visual tokens kept, a list. Default: 64,128,192.")
+@click.option("--keep-ratio", "-r", default=None, help="Share of the image's visual tokens kept, a list (e.g. 0.111).")
+@click.option("--image-size", default=None, metavar="WxH",
+              help="The image (width x height in pixels) for models whose token count depends on it "
+                   "(LLaVA-NeXT, Qwen2.5-VL). Default: a 640x480 photo.")
 @click.option("--n-text", type=int, default=60, show_default=True,
               help="Non-visual prompt tokens per sample (system prompt + question; ~60 on LLaVA-1.5 benchmarks).")
 @click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE", help="A method option.")
 @click.option("--json", "json_path", default=None, help="Write the rows as JSON here.")
 @_guard
-def flops(methods, model, keep, n_text, args, json_path) -> None:
+def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path) -> None:
     """Prefill FLOPs of METHODS (and `full`) from the model's config alone: no weights, no data.
 
     The schedule comes from each method's declared steps (the same accounting a run uses, checked against the
@@ -262,6 +270,7 @@ def flops(methods, model, keep, n_text, args, json_path) -> None:
     \b
     Example:
       tokenbench flops alvts fastv --model llava-1.5-7b --keep 64,128,192
+      tokenbench flops alvts fastv --model llava-next-7b --keep-ratio 0.111 --image-size 1024x768
     """
     from tabulate import tabulate
 
@@ -275,11 +284,14 @@ def flops(methods, model, keep, n_text, args, json_path) -> None:
     if n_text < 1:
         raise ConfigError(f"--n-text {n_text} must be at least 1")
     _quiet_transformers()
+    size = _image_size(image_size)
     adapter = resolve_model(model).load_config()
-    lm, encoder, n_visual = adapter.lm_dims(), adapter.encoder_macs(), adapter.layout().n_visual
+    layout = adapter.layout(size)
+    lm, encoder, n_visual = adapter.lm_dims(), adapter.encoder_macs(size), layout.n_visual
     for m in built:
         m.check(lm.n_layers)
-    budgets = [b.resolve(n_visual) for b in parse_budgets(keep, None)]
+    budgets = [b.resolve(n_visual) for b in parse_budgets(keep if keep or keep_ratio else "64,128,192", keep_ratio)]
+    n_text += layout.n_structural  # image-span tokens that are never candidates (LLaVA-NeXT's newlines) count as text
     full_total = None
     rows = []
     for m in built:
@@ -290,9 +302,10 @@ def flops(methods, model, keep, n_text, args, json_path) -> None:
             rows.append({"method": m.name, "keep": k, "flops_prefill": count.total_flops,
                          "flops_ratio": count.total_flops / full_total, "flops_breakdown": count.as_flops_dict(),
                          "selector_share": count.overhead / count.total_macs,
-                         "tokens_avg_layer": sum(p.visual_per_layer) / lm.n_layers, "n_text": n_text,
+                         "tokens_avg_layer": sum(p.visual_per_layer) / lm.n_layers, "n_text": n_text, "n_visual": n_visual, "image_size": size,
                          "model": adapter.name, "params": m.params()})
-    click.echo(f"model={adapter.name} ({lm.n_layers} layers, hidden {lm.hidden}) visual tokens={n_visual} "
+    shown = f" for a {size[0]}x{size[1]} image" if size else ""
+    click.echo(f"model={adapter.name} ({lm.n_layers} layers, hidden {lm.hidden}) visual tokens={n_visual}{shown} "
                f"text tokens={n_text}; FLOPs = 2 x MACs, prefill incl. vision tower and projector")
     click.echo(tabulate(
         [(r["method"], r["keep"], f"{r['flops_prefill'] / 1e12:.3f}", f"{r['flops_ratio']:.3f}",
@@ -305,6 +318,20 @@ def flops(methods, model, keep, n_text, args, json_path) -> None:
 
         write_rows(json_path, rows)
         click.echo(f"wrote {len(rows)} rows to {json_path}")
+
+
+def _image_size(raw: str | None) -> tuple[int, int] | None:
+    from tokenbench.errors import ConfigError
+
+    if raw is None:
+        return None
+    try:
+        w, h = (int(v) for v in raw.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--image-size {raw!r} is not WIDTHxHEIGHT in pixels (e.g. 1024x768)") from None
+    if w < 1 or h < 1:
+        raise ConfigError(f"--image-size {raw!r}: width and height must be positive")
+    return w, h
 
 
 def _literal(raw: str) -> Any:

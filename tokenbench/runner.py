@@ -28,11 +28,14 @@ class Budget:
     ratio: float | None = None
 
     def resolve(self, n_visual: int) -> int:
+        """The number of visual tokens to keep of an image with ``n_visual`` (the budget is global over all of them:
+        on LLaVA-NeXT, over the base image and every crop together)."""
         if self.keep is not None:
             if not 1 <= self.keep <= n_visual:
                 raise ConfigError(
-                    f"--keep {self.keep} is out of range: this model has {n_visual} visual tokens per image; "
-                    f"use 1..{n_visual}, or --keep-ratio in (0, 1]"
+                    f"--keep {self.keep} is out of range: an image here has {n_visual} visual tokens; "
+                    f"use 1..{n_visual}, or --keep-ratio in (0, 1] (a share of each image's own tokens, for models "
+                    "whose token count depends on the image)"
                 )
             return self.keep
         if self.ratio is not None:
@@ -139,6 +142,7 @@ class RunSpec:
     repeats: int = 5
     attn_implementation: str = "sdpa"
     task_options: dict[str, Any] = field(default_factory=dict)
+    budget_scope: str = "global"  # "global" over an image's visual tokens, or "crop": split over its crops
 
 
 @dataclass
@@ -149,6 +153,8 @@ class MethodRun:
     visual_per_layer: list[list[int]]
     flops: list[Any]  # PrefillCount per sample
     kv_bytes: float  # per sample
+    keeps: list[int]  # the budget resolved for each sample's image
+    n_visual: list[int]  # each sample's visual tokens before reduction
 
 
 def build_methods(specs: tuple[tuple[str, dict[str, Any]], ...]) -> list[TokenReducer]:
@@ -166,12 +172,18 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     methods = build_methods(spec.methods)  # rejects unknown names and bad options before any compute
     if spec.limit is not None and spec.limit < 1:
         raise ConfigError(f"--limit {spec.limit} must be at least 1")
+    from tokenbench.api import BUDGET_SCOPES
+
+    if spec.budget_scope not in BUDGET_SCOPES:
+        raise ConfigError(f"--budget-scope {spec.budget_scope!r} is not one of {', '.join(BUDGET_SCOPES)}")
     task = build_task(spec.task, spec.task_options, spec.seed)
     adapter = resolve_model(spec.model)
     samples = task.samples(spec.limit)
     adapter.load(spec.device, spec.dtype, spec.attn_implementation)
-    n_visual, n_layers = adapter.layout().n_visual, adapter.n_layers
-    keeps = [b.resolve(n_visual) for b in spec.budgets]
+    n_layers = adapter.n_layers
+    for n in sorted({adapter.layout_of(s).n_visual for s in samples}):  # every budget fits every image, or stop here
+        for b in spec.budgets:
+            b.resolve(n)
     for m in methods:
         m.check(n_layers)
         adapter.check_compatible(m)
@@ -188,8 +200,9 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
             on_warning(prepared[m.name][0].warning)
     full = build_method("full")
     ctx = _Context(spec, task, adapter, samples, prov, progress)
-    reference = ctx.run(full, n_visual)
-    rows = [ctx.row(full, n_visual, reference, reference, ctx.time(full, n_visual))
+    everything = Budget()
+    reference = ctx.run(full, everything)
+    rows = [ctx.row(full, everything, reference, reference, ctx.time(full, everything))
             | {"prepare_s": 0.0, "prepared": {}, "warnings": []}]
     if on_row:
         on_row(rows[-1])
@@ -199,10 +212,10 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
         prep, prepare_s = prepared[m.name]  # one-off, with read access to the weights
         ctx.artefact = prep.artefact
         extra = {"prepare_s": prepare_s, "prepared": prep.info, "warnings": [prep.warning] if prep.warning else []}
-        for keep in keeps:
-            run = ctx.run(m, keep)
-            timing = ctx.time(m, keep)
-            rows.append(ctx.row(m, keep, run, reference, timing) | extra)
+        for budget in spec.budgets:
+            run = ctx.run(m, budget)
+            timing = ctx.time(m, budget)
+            rows.append(ctx.row(m, budget, run, reference, timing) | extra)
             if on_row:
                 on_row(rows[-1])
     return rows
@@ -216,41 +229,44 @@ class _Context:
         self.spec, self.task, self.adapter, self.samples, self.prov = spec, task, adapter, samples, prov
         self.progress = progress
         self.lm = adapter.lm_dims()
-        self.encoder = adapter.encoder_macs()
         self.artefact = None  # the current method's prepared artefact
 
-    def run(self, method: TokenReducer, keep: int) -> MethodRun:
+    def run(self, method: TokenReducer, budget: Budget) -> MethodRun:
+        """Every sample, in batches of samples that share a visual layout; results in the samples' order."""
         import torch
         from tqdm.auto import tqdm
 
         from tokenbench.accounting import prefill_count
 
-        answers, correct, logprobs, vpl, fl = [], [], [], [], []
+        n = len(self.samples)
+        answers, correct, logprobs = [None] * n, [0.0] * n, [None] * n
+        vpl, fl, keeps, n_vis = [None] * n, [None] * n, [0] * n, [0] * n
         kv = 0.0
-        bs = self.spec.batch_size
         n_layers = self.adapter.n_layers
-        n_visual = self.adapter.layout().n_visual
-        bar = tqdm(total=len(self.samples), desc=f"{method.name} keep={keep}", unit="sample",
+        bar = tqdm(total=n, desc=f"{method.name} keep={budget.label()}", unit="sample",
                    disable=True if not self.progress else None, leave=False)  # None: only on a TTY
-        with self.adapter.reduction(method, keep, seed=self.spec.seed, artefact=self.artefact) as router:
-            for i in range(0, len(self.samples), bs):
-                chunk = self.samples[i : i + bs]
+        with self.adapter.reduction(method, budget.resolve, seed=self.spec.seed, artefact=self.artefact,
+                                    budget_scope=self.spec.budget_scope) as router:
+            for idx in self.adapter.batches(self.samples, self.spec.batch_size):
+                chunk = [self.samples[i] for i in idx]
                 batch = self.adapter.encode(chunk)
                 gen = self.adapter.generate(batch, self.task.max_new_tokens, router=router)
                 rec = router.record if router is not None else None
+                n_visual = batch.layout.n_visual
                 per_layer = rec.visual_per_layer if rec is not None else [n_visual] * n_layers
-                for s, text, n_text in zip(chunk, gen.texts, batch.n_text):
-                    answers.append(text)
-                    correct.append(self.task.score(s, text))
-                    vpl.append(list(per_layer))
-                    fl.append(prefill_count(self.lm, self.encoder, n_text, per_layer, rec, method))
-                logprobs.append(torch.log_softmax(gen.first_logits.float(), dim=-1))
+                encoder = self.adapter.encoder_macs(tuple(chunk[0].image.size))
+                first = torch.log_softmax(gen.first_logits.float(), dim=-1)
+                for j, (i, s, text, n_text) in enumerate(zip(idx, chunk, gen.texts, batch.n_text)):
+                    answers[i], correct[i] = text, self.task.score(s, text)
+                    vpl[i], keeps[i], n_vis[i] = list(per_layer), budget.resolve(n_visual), n_visual
+                    fl[i] = prefill_count(self.lm, encoder, n_text, per_layer, rec, method)
+                    logprobs[i] = first[j]
                 kv += gen.kv_cache_bytes
                 bar.update(len(chunk))
         bar.close()
-        return MethodRun(answers, correct, torch.cat(logprobs), vpl, fl, kv / len(self.samples))
+        return MethodRun(answers, correct, torch.stack(logprobs), vpl, fl, kv / n, keeps, n_vis)
 
-    def time(self, method: TokenReducer, keep: int) -> dict[str, Any]:
+    def time(self, method: TokenReducer, budget: Budget) -> dict[str, Any]:
         """Batch-1 latency on the first sample: prefill (time to the first token) and end-to-end (the whole answer).
 
         A method is timed interleaved with ``full`` (alternating rounds, same process, same sample), and its speed-up
@@ -265,7 +281,8 @@ class _Context:
 
         def variant(m, k, n_tokens, record_overhead):
             def run_once() -> float:
-                with adapter.reduction(m, k, seed=spec.seed, artefact=self.artefact if m is method else None) as r:
+                with adapter.reduction(m, k, seed=spec.seed, artefact=self.artefact if m is method else None,
+                                       budget_scope=spec.budget_scope) as r:
                     seconds = timed(lambda: adapter.generate(batch, n_tokens, router=r), adapter.synchronize)
                     if r is not None and record_overhead:
                         overhead.append(r.record.overhead_s)
@@ -277,15 +294,15 @@ class _Context:
         paired = method.name != "full"
         stats = {}
         for span, n_tokens in (("prefill", 1), ("e2e", self.task.max_new_tokens)):
-            runs = {"method": variant(method, keep, n_tokens, span == "prefill")}
+            runs = {"method": variant(method, budget.resolve, n_tokens, span == "prefill")}
             if paired:
-                runs["full"] = variant(full, self.adapter.layout().n_visual, n_tokens, False)
+                runs["full"] = variant(full, batch.layout.n_visual, n_tokens, False)
             stats[span] = interleaved(runs, spec.warmup, spec.repeats)
         overhead = overhead[spec.warmup :]
         peak = None
         if spec.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(spec.device)
-            variant(method, keep, self.task.max_new_tokens, False)()
+            variant(method, budget.resolve, self.task.max_new_tokens, False)()
             peak = torch.cuda.max_memory_allocated(spec.device) / 2**20
         ref = "full" if paired else "method"
         return {
@@ -297,7 +314,7 @@ class _Context:
             "peak_mem_mb": peak,
         }
 
-    def row(self, method, keep, run: MethodRun, ref: MethodRun, timing) -> dict[str, Any]:
+    def row(self, method, budget: Budget, run: MethodRun, ref: MethodRun, timing) -> dict[str, Any]:
         import torch
 
         n = len(run.answers)
@@ -308,15 +325,20 @@ class _Context:
         kl = torch.nn.functional.kl_div(run.first_logprobs, ref.first_logprobs, log_target=True, reduction="none")
         parts = [f.as_flops_dict() for f in run.flops]
         breakdown = {k: sum(p[k] for p in parts) / n for k in ("vision", "projector", "llm", "lm_head", "overhead")}
-        n_visual = self.adapter.layout().n_visual
         spec = self.spec
+
+        def mean(values):  # an int when every sample agrees (fixed-size models), else the mean
+            return values[0] if len(set(values)) == 1 else sum(values) / len(values)
+
         return {
             "method": method.name,
             "model": self.adapter.name,
             "task": spec.task,
-            "keep": keep,
-            "keep_ratio": keep / n_visual,
-            "n_visual": n_visual,
+            "budget": budget.label(),
+            "budget_scope": spec.budget_scope,
+            "keep": mean(run.keeps),
+            "keep_ratio": sum(k / v for k, v in zip(run.keeps, run.n_visual)) / n,
+            "n_visual": mean(run.n_visual),
             "n_samples": n,
             "accuracy": acc,
             "retention": acc / ref_acc if ref_acc > 0 else None,

@@ -91,8 +91,11 @@ def mask_reference(adapter, batch, record: Record, generated: list[list[int]] | 
             extra = torch.tensor([g[:n_new] for g in generated], device=ids.device)
             ids = torch.cat([ids, extra], dim=1)
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], n_new)], dim=1)
-    pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
     inputs.update(input_ids=ids, attention_mask=mask)
+    if "mm_token_type_ids" in inputs:  # Qwen2.5-VL: the appended answer tokens are text
+        types = inputs["mm_token_type_ids"]
+        inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(types.shape[0], ids.shape[1] - types.shape[1])], 1)
+    pos = adapter.position_ids(inputs, mask)
     with torch.inference_mode(), _masked_layers(adapter, batch, record.layer_visual, record.layer_keys):
         out = adapter.model(**inputs, position_ids=pos, use_cache=False)
     return out.logits[:, batch.tokens.valid.shape[1] - 1 :].float()
@@ -112,8 +115,9 @@ def counted_vs_measured_flops(adapter, method, keep: int, sample) -> tuple[int, 
     with adapter.reduction(method, keep, artefact=artefact) as router:
         measured = flopcount.measure(lambda: adapter.generate(batch, 1, router=router))
         record = router.record if router is not None else None
-    per_layer = record.visual_per_layer if record is not None else [adapter.layout().n_visual] * adapter.n_layers
-    counted = prefill_count(adapter.lm_dims(), adapter.encoder_macs(), batch.n_text[0], per_layer, record, method)
+    per_layer = record.visual_per_layer if record is not None else [batch.layout.n_visual] * adapter.n_layers
+    counted = prefill_count(adapter.lm_dims(), adapter.encoder_macs(tuple(sample.image.size)), batch.n_text[0],
+                            per_layer, record, method)
     return counted.total_flops, measured
 
 
@@ -124,7 +128,7 @@ def check_method(name: str, model: str = "tiny-llava", keeps=(1, 64, 575), n_sam
 
     adapter = resolve_model(model).load()
     samples = synthetic_samples(n_samples)
-    n_visual = adapter.layout().n_visual
+    n_visual = adapter.layout_of(samples[0]).n_visual
     ref, _, _ = run(adapter, "full", n_visual, samples)
     gen, _, _ = run(adapter, name, n_visual, samples)
     assert torch.equal(gen.first_logits, ref.first_logits), f"{name}: keep-all logits differ from full"

@@ -98,7 +98,7 @@ class ALVTS(TokenReducer):
         inp = ctx.signal(Need("layer_input", layer=ctx.layer))
         factors = ctx.artefact.factors(ctx.layer, like=inp.normed)
         scores = selector_scores(inp, factors, self.pooling, self.causal, self.rope)
-        return scores.topk(ctx.keep, dim=-1).indices
+        return ctx.topk(scores)
 
     def reduces(self, keep: int, n_visual: int) -> bool:
         return keep < n_visual  # at r = 1 every token goes through every layer: the unmodified model

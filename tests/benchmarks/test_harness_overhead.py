@@ -44,7 +44,7 @@ def test_harness_prefill_keep_all(benchmark, setup, method):
     m = build_method(method)
     n = adapter.layout().n_visual
     if m.reduces(n, n):
-        with Router(m, n, adapter.decoder_layers(), adapter.language_model(), adapter.layout()) as router:
+        with Router(m, n, adapter.decoder_layers(), adapter.language_model()) as router:
             gen = benchmark(adapter.generate, batch, 1, router)
     else:
         gen = benchmark(adapter.generate, batch, 1)

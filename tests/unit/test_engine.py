@@ -136,10 +136,10 @@ def test_router_rejects_bad_selections(adapter_factory, samples):
         testing.run(adapter, Dup(), 4, samples)
     with pytest.raises(PluginValidationError, match="belong to a pre_llm step"):
         Router(type("Mixed", (RouteEveryOther,), {"steps": lambda self, n: (Step(2, needs=(Need("cls_attn"),)),)})(),
-               4, adapter.decoder_layers(), adapter.language_model(), adapter.layout())
+               4, adapter.decoder_layers(), adapter.language_model())
     with pytest.raises(PluginValidationError, match="step at layer 9"):
         Router(type("Late", (RouteEveryOther,), {"steps": lambda self, n: (Step(9),)})(), 4,
-               adapter.decoder_layers(), adapter.language_model(), adapter.layout())
+               adapter.decoder_layers(), adapter.language_model())
 
 
 def test_router_restores_the_model(adapter_factory, samples):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 import types
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -53,22 +54,25 @@ class Tokens:
     other: torch.Tensor  # (B, L - N) sequence positions of every other token (text and padding), ascending
     valid: torch.Tensor  # (B, L) bool, False on padding
     sample_keys: tuple[str, ...]  # one per sample: seeds its random generator, so batching never changes a draw
+    layout: VisualLayout  # shared by every sample of the batch (the harness groups samples by layout)
 
 
 class Router:
     def __init__(
         self,
         method: TokenReducer,
-        keep: int,
+        keep: int | Callable[[int], int],
         layers: torch.nn.ModuleList,
         language_model: torch.nn.Module,
-        layout: VisualLayout,
         seed: int = 0,
         artefact=None,
         pre_llm_providers: dict | None = None,
+        budget_scope: str = "global",
     ) -> None:
-        self.method, self.keep, self.layers, self.lm = method, keep, layers, language_model
-        self.layout, self.seed, self.artefact = layout, seed, artefact
+        """``keep``: visual tokens to keep per image, or a function of the image's visual-token count (a budget
+        given as a ratio, resolved for each batch's layout)."""
+        self.method, self.budget, self.layers, self.lm = method, keep, layers, language_model
+        self.seed, self.artefact, self.budget_scope = seed, artefact, budget_scope
         self.providers = pre_llm_providers or {}
         self.n_layers = len(layers)
         steps = tuple(method.steps(self.n_layers))
@@ -127,12 +131,19 @@ class Router:
         self._handles.clear()
 
     def start(self, tokens: Tokens) -> None:
-        """Begin a new sequence (prefill next)."""
-        self.tokens = tokens
-        self.record = Record()
+        """Begin a new sequence (prefill next). At a budget where the method changes nothing (``reduces`` is False,
+        e.g. ALVTS keeping every token) the model runs untouched, so it reproduces ``full`` exactly."""
         b, n = tokens.visual.shape
+        self.layout = tokens.layout
         if n != self.layout.n_visual:
             raise ValueError(f"batch has {n} visual tokens per sample, layout says {self.layout.n_visual}")
+        self.keep = self.budget if isinstance(self.budget, int) else self.budget(n)
+        self.record = Record()
+        if not self.method.reduces(self.keep, n):
+            self.tokens = None
+            self.record.visual_per_layer = [n] * self.n_layers
+            return
+        self.tokens = tokens
         self.active = torch.arange(n, device=tokens.visual.device).expand(b, n)
         self.signals: dict[Need, torch.Tensor] = {}
         self.kv_pos: dict[int, torch.Tensor] = {}
@@ -204,6 +215,7 @@ class Router:
             text_query_mask=self._text_query_mask(),
             generators=self._generators(step.layer),
             artefact=self.artefact,
+            budget_scope=self.budget_scope,
         )
         self.record.select_calls.append((step.layer, int(self.active.shape[1])))
         out = self.method.select(ctx)
@@ -222,6 +234,8 @@ class Router:
         if idx.shape[1] > 1 and (order.values[:, 1:] == order.values[:, :-1]).any():
             raise PluginValidationError(f"method {name!r} returned duplicate indices at layer {step.layer}")
         chosen = self.active.gather(1, order.values)
+        if self.budget_scope == "crop" and len(self.layout.crops) > 1:
+            self._check_crop_quotas(ctx, order.values, idx.shape[1])
         self.record.selections[step.layer] = chosen
         if self._stage(step) in ("prune", "pre_llm"):
             self.active = chosen
@@ -231,6 +245,21 @@ class Router:
                 raise PluginValidationError(f"method {name!r}: only pre_llm methods may return merged embeddings")
             embeds = embeds.gather(1, order.indices[..., None].expand_as(embeds))
         return chosen, embeds
+
+    def _check_crop_quotas(self, ctx: ReductionContext, picked: torch.Tensor, k: int) -> None:
+        """Under ``--budget-scope crop`` every region must get its share; a method that ranks globally is refused."""
+        from tokenbench.api import split_budget
+
+        owner = ctx.crop_of_active()
+        n_crops = len(self.layout.crops)
+        for b in range(picked.shape[0]):
+            have = torch.bincount(owner[b], minlength=n_crops).tolist()
+            got = torch.bincount(owner[b][picked[b]], minlength=n_crops).tolist()
+            if got != split_budget(k, have):
+                raise PluginValidationError(
+                    f"method {self.method.name!r} ignored the per-crop budget at layer {ctx.layer}: kept {got} per "
+                    f"crop, the split is {split_budget(k, have)}. Select with ctx.topk(scores), which honours it"
+                )
 
     def _text_query_mask(self) -> torch.Tensor:
         return self.tokens.valid.gather(1, self.tokens.other)
