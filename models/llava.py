@@ -25,11 +25,15 @@ class LlavaAdapter(ModelAdapter):
     default_source = "llava-hf/llava-1.5-7b-hf"
     provides = ModelAdapter.provides | {"cls_attn"}
 
+    model_class: str = "LlavaForConditionalGeneration"  # the transformers class that loads the checkpoint
+    template: str = "USER: <image>\n{question} ASSISTANT:"  # LLaVA-1.5's vicuna_v1 conversation, one turn
+
     def _load(self, path, device, torch_dtype, attn_implementation):
-        from transformers import AutoProcessor, LlavaForConditionalGeneration
+        import transformers
+        from transformers import AutoProcessor
 
         kw = {"revision": self.revision} if self.revision else {}
-        self.model = LlavaForConditionalGeneration.from_pretrained(
+        self.model = getattr(transformers, self.model_class).from_pretrained(
             path, dtype=torch_dtype, attn_implementation=attn_implementation, use_safetensors=True, **kw
         ).to(device)
         self.processor = AutoProcessor.from_pretrained(path, **kw)
@@ -38,7 +42,7 @@ class LlavaAdapter(ModelAdapter):
             self.processor.tokenizer.pad_token = self.processor.tokenizer.eos_token or self.processor.tokenizer.unk_token
 
     def prompt(self, question: str) -> str:
-        return f"USER: <image>\n{question} ASSISTANT:"
+        return self.template.format(question=question)
 
     def _grid(self) -> int:
         vc = self.config.vision_config
@@ -59,12 +63,18 @@ class LlavaAdapter(ModelAdapter):
             return_tensors="pt",
             padding=True,
         )
-        inputs = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values")}
+        inputs = {k: v.to(self.device) for k, v in enc.items() if k in self.input_names}
         inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, self.dtype))
         ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
-        batch = self._tokens(samples, ids, mask, ids == self.model.config.image_token_id, layout)
+        batch = self._tokens(samples, ids, mask, self._visual_mask(ids, layout), layout)
         batch.inputs = inputs
         return batch
+
+    input_names = ("input_ids", "attention_mask", "pixel_values")
+
+    def _visual_mask(self, ids, layout):
+        """(B, L) True on the candidate visual tokens: here every image token."""
+        return ids == self.model.config.image_token_id
 
     def pre_llm_signals(self, kinds):
         """``cls_attn``: the CLS row of the attention of the CLIP layer whose output feeds the projector
@@ -200,36 +210,15 @@ def tiny_llava_config(vocab_size: int, image_token_id: int, pad_token_id: int, s
     )
 
 
-def tiny_tokenizer():
-    """A byte-level tokenizer (256 byte symbols plus specials, no merges) built offline: any text round-trips."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {t: i for i, t in enumerate(specials + alphabet)}
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-        extra_special_tokens={"image_token": "<image>"}, padding_side="left",
-    )
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    return tok
-
-
 def build_tiny_llava(path: str, seed: int = 0, size: str = "tiny") -> None:
     """Build the tiny LLaVA (random weights from ``seed``) and save model, tokenizer and processor to ``path``.
 
-    Written to a temporary sibling directory and renamed, so a concurrent or interrupted build never leaves a
-    half-written model behind.
+    Written to a temporary sibling directory and renamed (:func:`tokenbench.models.tiny.save_atomically`).
     """
-    import shutil
-    import tempfile
-
     import torch
     from transformers import CLIPImageProcessorPil, LlavaForConditionalGeneration, LlavaProcessor
+
+    from tokenbench.models.tiny import save_atomically, tiny_tokenizer
 
     tok = tiny_tokenizer()
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
@@ -243,17 +232,4 @@ def build_tiny_llava(path: str, seed: int = 0, size: str = "tiny") -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlavaForConditionalGeneration(config)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tiny-llava-", dir=parent)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
+    save_atomically(path, model, processor, tok)

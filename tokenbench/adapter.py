@@ -270,8 +270,9 @@ class ModelAdapter:
             router.start(batch.tokens)
         return self.model(**inputs, position_ids=pos, use_cache=False, logits_to_keep=1).logits[:, -1]
 
-    def generate(self, batch: Batch, max_new_tokens: int, router=None) -> Generation:
-        """Greedy decoding with the KV cache; with ``router`` the method's plan is executed during the prefill."""
+    def generate(self, batch: Batch, max_new_tokens: int, router=None, ignore_eos: bool = False) -> Generation:
+        """Greedy decoding with the KV cache; with ``router`` the method's plan is executed during the prefill.
+        ``ignore_eos`` decodes all ``max_new_tokens`` even past an end token (tests that compare every step)."""
         import torch
 
         inputs, mask, pos = self._prompt_inputs(batch)
@@ -290,7 +291,8 @@ class ModelAdapter:
             steps, logits = [], [first]
             for step in range(max_new_tokens):
                 steps.append(torch.where(done, torch.full_like(nxt, pad), nxt))
-                done = done | torch.isin(nxt, eos)
+                if not ignore_eos:
+                    done = done | torch.isin(nxt, eos)
                 if bool(done.all()) or step == max_new_tokens - 1:
                     break
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)

@@ -59,6 +59,8 @@ __all__ = [
     "lm_head_macs",
     "vit_layer_macs",
     "clip_vision_macs",
+    "QwenVisionDims",
+    "qwen_vision_macs",
     "attention_rows_macs",
     "fastv_convention_macs",
 ]
@@ -279,6 +281,64 @@ def clip_vision_macs(v: VisionDims, n_images: int = 1) -> int:
     patch = v.n_patches * v.channels * v.patch_size * v.patch_size * v.hidden
     layers = v.n_layers * vit_layer_macs(v, v.n_tokens)
     return n_images * (patch + layers)
+
+
+@dataclass(frozen=True)
+class QwenVisionDims:
+    """Shape of Qwen2.5-VL's vision tower: a Conv3d patch embedding (``temporal_patch``, ``patch``), ``depth`` blocks of
+    fused-qkv attention and a SwiGLU MLP, window attention (``window`` pixels) except in ``full_blocks``, and a patch
+    merger (RMSNorm, then an MLP ``4d -> 4d -> out`` on each ``merge`` x ``merge`` group)."""
+
+    hidden: int
+    depth: int
+    intermediate: int
+    patch: int
+    temporal_patch: int
+    merge: int
+    window: int
+    full_blocks: tuple[int, ...]
+    out_hidden: int
+    channels: int = 3
+
+    @classmethod
+    def from_config(cls, vision_config: Any) -> QwenVisionDims:
+        c = _sub_config(vision_config, "vision_config")
+        return cls(hidden=c.hidden_size, depth=c.depth, intermediate=c.intermediate_size, patch=c.patch_size,
+                   temporal_patch=c.temporal_patch_size, merge=c.spatial_merge_size, window=c.window_size,
+                   full_blocks=tuple(c.fullatt_block_indexes), out_hidden=c.out_hidden_size,
+                   channels=getattr(c, "in_channels", getattr(c, "in_chans", 3)))
+
+    def windows(self, grid_h: int, grid_w: int) -> list[int]:
+        """Patches in each attention window of a ``grid_h`` x ``grid_w`` patch grid: windows are ``window // patch``
+        patches square (8 x 8 on the real model), aligned to the top left, the last row/column of windows cut short
+        (as transformers' ``get_vision_window_index``)."""
+        units = self.window // self.merge // self.patch  # window side in merged units
+        gh, gw = grid_h // self.merge, grid_w // self.merge
+
+        def blocks(n: int) -> list[int]:
+            return [min(units, n - i) for i in range(0, n, units)]
+
+        return [r * c * self.merge * self.merge for r in blocks(gh) for c in blocks(gw)]
+
+
+def qwen_vision_macs(v: QwenVisionDims, grid_h: int, grid_w: int) -> dict[str, int]:
+    """Qwen2.5-VL's vision tower and merger on one image of ``grid_h`` x ``grid_w`` patches (n = grid_h * grid_w)::
+
+        patch embed : n * (C * tp * p * p) * dv
+        each block  : 4 * n * dv^2 (fused qkv + proj)  +  3 * n * dv * mv (SwiGLU)
+                      + attention 2 * s^2 * dv summed over its windows s (one window of n in a full block)
+        merger      : n/4 * (4dv * 4dv + 4dv * d_out)
+
+    Returns ``{"vision": ..., "projector": ...}`` (the merger is the projector)."""
+    n = _check_count("grid_h", grid_h) * _check_count("grid_w", grid_w)
+    d = v.hidden
+    windowed = sum(2 * s * s * d for s in v.windows(grid_h, grid_w))
+    blocks = sum(4 * n * d * d + 3 * n * d * v.intermediate + (2 * n * n * d if i in v.full_blocks else windowed)
+                 for i in range(v.depth))
+    patch = n * v.channels * v.temporal_patch * v.patch * v.patch * d
+    group = d * v.merge * v.merge
+    merger = (n // (v.merge * v.merge)) * (group * group + group * v.out_hidden)
+    return {"vision": patch + blocks, "projector": merger}
 
 
 def attention_rows_macs(lm: LMDims, n_rows: int, n_keys: int, project_keys: bool = True) -> int:

@@ -21,13 +21,20 @@ from tokenbench.engine.router import Record
 from tokenbench.task import Sample
 
 
-def synthetic_samples(n: int, seed: int = 0) -> list[Sample]:
+def synthetic_samples(n: int, seed: int = 0, size: tuple[int, int] | None = None) -> list[Sample]:
+    """``n`` synthetic-task samples; ``size`` = (width, height) resizes their images (a non-square size exercises
+    LLaVA-NeXT's unpadding and Qwen2.5-VL's dynamic resolution)."""
+    import dataclasses
+
     from tokenbench.api import TASKS
 
-    return TASKS.get("synthetic")(n=max(n, 1), seed=seed).samples(n)
+    samples = TASKS.get("synthetic")(n=max(n, 1), seed=seed).samples(n)
+    if size is not None:
+        samples = [dataclasses.replace(s, image=s.image.resize(size)) for s in samples]
+    return samples
 
 
-def run(adapter, method, keep: int, samples, max_new_tokens: int = 4, seed: int = 0):
+def run(adapter, method, keep: int, samples, max_new_tokens: int = 4, seed: int = 0, ignore_eos: bool = False):
     """Generate with ``method`` (prepared on ``adapter``'s weights) at ``keep``; returns (Generation, Record or None,
     Batch)."""
     if isinstance(method, str):
@@ -35,7 +42,7 @@ def run(adapter, method, keep: int, samples, max_new_tokens: int = 4, seed: int 
     batch = adapter.encode(samples)
     artefact = Prepared.of(method.prepare(adapter.weights())).artefact
     with adapter.reduction(method, keep, seed=seed, artefact=artefact) as r:
-        gen = adapter.generate(batch, max_new_tokens, router=r)
+        gen = adapter.generate(batch, max_new_tokens, router=r, ignore_eos=ignore_eos)
     return gen, (r.record if r is not None else None), batch
 
 

@@ -1,0 +1,204 @@
+"""LLaVA-NeXT (LLaVA-1.6) on transformers' ``LlavaNextForConditionalGeneration``.
+
+Registered names: ``llava-next`` (any checkpoint: ``--model llava-next:<hub id or directory>``), ``llava-next-7b``
+(default hub id ``llava-hf/llava-v1.6-vicuna-7b-hf``), ``llava-next-13b``, ``llava-next-mistral-7b``, and
+``tiny-llava-next``: the same architecture at toy size (CLIP 112/14, so an 8 x 8 grid per crop, the real grid
+pinpoints scaled by 1/3, the tiny-llava Llama), random weights, saved and reloaded through ``from_pretrained``.
+
+Layout (AnyRes). The image is resized to the best of the ``image_grid_pinpoints`` resolutions and cut into crops;
+the tower also sees the whole image at the base size. In the LLM sequence the image span holds, in order:
+
+* the **base** image, g x g tokens (24 x 24 on the 7B);
+* the **high-resolution grid**: the crops' tokens laid out as one (ny*g) x (nx*g) grid, with the rows or columns that
+  are only padding removed (*unpadding*), read row by row, each row followed by one **newline** token.
+
+Visual tokens are numbered in sequence order, skipping newlines; ``VisualLayout.crops`` gives the ``base`` region
+and each ``crop r,c`` as it survives unpadding (rows of the merged grid are ``stride`` apart).
+
+Decisions (documented in the README):
+
+* **Newline tokens are not visual.** They are one learned embedding repeated at the end of each row and carry no
+  image content, so they are never candidates: always kept, counted as non-visual tokens in budgets and FLOPs
+  (``VisualLayout.n_structural``). Dropping them would break the row structure the LLM was trained to read.
+* **The budget is global** over all of an image's visual tokens (base and crops together): ``--keep 320`` keeps 320
+  of them, whichever crops they sit in. ``--budget-scope crop`` splits it over the regions instead, in proportion to
+  their tokens (per-crop selection, as in VScan's per-sub-image pruning).
+* **No CLS attention.** The tower runs once per crop; each crop's CLS row would have to be mapped through
+  unpadding, which is not implemented, so a method needing ``cls_attn`` is refused on this model.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tokenbench.models.llava import SIZES, LlavaAdapter
+from tokenbench.adapter import ModelAdapter
+from tokenbench.api import Region, VisualLayout, register_model
+
+
+class LlavaNextAdapter(LlavaAdapter):
+    family = "llava-next"
+    model_types = ("llava_next",)
+    default_source = "llava-hf/llava-v1.6-vicuna-7b-hf"
+    model_class = "LlavaNextForConditionalGeneration"
+    provides = ModelAdapter.provides
+    missing_reasons = {"cls_attn": "LLaVA-NeXT runs its CLIP tower once per crop, and mapping each crop's CLS "
+                                   "attention through AnyRes unpadding is not implemented"}
+    input_names = ("input_ids", "attention_mask", "pixel_values", "image_sizes")
+
+    def __init__(self, source=None, revision=None, name=None, template=None):
+        super().__init__(source, revision, name)
+        if template:
+            self.template = template
+
+    def _geometry(self, size):
+        """(g, ny, nx, rows, cols): crop grid side g, crops ny x nx, and the kept (start, stop) rows and columns of the
+        (ny*g) x (nx*g) high-resolution grid after unpadding, as transformers' ``unpad_image`` computes them."""
+        from transformers.image_processing_utils import select_best_resolution
+
+        cfg = self.config
+        vc = cfg.vision_config
+        if cfg.vision_feature_select_strategy != "default":
+            raise NotImplementedError("only the 'default' vision feature strategy (CLS dropped) is supported")
+        width, height = size or self.typical_size
+        g = vc.image_size // vc.patch_size
+        best_h, best_w = select_best_resolution((height, width), [list(p) for p in cfg.image_grid_pinpoints])
+        ny, nx = best_h // vc.image_size, best_w // vc.image_size
+        grid_h, grid_w = ny * g, nx * g
+        rows, cols = (0, grid_h), (0, grid_w)
+        if width / height > grid_w / grid_h:
+            pad = (grid_h - int(round(height * (grid_w / width), 7))) // 2
+            rows = (pad, grid_h - pad)
+        else:
+            pad = (grid_w - int(round(width * (grid_h / height), 7))) // 2
+            cols = (pad, grid_w - pad)
+        return g, ny, nx, rows, cols
+
+    def layout(self, size=None) -> VisualLayout:
+        g, ny, nx, (r0, r1), (c0, c1) = self._geometry(size)
+        width = c1 - c0
+        regions = [Region("base", 0, g, g)]
+        for i in range(ny):
+            for j in range(nx):
+                top, bottom = max(i * g, r0) - r0, min((i + 1) * g, r1) - r0
+                left, right = max(j * g, c0) - c0, min((j + 1) * g, c1) - c0
+                if bottom > top and right > left:
+                    regions.append(Region(f"crop {i},{j}", g * g + top * width + left, bottom - top, right - left,
+                                          stride=width))
+        return VisualLayout(n_visual=g * g + (r1 - r0) * width, crops=tuple(regions), n_structural=r1 - r0)
+
+    def _visual_mask(self, ids, layout):
+        """Image tokens minus the newline that ends each row of the high-resolution grid."""
+        import torch
+
+        image = ids == self.model.config.image_token_id
+        base = layout.crops[0].size
+        width = (layout.n_visual - base) // layout.n_structural
+        span = torch.ones(layout.n_visual + layout.n_structural, dtype=torch.bool, device=ids.device)
+        span[base + width :: width + 1] = False  # the newline after each row
+        visual = image.clone()
+        visual[image] = span.repeat(ids.shape[0])
+        return visual
+
+    def encoder_macs(self, size=None) -> dict[str, int]:
+        """The CLIP tower on the base image and every crop (all layers, CLS included), and the projector on every
+        crop's patch tokens (it runs before unpadding, so on the padding too)."""
+        from tokenbench.flops import VisionDims, clip_vision_macs, mlp_projector_macs
+
+        _, ny, nx, _, _ = self._geometry(size)
+        cfg = self.config
+        vision = VisionDims.from_config(cfg.vision_config)
+        n_images = 1 + ny * nx
+        dims = (cfg.vision_config.hidden_size, cfg.text_config.hidden_size, cfg.text_config.hidden_size)
+        return {"vision": clip_vision_macs(vision, n_images),
+                "projector": mlp_projector_macs(dims, n_images * vision.n_patches)}
+
+
+MISTRAL = "[INST] <image>\n{question} [/INST]"
+
+
+@register_model("llava-next")
+def llava_next(source: str | None = None, revision: str | None = None) -> LlavaNextAdapter:
+    """Any LLaVA-NeXT checkpoint in HF format (vicuna prompt; use llava-next-mistral-7b for the Mistral one)."""
+    return LlavaNextAdapter(source, revision, name="llava-next" if source is None else f"llava-next:{source}")
+
+
+llava_next.model_types = LlavaNextAdapter.model_types
+
+
+@register_model("llava-next-7b")
+def llava_next_7b(revision: str | None = None) -> LlavaNextAdapter:
+    return LlavaNextAdapter("llava-hf/llava-v1.6-vicuna-7b-hf", revision, name="llava-next-7b")
+
+
+@register_model("llava-next-13b")
+def llava_next_13b(revision: str | None = None) -> LlavaNextAdapter:
+    return LlavaNextAdapter("llava-hf/llava-v1.6-vicuna-13b-hf", revision, name="llava-next-13b")
+
+
+@register_model("llava-next-mistral-7b")
+def llava_next_mistral_7b(revision: str | None = None) -> LlavaNextAdapter:
+    return LlavaNextAdapter("llava-hf/llava-v1.6-mistral-7b-hf", revision, name="llava-next-mistral-7b",
+                            template=MISTRAL)
+
+
+# -- the tiny variant -----------------------------------------------------------------------------------------------------
+TINY_VERSION = "1"
+TINY_IMAGE = 112  # CLIP input side: an 8 x 8 grid per crop keeps the test sequences short
+TINY_PINPOINTS = [[112, 224], [224, 112], [224, 224], [336, 112], [112, 336]]  # the 7B's pinpoints / 3
+
+
+class TinyLlavaNextAdapter(LlavaNextAdapter):
+    def __init__(self, seed: int = 0, directory: str | None = None) -> None:
+        super().__init__(source=None, name="tiny-llava-next")
+        self.seed, self.directory = seed, directory
+
+    def prepare_source(self) -> str:
+        from tokenbench.paths import cache_dir
+
+        path = self.directory or os.path.join(cache_dir(), "models", f"tiny-llava-next-v{TINY_VERSION}-seed{self.seed}")
+        if not os.path.isfile(os.path.join(path, "model.safetensors")):
+            build_tiny_llava_next(path, seed=self.seed)
+        self.source = path
+        return path
+
+
+@register_model("tiny-llava-next")
+def tiny_llava_next(seed: int = 0, directory: str | None = None) -> TinyLlavaNextAdapter:
+    """A random-weight LLaVA-NeXT at toy size (see the module docstring); built once into the cache directory."""
+    return TinyLlavaNextAdapter(seed=seed, directory=directory)
+
+
+def build_tiny_llava_next(path: str, seed: int = 0) -> None:
+    import torch
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
+                              LlavaNextImageProcessorPil, LlavaNextProcessor)
+
+    from tokenbench.models.tiny import save_atomically, tiny_tokenizer
+
+    (vh, vl, vheads, vffn), (h, layers, heads, kv, ffn) = SIZES["tiny"]
+    tok = tiny_tokenizer()
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": TINY_IMAGE}, crop_size={"height": TINY_IMAGE, "width": TINY_IMAGE},
+        image_grid_pinpoints=TINY_PINPOINTS,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, image_token="<image>",
+    )
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(hidden_size=vh, intermediate_size=vffn, num_hidden_layers=vl,
+                                       num_attention_heads=vheads, image_size=TINY_IMAGE, patch_size=14,
+                                       projection_dim=64),
+        text_config=LlamaConfig(hidden_size=h, intermediate_size=ffn, num_hidden_layers=layers,
+                                num_attention_heads=heads, num_key_value_heads=kv, vocab_size=len(tok),
+                                max_position_embeddings=2048, pad_token_id=tok.pad_token_id,
+                                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                tie_word_embeddings=False),
+        image_token_id=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=TINY_PINPOINTS,
+        vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaNextForConditionalGeneration(config)
+    save_atomically(path, model, processor, tok)
