@@ -203,7 +203,7 @@ def qwen2_5_vl_3b(revision: str | None = None) -> QwenVLAdapter:
 
 
 # -- the tiny variant -----------------------------------------------------------------------------------------------------
-TINY_VERSION = "1"
+TINY_VERSION = "2"
 SPECIALS = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>")
 TINY_PIXELS = (28 * 28 * 4, 28 * 28 * 144)  # at most 144 visual tokens (a 336 x 336 image), at least 4
 
@@ -255,4 +255,8 @@ def build_tiny_qwen(path: str, seed: int = 0) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config)
+        with torch.no_grad():  # transformers initialises biases to zero; the real model's q/k/v biases are not
+            for layer in model.model.language_model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.normal_(0.0, 0.2)
     save_atomically(path, model, processor, tok)

@@ -113,6 +113,8 @@ class LayerInput:
     n_kv_heads: int
     head_dim: int
     scaling: float  # the layer's softmax scale (1/sqrt(head_dim) on Llama/Qwen)
+    q_bias: "torch.Tensor | None" = None  # the q/k projections' biases (Qwen2 has them, Llama does not)
+    k_bias: "torch.Tensor | None" = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Per layer, rank-R factors ``W_Q ~ U_Q V_Q`` and ``W_K ~ U_K V_K`` (separate for Q and K; K is ``n_kv_heads *
 head_dim`` wide on GQA models) approximate the layer's attention on its normed input::
 
-    q~ = (X V_Q^T) U_Q^T,  k~ = (X V_K^T) U_K^T        the rank-R product U V is never formed
+    q~ = (X V_Q^T) U_Q^T + b_Q,  k~ = (X V_K^T) U_K^T + b_K    the rank-R product U V is never formed; the
+                                                        biases (Qwen2's; none on Llama) are the layer's own
     A~ = softmax(rope(q~) rope(k~)^T * scaling)        causal and padding masked, float32
     S(i) = S_V2V(i) * S_T2V(i)                          mean attention visual token i receives from the visual
                                                         queries, times the mean it receives from the text queries
@@ -47,8 +48,12 @@ def selector_attention(inp, uq, vq, uk, vk, causal: bool = True, rope: bool = Tr
 
     The projections run in the factors' dtype; the logits and softmax in float32."""
     x = inp.normed.to(uq.dtype)
-    q = _heads((x @ vq.T) @ uq.T, inp.head_dim)
-    k = _heads((x @ vk.T) @ uk.T, inp.head_dim)
+    q, k = (x @ vq.T) @ uq.T, (x @ vk.T) @ uk.T
+    if inp.q_bias is not None:  # the layer's own biases (Qwen2): only the weights are factorised
+        q = q + inp.q_bias.to(q.dtype)
+    if inp.k_bias is not None:
+        k = k + inp.k_bias.to(k.dtype)
+    q, k = _heads(q, inp.head_dim), _heads(k, inp.head_dim)
     if rope:
         q, k = inp.rope(q), inp.rope(k)
     k = k.repeat_interleave(inp.n_heads // inp.n_kv_heads, dim=1)  # GQA: each KV head serves a group of q heads

@@ -61,6 +61,19 @@ def test_svd_factors_split_singular_values_as_square_roots():
 
 def test_full_rank_selector_equals_exact_attention_scores(adapter, frozen_signals):
     """With R = the full rank and no calibration, S~ equals S computed from the layer's exact attention."""
+    _check_full_rank(adapter, frozen_signals)
+
+
+def test_full_rank_selector_is_exact_on_qwen_with_its_biases_and_mrope(adapter_factory):
+    """The same on Qwen2.5-VL: q/k biases (not factorised, added back) and 3-D M-RoPE positions."""
+    qwen = adapter_factory("tiny-qwen2.5-vl")
+    samples = testing.synthetic_samples(2, seed=4, size=(392, 280))
+    visit = calibration.visitor(qwen, build_method("alvts").calibration_steps(qwen.n_layers), {"s": samples}, 8)
+    assert qwen.decoder_layers()[0].self_attn.q_proj.bias is not None
+    _check_full_rank(qwen, next(iter(visit("s"))))
+
+
+def _check_full_rank(adapter, frozen_signals):
     weights = adapter.weights()
     full = svd_init(weights, 10**6, range(adapter.n_layers))  # the rank is capped at each matrix's own rank
     low = svd_init(weights, 8, range(adapter.n_layers))

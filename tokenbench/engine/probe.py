@@ -82,4 +82,6 @@ def layer_input(layer, hidden, cos, sin, other_idx, visual_idx, valid):
         n_kv_heads=attn.k_proj.out_features // head_dim,
         head_dim=head_dim,
         scaling=float(attn.scaling),
+        q_bias=attn.q_proj.bias,
+        k_bias=attn.k_proj.bias,
     )
