@@ -9,6 +9,9 @@ of its cell. Four question types, a quarter of the samples each:
 * ``count``  "How many blue shapes are there? Answer with a number."  -> ``3``
 * ``exists`` "Is there a green cross? Answer yes or no."  -> ``yes`` / ``no`` (half each)
 
+``aspect="mixed"`` stretches each image to one of four aspect ratios (drawn per sample after its scene), so
+LLaVA-NeXT and Qwen2.5-VL see different visual-token counts and layouts in one split.
+
 The answer to a ``color``/``shape`` question lives in the few visual tokens that cover one named cell, and a
 ``count``/``exists`` answer needs every occupied cell: a method that drops the wrong visual tokens loses exactly the
 patches that hold the answer, so accuracy measures *which* tokens a method keeps, not only how many.
@@ -45,6 +48,8 @@ BACKGROUND = (255, 255, 255)
 _PLAN = (("color", None), ("color", None), ("shape", None), ("shape", None),
          ("count", True), ("count", False), ("exists", True), ("exists", False))  # fmt: skip
 
+#: width:height ratios (in sixths of image_size) of ``aspect="mixed"``: square, landscape, portrait, panorama
+ASPECTS: tuple[tuple[int, int], ...] = ((6, 6), (8, 6), (6, 8), (9, 5))
 Scene = dict[tuple[int, int], tuple[str, str]]  # (row, col), 0-based -> (colour, shape)
 
 
@@ -85,6 +90,7 @@ class SyntheticTask(Task):
     image_size: int = 336  # side of the square image in pixels; 336 gives LLaVA-1.5's 24x24 patch grid
     grid: int = 4  # cells per side of the shape grid
     fill: float = 0.5  # probability that a cell holds a shape (at least one cell always does)
+    aspect: str = "square"  # "mixed": each image resized to one of ASPECTS (for dynamic-resolution models)
 
     def __post_init__(self) -> None:
         for key in ("n", "seed", "image_size", "grid"):
@@ -105,6 +111,8 @@ class SyntheticTask(Task):
                 f"synthetic task options 'image_size'/'grid' give cells of {self.image_size // self.grid} px; "
                 "cells must be >= 8 px (raise image_size or lower grid)"
             )
+        if self.aspect not in ("square", "mixed"):
+            raise ConfigError(f"synthetic task option 'aspect' must be 'square' or 'mixed', got {self.aspect!r}")
         if isinstance(self.fill, bool) or not isinstance(self.fill, (int, float)) or not 0 < self.fill <= 1:
             raise ConfigError(f"synthetic task option 'fill' must be a probability in (0, 1], got {self.fill!r}")
 
@@ -157,4 +165,7 @@ class SyntheticTask(Task):
             question = f"Is there a {colour} {shape}? Answer yes or no."
             answer = "yes" if (colour, shape) in scene.values() else "no"
         image = render(scene, self.image_size, self.grid)
+        if self.aspect == "mixed":  # stretched, not cropped: every cell and its answer stay in the picture
+            w, h = ASPECTS[rng.randrange(len(ASPECTS))]
+            image = image.resize((self.image_size * w // 6, self.image_size * h // 6), Image.NEAREST)
         return Sample(id=f"synthetic-{self.seed}-{i}", image=image, question=question, answer=answer, meta=meta)
