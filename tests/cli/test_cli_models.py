@@ -19,7 +19,7 @@ def cache(tmp_path_factory):
 @pytest.mark.parametrize("model", ["tiny-llava-next", "tiny-qwen2.5-vl"])
 def test_compare_alvts_fastv_on_each_tiny_model(model, cache, tmp_path):
     out = tmp_path / "rows.json"
-    result = invoke(cache, "compare", "alvts", "fastv", "--model", model, *FAST, "-T", "aspect='mixed'",
+    result = invoke(cache, "compare", "alvts", "fastv", "--model", model, *FAST, "-T", "aspect=mixed",
                     "--json", str(out))
     assert result.exit_code == 0, result.output
     full, alvts, fastv = json.loads(out.read_text())
