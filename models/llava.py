@@ -13,8 +13,6 @@ tokens (24 x 24 patches, CLS dropped by the "default" feature strategy), which s
 
 from __future__ import annotations
 
-import os
-
 from tokenbench.adapter import Batch, ModelAdapter
 from tokenbench.api import Region, VisualLayout, register_model
 
@@ -110,17 +108,6 @@ class LlavaAdapter(ModelAdapter):
 
         return installed()
 
-    def decoder_layers(self):
-        return self.model.model.language_model.layers
-
-    def language_model(self):
-        return self.model.model.language_model
-
-    def lm_dims(self):
-        from tokenbench.flops import LMDims
-
-        return LMDims.from_config(self.config.text_config)
-
     def encoder_macs(self, size=None) -> dict[str, int]:
         """CLIP tower (every layer runs, CLS included) and the 2-layer MLP projector on the patch tokens."""
         from tokenbench.flops import VisionDims, clip_vision_macs, mlp_projector_macs
@@ -170,14 +157,13 @@ class TinyLlavaAdapter(LlavaAdapter):
         self.size = size
 
     def prepare_source(self) -> str:
-        from tokenbench.paths import cache_dir
+        from functools import partial
 
-        path = self.directory or os.path.join(cache_dir(), "models",
-                                              f"{self.size}-llava-v{TINY_VERSION}-seed{self.seed}")
-        if not os.path.isfile(os.path.join(path, "model.safetensors")):
-            build_tiny_llava(path, seed=self.seed, size=self.size)
-        self.source = path
-        return path
+        from tokenbench.models.tiny import cached_build
+
+        self.source = cached_build(self.directory, f"{self.size}-llava-v{TINY_VERSION}", self.seed,
+                                   partial(build_tiny_llava, size=self.size))
+        return self.source
 
 
 @register_model("tiny-llava")

@@ -29,8 +29,6 @@ Decisions (documented in the README):
 
 from __future__ import annotations
 
-import os
-
 from tokenbench.models.llava import SIZES, LlavaAdapter
 from tokenbench.adapter import ModelAdapter
 from tokenbench.api import Region, VisualLayout, register_model
@@ -154,13 +152,10 @@ class TinyLlavaNextAdapter(LlavaNextAdapter):
         self.seed, self.directory = seed, directory
 
     def prepare_source(self) -> str:
-        from tokenbench.paths import cache_dir
+        from tokenbench.models.tiny import cached_build
 
-        path = self.directory or os.path.join(cache_dir(), "models", f"tiny-llava-next-v{TINY_VERSION}-seed{self.seed}")
-        if not os.path.isfile(os.path.join(path, "model.safetensors")):
-            build_tiny_llava_next(path, seed=self.seed)
-        self.source = path
-        return path
+        self.source = cached_build(self.directory, f"tiny-llava-next-v{TINY_VERSION}", self.seed, build_tiny_llava_next)
+        return self.source
 
 
 @register_model("tiny-llava-next")

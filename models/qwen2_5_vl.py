@@ -164,18 +164,6 @@ class QwenVLAdapter(ModelAdapter):
         )
         return pos
 
-    # -- model parts ------------------------------------------------------------------------------------------------------
-    def decoder_layers(self):
-        return self.model.model.language_model.layers
-
-    def language_model(self):
-        return self.model.model.language_model
-
-    def lm_dims(self):
-        from tokenbench.flops import LMDims
-
-        return LMDims.from_config(self.config.text_config)
-
     def encoder_macs(self, size=None) -> dict[str, int]:
         """The vision tower (window attention, full attention in ``fullatt_block_indexes``) and the patch merger."""
         from tokenbench.flops import QwenVisionDims, qwen_vision_macs
@@ -214,13 +202,10 @@ class TinyQwenVLAdapter(QwenVLAdapter):
         self.seed, self.directory = seed, directory
 
     def prepare_source(self) -> str:
-        from tokenbench.paths import cache_dir
+        from tokenbench.models.tiny import cached_build
 
-        path = self.directory or os.path.join(cache_dir(), "models", f"tiny-qwen2.5-vl-v{TINY_VERSION}-seed{self.seed}")
-        if not os.path.isfile(os.path.join(path, "model.safetensors")):
-            build_tiny_qwen(path, seed=self.seed)
-        self.source = path
-        return path
+        self.source = cached_build(self.directory, f"tiny-qwen2.5-vl-v{TINY_VERSION}", self.seed, build_tiny_qwen)
+        return self.source
 
 
 @register_model("tiny-qwen2.5-vl")

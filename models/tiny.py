@@ -29,6 +29,17 @@ def tiny_tokenizer(specials: tuple[str, ...] = ("<image>",), image_token: str = 
     return tok
 
 
+def cached_build(directory: str | None, stem: str, seed: int, build) -> str:
+    """The directory of a tiny model: ``directory`` or ``$TOKENBENCH_CACHE/models/<stem>-seed<seed>``, built there by
+    ``build(path, seed=seed)`` on first use."""
+    from tokenbench.paths import cache_dir
+
+    path = directory or os.path.join(cache_dir(), "models", f"{stem}-seed{seed}")
+    if not os.path.isfile(os.path.join(path, "model.safetensors")):
+        build(path, seed=seed)
+    return path
+
+
 def save_atomically(path: str, model, processor, tokenizer) -> None:
     """Save ``model`` and ``processor`` to ``path`` through a temporary sibling directory and a rename, so a concurrent
     or interrupted build never leaves a half-written model behind."""

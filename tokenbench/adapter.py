@@ -81,14 +81,17 @@ class ModelAdapter:
         raise NotImplementedError
 
     def decoder_layers(self):
-        raise NotImplementedError
+        """The LLM's decoder layers (where LLaVA, LLaVA-NeXT and Qwen2.5-VL all keep them in transformers 5.x)."""
+        return self.language_model().layers
 
     def language_model(self):
-        raise NotImplementedError
+        return self.model.model.language_model
 
     def lm_dims(self):
-        """The LLM's dimensions (:class:`tokenbench.flops.LMDims`)."""
-        raise NotImplementedError
+        """The LLM's dimensions (:class:`tokenbench.flops.LMDims`), from the text config."""
+        from tokenbench.flops import LMDims
+
+        return LMDims.from_config(self.config.get_text_config())
 
     def encoder_macs(self, size: tuple[int, int] | None = None) -> dict[str, int]:
         """MACs for one image of ``size`` (default :attr:`typical_size`) in the vision tower and the projector or
