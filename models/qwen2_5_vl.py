@@ -157,9 +157,12 @@ class QwenVLAdapter(ModelAdapter):
         return batch
 
     def position_ids(self, inputs, mask):
-        """The 3-D M-RoPE ids (3, B, L), from the model's own ``get_rope_index`` (padding masked out)."""
+        """The 3-D M-RoPE ids (3, B, L), from the model's own ``get_rope_index`` (padding masked out). Token types are
+        read off ``input_ids`` (1 on image tokens, as the processor marks them), so ids appended after the prompt
+        (answer tokens) are text whatever the processor's ``mm_token_type_ids`` covered."""
+        ids = inputs["input_ids"]
         pos, _ = self.model.model.get_rope_index(
-            inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
+            ids, mm_token_type_ids=(ids == self.model.config.image_token_id).int(),
             image_grid_thw=inputs["image_grid_thw"], attention_mask=mask,
         )
         return pos

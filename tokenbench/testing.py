@@ -99,9 +99,6 @@ def mask_reference(adapter, batch, record: Record, generated: list[list[int]] | 
             ids = torch.cat([ids, extra], dim=1)
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], n_new)], dim=1)
     inputs.update(input_ids=ids, attention_mask=mask)
-    if "mm_token_type_ids" in inputs:  # Qwen2.5-VL: the appended answer tokens are text
-        types = inputs["mm_token_type_ids"]
-        inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(types.shape[0], ids.shape[1] - types.shape[1])], 1)
     pos = adapter.position_ids(inputs, mask)
     with torch.inference_mode(), _masked_layers(adapter, batch, record.layer_visual, record.layer_keys):
         out = adapter.model(**inputs, position_ids=pos, use_cache=False)
