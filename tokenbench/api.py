@@ -211,30 +211,36 @@ class ReductionContext:
         rule of every top-k method, honouring the run's budget scope. ``global`` (the default) ranks every active
         token together; ``crop`` gives each region of ``layout.crops`` a share of ``keep`` proportional to its active
         tokens (:func:`split_budget`) and ranks inside each. With one region the two are the same."""
-        if self.budget_scope == "global" or len(self.layout.crops) <= 1:
+        shares = self.crop_shares(self.keep)
+        if shares is None:
             return scores.topk(self.keep, dim=-1).indices
         import torch
 
-        owner = self.crop_of_active()
+        owner, quotas = shares
         rows = []
         for b in range(scores.shape[0]):
-            counts = torch.bincount(owner[b], minlength=len(self.layout.crops)).tolist()
             picks = []
-            for crop, quota in enumerate(split_budget(self.keep, counts)):
+            for crop, quota in enumerate(quotas[b]):
                 if quota:
                     members = (owner[b] == crop).nonzero().squeeze(1)
                     picks.append(members[scores[b, members].topk(quota).indices])
             rows.append(torch.cat(picks))
         return torch.stack(rows)
 
-    def crop_of_active(self) -> "torch.Tensor":
-        """(B, n_active): the index in ``layout.crops`` of each active token's region."""
+    def crop_shares(self, k: int) -> "tuple[torch.Tensor, list[list[int]]] | None":
+        """Under the ``crop`` scope: (owner, quotas), where ``owner`` (B, n_active) is the index in ``layout.crops`` of
+        each active token's region and ``quotas[b]`` is sample b's share of ``k`` per region (:func:`split_budget` over
+        its active tokens). ``None`` when the budget is global (or the layout has one region)."""
+        if self.budget_scope == "global" or len(self.layout.crops) <= 1:
+            return None
         import torch
 
-        owner = torch.empty(self.n_visual, dtype=torch.long)
+        region_of = torch.empty(self.n_visual, dtype=torch.long)
         for i, region in enumerate(self.layout.crops):
-            owner[region.indices()] = i
-        return owner.to(self.active.device)[self.active]
+            region_of[region.indices()] = i
+        owner = region_of.to(self.active.device)[self.active]
+        n = len(self.layout.crops)
+        return owner, [split_budget(k, torch.bincount(row, minlength=n).tolist()) for row in owner]
 
     def signal(self, need: Need) -> "torch.Tensor":
         try:

@@ -234,8 +234,7 @@ class Router:
         if idx.shape[1] > 1 and (order.values[:, 1:] == order.values[:, :-1]).any():
             raise PluginValidationError(f"method {name!r} returned duplicate indices at layer {step.layer}")
         chosen = self.active.gather(1, order.values)
-        if self.budget_scope == "crop" and len(self.layout.crops) > 1:
-            self._check_crop_quotas(ctx, order.values, idx.shape[1])
+        self._check_crop_quotas(ctx, order.values, idx.shape[1])
         self.record.selections[step.layer] = chosen
         if self._stage(step) in ("prune", "pre_llm"):
             self.active = chosen
@@ -248,17 +247,16 @@ class Router:
 
     def _check_crop_quotas(self, ctx: ReductionContext, picked: torch.Tensor, k: int) -> None:
         """Under ``--budget-scope crop`` every region must get its share; a method that ranks globally is refused."""
-        from tokenbench.api import split_budget
-
-        owner = ctx.crop_of_active()
-        n_crops = len(self.layout.crops)
+        shares = ctx.crop_shares(k)
+        if shares is None:
+            return
+        owner, quotas = shares
         for b in range(picked.shape[0]):
-            have = torch.bincount(owner[b], minlength=n_crops).tolist()
-            got = torch.bincount(owner[b][picked[b]], minlength=n_crops).tolist()
-            if got != split_budget(k, have):
+            got = torch.bincount(owner[b][picked[b]], minlength=len(quotas[b])).tolist()
+            if got != quotas[b]:
                 raise PluginValidationError(
                     f"method {self.method.name!r} ignored the per-crop budget at layer {ctx.layer}: kept {got} per "
-                    f"crop, the split is {split_budget(k, have)}. Select with ctx.topk(scores), which honours it"
+                    f"crop, the split is {quotas[b]}. Select with ctx.topk(scores), which honours it"
                 )
 
     def _text_query_mask(self) -> torch.Tensor:
