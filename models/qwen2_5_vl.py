@@ -113,11 +113,8 @@ class QwenVLAdapter(ModelAdapter):
         if processor is not None:
             size = processor.image_processor.size
             return size["shortest_edge"], size["longest_edge"]
-        from importlib.resources import files
-
         path = os.path.expanduser(self.prepare_source())
-        for candidate in (os.path.join(path, "preprocessor_config.json"),
-                          str(files("tokenbench.models") / "configs" / f"{path.replace('/', '--')}.preprocessor.json")):
+        for candidate in (os.path.join(path, "preprocessor_config.json"), self.shipped_file(path, ".preprocessor.json")):
             if os.path.isfile(candidate):
                 with open(candidate) as fh:
                     cfg = json.load(fh)

@@ -237,12 +237,10 @@ class ModelAdapter:
         """Read only the config, for counts that need no weights (``tokenbench flops``): from the source directory,
         from the copy shipped in ``models/configs/`` for the registered hub ids (the counts only need the shapes, and
         the hub is often out of reach), or from the hub."""
-        from importlib.resources import files
-
         from transformers import AutoConfig
 
         path = os.path.expanduser(self.prepare_source())
-        shipped = str(files("tokenbench.models") / "configs" / f"{path.replace('/', '--')}.json")
+        shipped = self.shipped_file(path, ".json")
         if not os.path.isdir(path) and self.revision is None and os.path.isfile(shipped):
             self._config = AutoConfig.from_pretrained(shipped)  # no network round trip for a known hub id
             return self
@@ -252,6 +250,14 @@ class ModelAdapter:
             raise ConfigError(f"could not read the config of {path!r} (not a local directory, and the hub could not "
                               "provide it); pass a local checkpoint directory") from None
         return self
+
+    @staticmethod
+    def shipped_file(source: str, suffix: str) -> str:
+        """The copy in ``models/configs/`` of a registered hub id's file (``.json``: config.json; ``.preprocessor.json``:
+        preprocessor_config.json); it may not exist."""
+        from importlib.resources import files
+
+        return str(files("tokenbench.models") / "configs" / f"{source.replace('/', '--')}{suffix}")
 
     # -- running ----------------------------------------------------------------------------------------------------------
     def new_cache(self):

@@ -302,7 +302,8 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
             rows.append({"method": m.name, "keep": k, "flops_prefill": count.total_flops,
                          "flops_ratio": count.total_flops / full_total, "flops_breakdown": count.as_flops_dict(),
                          "selector_share": count.overhead / count.total_macs,
-                         "tokens_avg_layer": sum(p.visual_per_layer) / lm.n_layers, "n_text": n_text, "n_visual": n_visual, "image_size": size,
+                         "tokens_avg_layer": sum(p.visual_per_layer) / lm.n_layers, "n_text": n_text,
+                         "n_visual": n_visual, "image_size": size,
                          "model": adapter.name, "params": m.params()})
     shown = f" for a {size[0]}x{size[1]} image" if size else ""
     click.echo(f"model={adapter.name} ({lm.n_layers} layers, hidden {lm.hidden}) visual tokens={n_visual}{shown} "

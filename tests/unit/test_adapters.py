@@ -3,11 +3,10 @@ positions that survive reduction, per-crop budgets, refusals of impossible pairs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 
+from test_engine import ClsTop
 from tokenbench import testing
 from tokenbench.api import Need, Step, TokenReducer, split_budget
 from tokenbench.errors import IncompatibleError, PluginValidationError
@@ -15,24 +14,18 @@ from tokenbench.errors import IncompatibleError, PluginValidationError
 SIZES = [(336, 336), (392, 280), (280, 392), (500, 120), (120, 500), (301, 187)]
 
 
-@pytest.fixture(scope="module")
-def sample():
-    return testing.synthetic_samples(1, seed=3)[0]
-
-
-def _resized(sample, size):
-    import dataclasses
-
-    return dataclasses.replace(sample, image=sample.image.resize(size))
+def sample_of(size=(336, 336)):
+    """One synthetic sample whose image is resized to ``size`` = (width, height)."""
+    return testing.synthetic_samples(1, seed=3, size=size)[0]
 
 
 # -- layouts --------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("model", ["tiny-llava-next", "tiny-qwen2.5-vl"])
 @pytest.mark.parametrize("size", SIZES)
-def test_layout_from_the_config_matches_the_processor(model, size, adapter_factory, sample):
+def test_layout_from_the_config_matches_the_processor(model, size, adapter_factory):
     """The layout computed from the image size alone (no pixels) is what the processor produces."""
     adapter = adapter_factory(model)
-    s = _resized(sample, size)
+    s = sample_of(size)
     layout = adapter.layout(size)
     batch = adapter.encode([s])  # raises if the processor's count differs
     image_tokens = int((batch.inputs["input_ids"] == adapter.model.config.image_token_id).sum())
@@ -76,10 +69,10 @@ def test_llava_next_regions_are_where_transformers_puts_each_crop(size, adapter_
         assert bool((rows[1:] > rows[:-1]).all()) and bool((cols[:, 1:] > cols[:, :-1]).all()), "row-major order"
 
 
-def test_newline_tokens_are_never_candidates(adapter_factory, sample):
+def test_newline_tokens_are_never_candidates(adapter_factory):
     """On LLaVA-NeXT the row-end newlines are always kept: they are in every layer's computed set as non-visual."""
     adapter = adapter_factory("tiny-llava-next")
-    s = _resized(sample, (392, 280))
+    s = sample_of((392, 280))
     batch = adapter.encode([s])
     ids = batch.inputs["input_ids"][0]
     image_positions = (ids == adapter.model.config.image_token_id).nonzero().squeeze(1)
@@ -91,9 +84,9 @@ def test_newline_tokens_are_never_candidates(adapter_factory, sample):
 
 
 # -- Qwen2.5-VL positions --------------------------------------------------------------------------------------------------
-def test_qwen_position_ids_are_the_3d_grid(adapter_factory, sample):
+def test_qwen_position_ids_are_the_3d_grid(adapter_factory):
     adapter = adapter_factory("tiny-qwen2.5-vl")
-    s = _resized(sample, (392, 280))
+    s = sample_of((392, 280))
     batch = adapter.encode([s])
     pos = adapter.position_ids(batch.inputs, batch.inputs["attention_mask"])[:, 0]  # (3, L)
     gh, gw = batch.layout.grid
@@ -107,11 +100,11 @@ def test_qwen_position_ids_are_the_3d_grid(adapter_factory, sample):
 
 
 @pytest.mark.parametrize("method", ["fastv", "alvts", "random"])
-def test_qwen_kept_tokens_keep_their_own_mrope_rotation(method, adapter_factory, sample):
+def test_qwen_kept_tokens_keep_their_own_mrope_rotation(method, adapter_factory):
     """At every layer, the rotary embedding each processed token gets under reduction is the one it has in the
     unreduced sequence (its own t/h/w ids), for the kept visual tokens and the text after the image alike."""
     adapter = adapter_factory("tiny-qwen2.5-vl")
-    batch = adapter.encode([_resized(sample, (392, 280))])
+    batch = adapter.encode([sample_of((392, 280))])
     seen = []
 
     def capture(module, args, kwargs):
@@ -143,31 +136,19 @@ def test_qwen_kept_tokens_keep_their_own_mrope_rotation(method, adapter_factory,
 
 
 # -- refusals ---------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NeedsCLS(TokenReducer):
-    stage = "pre_llm"
-    name = "needs_cls"
-
-    def steps(self, n_layers):
-        return (Step(-1, needs=(Need("cls_attn"),)),)
-
-    def select(self, ctx):
-        return ctx.topk(ctx.signal(Need("cls_attn")).mean(dim=1))
-
-
 @pytest.mark.parametrize("model, reason", [("tiny-qwen2.5-vl", "no CLS token"), ("tiny-llava-next", "once per crop")])
 def test_a_method_needing_cls_is_refused_with_both_names_and_the_reason(model, reason, adapter_factory):
     adapter = adapter_factory(model)
     with pytest.raises(IncompatibleError) as err:
-        adapter.check_compatible(NeedsCLS())
+        adapter.check_compatible(ClsTop())
     message = str(err.value)
-    assert "needs_cls" in message and model in message and reason in message
+    assert "cls_test" in message and model in message and reason in message
 
 
-def test_cls_methods_still_run_on_llava(adapter_factory, sample):
+def test_cls_methods_still_run_on_llava(adapter_factory):
     adapter = adapter_factory("tiny-llava")
-    adapter.check_compatible(NeedsCLS())
-    _, record, _ = testing.run(adapter, NeedsCLS(), 64, [sample])
+    adapter.check_compatible(ClsTop())
+    _, record, _ = testing.run(adapter, ClsTop(), 64, [sample_of()])
     assert record.selections[-1].shape == (1, 64)
 
 
@@ -184,11 +165,11 @@ def test_split_budget_is_proportional_and_exact():
 
 
 @pytest.mark.parametrize("method", ["fastv", "alvts", "random"])
-def test_per_crop_budget_gives_each_crop_its_share(method, adapter_factory, sample):
+def test_per_crop_budget_gives_each_crop_its_share(method, adapter_factory):
     from tokenbench.api import Prepared, build_method
 
     adapter = adapter_factory("tiny-llava-next")
-    batch = adapter.encode([_resized(sample, (392, 280))])
+    batch = adapter.encode([sample_of((392, 280))])
     layout, keep = batch.layout, 40
     m = build_method(method, {"calibration": "svd"} if method == "alvts" else {})
     art = Prepared.of(m.prepare(adapter.weights())).artefact
@@ -202,7 +183,7 @@ def test_per_crop_budget_gives_each_crop_its_share(method, adapter_factory, samp
     assert got == split_budget(keep, [region.size for region in layout.crops])
 
 
-def test_a_method_ignoring_the_per_crop_budget_is_refused(adapter_factory, sample):
+def test_a_method_ignoring_the_per_crop_budget_is_refused(adapter_factory):
     class GlobalTopK(TokenReducer):
         stage = "prune"
         name = "global_topk"
@@ -214,7 +195,7 @@ def test_a_method_ignoring_the_per_crop_budget_is_refused(adapter_factory, sampl
             return ctx.signal(Need("attn", layer=0, queries="last")).mean(dim=1)[:, 0].topk(ctx.keep).indices
 
     adapter = adapter_factory("tiny-llava-next")
-    batch = adapter.encode([_resized(sample, (392, 280))])
+    batch = adapter.encode([sample_of((392, 280))])
     with adapter.reduction(GlobalTopK(), 3, budget_scope="crop") as r, \
             pytest.raises(PluginValidationError, match="per-crop budget"):
         adapter.generate(batch, 1, router=r)
