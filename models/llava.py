@@ -21,7 +21,7 @@ class LlavaAdapter(ModelAdapter):
     family = "llava"
     model_types = ("llava",)
     default_source = "llava-hf/llava-1.5-7b-hf"
-    provides = ModelAdapter.provides | {"cls_attn"}
+    provides = ModelAdapter.provides | {"cls_attn", "vision_keys", "vision_features"}
 
     model_class: str = "LlavaForConditionalGeneration"  # the transformers class that loads the checkpoint
     template: str = "USER: <image>\n{question} ASSISTANT:"  # LLaVA-1.5's vicuna_v1 conversation, one turn
@@ -75,36 +75,62 @@ class LlavaAdapter(ModelAdapter):
         return ids == self.model.config.image_token_id
 
     def pre_llm_signals(self, kinds):
-        """``cls_attn``: the CLS row of the attention of the CLIP layer whose output feeds the projector
-        (``vision_feature_layer``, -2 for LLaVA-1.5), recomputed from that layer's input by a hook, with its cost."""
+        """Signals of the CLIP layer whose output feeds the projector (``vision_feature_layer``, -2 for LLaVA-1.5),
+        recomputed from that layer's input by hooks, with their cost: ``cls_attn`` (the CLS query's attention row to
+        the patches), ``vision_keys`` (the patches' keys per head), ``vision_features`` (the layer's output, CLS first:
+        what the projector reads) and ``project`` (the projector, for merged features)."""
         import contextlib
 
         import torch
 
-        if "cls_attn" not in kinds:
+        wanted = set(kinds) & {"cls_attn", "vision_keys", "vision_features"}
+        if not wanted:
             return contextlib.nullcontext({})
         cfg = self.model.config
         layer = self.model.model.vision_tower.encoder.layers[cfg.vision_feature_layer]
         attn = layer.self_attn
-        captured = {}
+        captured: dict = {}
 
-        def hook(module, args, kwargs):
-            h = args[0] if args else kwargs["hidden_states"]
-            x = module.layer_norm1(h)
-            b, n, d = x.shape
-            q = attn.q_proj(x[:, :1]).view(b, 1, -1, attn.head_dim).transpose(1, 2)
-            k = attn.k_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
-            probs = (torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scale).softmax(dim=-1)
-            captured["value"] = probs[:, :, 0, 1:]  # CLS query -> patch keys, (B, heads, N)
-            captured["macs"] = d * d + n * d * d + n * d  # q (1 row), k (all tokens), scores
+        def before(module, args, kwargs):
+            if wanted & {"cls_attn", "vision_keys"}:
+                x = module.layer_norm1(args[0] if args else kwargs["hidden_states"])
+                b, n, d = x.shape
+                k = attn.k_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)  # (B, heads, 1 + N, hd)
+                captured["keys"] = (k[:, :, 1:], n * d * d)
+                if "cls_attn" in wanted:
+                    q = attn.q_proj(x[:, :1]).view(b, 1, -1, attn.head_dim).transpose(1, 2)
+                    probs = (torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scale).softmax(dim=-1)
+                    captured["cls"] = (probs[:, :, 0, 1:], d * d + n * d)  # CLS query -> patch keys, (B, heads, N)
+
+        def after(module, args, kwargs, output):
+            captured["features"] = output[0] if isinstance(output, tuple) else output  # (B, 1 + N, Dv), CLS first
+
+        def project(features):
+            from tokenbench.flops import mlp_projector_macs
+
+            dims = (cfg.vision_config.hidden_size, cfg.text_config.hidden_size, cfg.text_config.hidden_size)
+            return self.model.model.multi_modal_projector(features), mlp_projector_macs(dims, features.shape[1])
+
+        def keys_once():  # the keys' projection is counted once, whichever signal reads it first
+            value, macs = captured["keys"]
+            captured["keys"] = (value, 0)
+            return value, macs
+
+        def cls_attn():
+            value, macs = captured["cls"]
+            k_value, k_macs = keys_once()
+            return value, macs + k_macs
 
         @contextlib.contextmanager
         def installed():
-            handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+            handles = [layer.register_forward_pre_hook(before, with_kwargs=True),
+                       layer.register_forward_hook(after, with_kwargs=True)]
             try:
-                yield {"cls_attn": lambda: (captured["value"], captured["macs"])}
+                yield {"cls_attn": cls_attn, "vision_keys": keys_once,
+                       "vision_features": lambda: (captured["features"], 0), "project": project}
             finally:
-                handle.remove()
+                for h in handles:
+                    h.remove()
 
         return installed()
 

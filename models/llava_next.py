@@ -40,8 +40,11 @@ class LlavaNextAdapter(LlavaAdapter):
     default_source = "llava-hf/llava-v1.6-vicuna-7b-hf"
     model_class = "LlavaNextForConditionalGeneration"
     provides = ModelAdapter.provides
-    missing_reasons = {"cls_attn": "LLaVA-NeXT runs its CLIP tower once per crop, and mapping each crop's CLS "
-                                   "attention through AnyRes unpadding is not implemented"}
+    missing_reasons = dict.fromkeys(
+        ("cls_attn", "vision_keys", "vision_features"),
+        "LLaVA-NeXT runs its CLIP tower once per crop, and mapping each crop's vision-tower signals through AnyRes "
+        "unpadding is not implemented (VisionZip's own NeXT code pools each crop and drops the newlines and the "
+        "unpadding, a different image layout)")
     input_names = ("input_ids", "attention_mask", "pixel_values", "image_sizes")
 
     def __init__(self, source=None, revision=None, name=None, template=None):

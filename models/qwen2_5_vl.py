@@ -89,8 +89,10 @@ class QwenVLAdapter(ModelAdapter):
     family = "qwen2.5-vl"
     model_types = ("qwen2_5_vl",)
     default_source = "Qwen/Qwen2.5-VL-7B-Instruct"
-    missing_reasons = {"cls_attn": "Qwen2.5-VL's vision tower has no CLS token (window attention and a 2x2 patch "
-                                   "merger); no substitute is defined, so the pair is refused"}
+    missing_reasons = dict.fromkeys(
+        ("cls_attn", "vision_keys", "vision_features"),
+        "Qwen2.5-VL's vision tower has no CLS token (window attention and a 2x2 patch merger); VisionZip's official "
+        "Qwen variant (attention received in the last block) is not implemented, so the pair is refused")
 
     def _load(self, path, device, torch_dtype, attn_implementation):
         from transformers import Qwen2_5_VLForConditionalGeneration

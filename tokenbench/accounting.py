@@ -23,11 +23,12 @@ def prefill_count(lm: flops.LMDims, encoder: dict[str, int], n_text: int, visual
         if kind == "attn":
             rows = {"last": 1, "text": n_text, "visual": n_rows_visual}[queries]
             overhead += flops.attention_rows_macs(lm, rows, n_text + n_vis_keys)
-        elif kind == "keys":
-            overhead += flops.linear_macs(n_vis_keys, lm.hidden, lm.kv_dim)
-        # "hidden", "normed", "layer_input": no matmul
+        elif kind == "keys":  # ``queries`` holds Need.tokens here: "text" = the keys of every non-visual token
+            overhead += flops.linear_macs(n_text if queries == "text" else n_vis_keys, lm.hidden, lm.kv_dim)
+        # "hidden", "normed", "final_normed", "layer_input": no matmul
     if record is not None and method is not None:
-        overhead += sum(method.select_macs(lm, n_text, n_active, layer) for layer, n_active in record.select_calls)
+        overhead += sum(method.select_macs(lm, n_text, n_active, layer, record.n_visual)
+                        for layer, n_active in record.select_calls)
     return flops.PrefillCount(
         vision=encoder["vision"], projector=encoder["projector"], llm=sum(per_layer),
         lm_head=flops.lm_head_macs(lm, 1),  # the prefill computes the first answer token's logits only
@@ -38,40 +39,52 @@ def prefill_count(lm: flops.LMDims, encoder: dict[str, int], n_text: int, visual
 @dataclass
 class Plan:
     """What a method's steps imply for one sample, without running the model (``tokenbench flops``): the same fields
-    the router's Record gives :func:`prefill_count`. Assumes each selection keeps exactly ``keep`` tokens (the
-    contract) and counts no pre-LLM signal cost (adapter-specific, e.g. the CLS row)."""
+    the router's Record gives :func:`prefill_count`. Each step keeps its planned count (``Step.keep``, else ``keep``; the
+    router enforces it) and the plan counts no pre-LLM signal cost (adapter-specific, e.g. the CLS row)."""
 
     visual_per_layer: list[int] = field(default_factory=list)
     probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)
     select_calls: list[tuple[int, int]] = field(default_factory=list)
     pre_llm_macs: int = 0
+    n_visual: int = 0
 
 
 def plan(method, n_layers: int, n_visual: int, keep: int) -> Plan:
     """The router's schedule for ``method`` at ``keep``, derived from its steps alone."""
-    out = Plan()
+    out = Plan(n_visual=n_visual)
     if not method.reduces(keep, n_visual):
         out.visual_per_layer = [n_visual] * n_layers
         return out
-    steps = {s.layer: s for s in method.steps(n_layers)}
+    steps = {s.layer: s for s in method.plan(keep, n_visual, n_layers)}
     needs_at: dict[int, list] = {}
     for s in steps.values():
         for need in s.needs:
-            needs_at.setdefault(need.layer, []).append(need)
+            if need not in needs_at.setdefault(need.layer, []):
+                needs_at[need.layer].append(need)
     active = n_visual
     if -1 in steps:
         out.select_calls.append((-1, active))
-        active = keep
+        active = keep if steps[-1].keep is None else steps[-1].keep
+    def probe(layer, need):
+        out.probes.append((layer, need.kind, need.queries or need.tokens, active,
+                           active if need.queries == "visual" else 0))
+
     for layer in range(n_layers):
-        for need in needs_at.get(layer, ()):
-            out.probes.append((layer, need.kind, need.queries, active, active if need.queries == "visual" else 0))
         step = steps.get(layer)
+        now = set(step.needs) if step is not None else set()
+        for need in needs_at.get(layer, ()):
+            if need in now:  # the step's own signals before it, the rest after (as the router)
+                probe(layer, need)
         computed = active
         if step is not None:
             out.select_calls.append((layer, active))
+            k = keep if step.keep is None else step.keep
             if (step.stage or method.stage) == "prune":
-                active = computed = keep
+                active = computed = k
             elif not step.skipped_as_kv:
-                computed = keep
+                computed = k
+        for need in needs_at.get(layer, ()):
+            if need not in now:
+                probe(layer, need)
         out.visual_per_layer.append(computed)
     return out

@@ -295,6 +295,8 @@ class ModelAdapter:
             cache.logical_length += mask.shape[1]
             first = out.logits[:, -1].float()
             kv_bytes = cache.nbytes()
+            if router is not None and router.record.position_ids is not None:
+                pos = router.record.position_ids  # a pre-LLM selection renumbered the prompt: continue from there
             nxt = first.argmax(-1)
             done = torch.zeros_like(nxt, dtype=torch.bool)
             steps, logits = [], [first]

@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 Stage = Literal["pre_llm", "prune", "route"]
 STAGES: tuple[str, ...] = ("pre_llm", "prune", "route")
 
-NeedKind = Literal["attn", "keys", "hidden", "normed", "layer_input", "visual_embeds", "cls_attn"]
+NeedKind = Literal["attn", "keys", "hidden", "normed", "final_normed", "layer_input", "visual_embeds", "cls_attn"]
 #: What an adapter can compute on request, at the input of an LLM layer (``attn``, ``keys``, ``hidden``, ``normed``)
 #: or before the LLM (``visual_embeds``). Each is computed only where a method asks for it, and its cost is counted.
 NEED_KINDS: dict[str, str] = {
@@ -60,15 +60,23 @@ NEED_KINDS: dict[str, str] = {
     "keys": "the layer's keys after RoPE for the active visual tokens, per KV head: (B, kv_heads, n_active, head_dim)",
     "hidden": "the layer's input hidden states of the active visual tokens: (B, n_active, D)",
     "normed": "the same after the layer's input norm (what W_Q/W_K see): (B, n_active, D)",
+    "final_normed": "the same after the language model's final norm (DART's similarity space): (B, n_active, D)",
     "layer_input": "what the layer's own attention starts from, for methods that score with their own projections "
     "(ALVTS): a LayerInput holding the normed input of every token the layer would see (text, padding, active "
     "visual), their positions and validity, and the layer's rotary embedding at their original positions",
     "visual_embeds": "the visual tokens as they enter the LLM (after the projector): (B, N, D)",
     "cls_attn": "attention of the vision tower's CLS query to the patch tokens at the layer that feeds the "
     "projector (VisionZip's and FasterVLM's signal), per head: (B, vision_heads, N); only towers with a CLS token",
+    "vision_keys": "keys of the vision layer that gives cls_attn, per head, for the patch tokens: "
+    "(B, vision_heads, N, vision_head_dim) (VisionZip's merge metric)",
+    "vision_features": "the vision features the projector maps into the LLM, one per visual token: (B, N, Dv); "
+    "with a CLS token, its feature first: (B, 1 + N, Dv). Return merged features in Selection.features",
 }
-PRE_LLM_NEEDS = ("visual_embeds", "cls_attn")
+PRE_LLM_NEEDS = ("visual_embeds", "cls_attn", "vision_keys", "vision_features")
 QUERY_KINDS = ("last", "text", "visual")
+#: kinds computed per token, which ``tokens="text"`` computes for every non-visual token instead (rows in
+#: ``ctx.text_query_mask`` order, padding included there as False): (B, ..., T, ...) in place of n_active
+PER_TOKEN_KINDS = ("keys", "hidden", "normed", "final_normed")
 
 
 @dataclass(frozen=True)
@@ -77,9 +85,14 @@ class Need:
 
     kind: str
     layer: int | None = None
-    queries: str | None = None
+    queries: str | None = None  # attn only: whose rows ('last', 'text', 'visual')
+    tokens: str | None = None  # keys/hidden/normed/final_normed: None (the active visual tokens) or 'text'
 
     def __post_init__(self) -> None:
+        if self.tokens is not None and (self.kind not in PER_TOKEN_KINDS or self.tokens != "text"):
+            raise PluginValidationError(
+                f"Need({self.kind!r}, tokens={self.tokens!r}): tokens='text' applies to {', '.join(PER_TOKEN_KINDS)}"
+            )
         if self.kind not in NEED_KINDS:
             raise PluginValidationError(f"unknown need kind {self.kind!r}; valid kinds: {', '.join(NEED_KINDS)}")
         if self.kind == "attn" and self.queries not in QUERY_KINDS:
@@ -121,7 +134,8 @@ class LayerInput:
 class Step:
     """One decision point: before LLM layer ``layer`` (``-1`` = before the LLM, for ``pre_llm`` methods).
 
-    ``stage`` overrides the method's stage for this step (``prune`` or ``route``), so one method can offer both (ALVTS's
+    ``keep`` is how many visual tokens this step keeps, for methods whose stages keep different counts (PyramidDrop,
+    SparseVLM, VTW's 0); by default the run's budget. ``stage`` overrides the method's stage for this step (``prune`` or ``route``), so one method can offer both (ALVTS's
     "static" ablation prunes once with the routing score). ``skipped_as_kv`` (route steps only): the visual tokens
     that skip the layer still serve as its keys and values, and only their own update is skipped; the layer then runs
     on every token, and its cost is counted that way.
@@ -131,8 +145,11 @@ class Step:
     needs: tuple[Need, ...] = ()
     stage: str | None = None
     skipped_as_kv: bool = False
+    keep: int | None = None  # visual tokens this step keeps (``ctx.keep``); None: the run's budget
 
     def __post_init__(self) -> None:
+        if self.keep is not None and self.keep < 0:
+            raise PluginValidationError(f"Step(keep={self.keep}) must be >= 0")
         if self.stage not in (None, "prune", "route"):
             raise PluginValidationError(f"Step(stage={self.stage!r}): a step may override the stage with 'prune' or "
                                         "'route' only")
@@ -180,10 +197,22 @@ class VisualLayout:
 
 @dataclass(frozen=True)
 class Selection:
-    """What ``select`` may return instead of a bare index tensor: indices plus replacement embeddings (merging)."""
+    """What ``select`` may return instead of a bare index tensor: indices plus new content for the kept tokens
+    (merging; ``pre_llm`` steps only).
+
+    ``embeds`` are LLM input embeddings; ``features`` are vision-tower features (as ``Need("vision_features")`` gives
+    them) that the adapter's own projector maps into the LLM (VisionZip merges before the projector). By default the
+    i-th row goes to ``indices[:, i]`` and every token keeps its original position. ``renumber=True`` makes the kept
+    tokens a shorter image instead: the rows are in the order the LLM reads them, they fill the kept slots in
+    ascending order, and positions are renumbered contiguously (the text after the image moves up), which is what a
+    method that feeds the LLM a shorter image sequence does (VisionZip on LLaVA). Models with 1-D positions only."""
 
     indices: "torch.Tensor"  # (B, k) positions in the ctx's active visual tokens
     embeds: "torch.Tensor | None" = None  # (B, k, D) new embeddings for those tokens (pre_llm only)
+    features: "torch.Tensor | None" = None  # (B, k, Dv) vision features the adapter projects (pre_llm only)
+    renumber: bool = False
+    macs: int = 0  # matmul work of this select (one sample) that depends on the vision tower's sizes, which
+    # select_macs cannot see (VisionZip's key similarities and merge); counted with the pre-LLM signals
 
 
 @dataclass(frozen=True)
@@ -194,13 +223,16 @@ class ReductionContext:
     """
 
     layer: int  # the step's layer (-1 before the LLM)
-    keep: int  # the budget: visual tokens to keep (the harness axis; N when keeping all)
+    keep: int  # visual tokens this step must keep: the step's own count (Step.keep), else the run's budget
     n_visual: int  # visual tokens per image before any reduction (N)
     n_layers: int
     active: "torch.Tensor"  # (B, n_active) original visual-token indices (0..N-1) still present before this step
     layout: VisualLayout
+    budget: int = 0  # the run's budget (the harness axis; N when keeping all), as the method's budget_kind reads it
     signals: dict[Need, "torch.Tensor"] = field(default_factory=dict)
     text_query_mask: "torch.Tensor | None" = None  # (B, Q) validity of rows of Need('attn', queries='text')
+    text_after_image: "torch.Tensor | None" = None  # (B, Q) those rows that follow the image (the question and the
+    # answer prompt, not the system prompt): SparseVLM's raters, DART's text pivots, FitPrune's text queries
     generators: "list[torch.Generator]" = field(default_factory=list)  # one per sample, seeded from the run seed and
     # the sample's id (so batching never changes a draw); the only randomness a method may use
     artefact: Any = None  # the method's prepared artefact (see TokenReducer.prepare)
@@ -260,6 +292,7 @@ class ReductionContext:
 
 
 BUDGET_SCOPES = ("global", "crop")
+BUDGET_KINDS = ("kept", "layer_mean")
 
 
 def split_budget(keep: int, counts: list[int]) -> list[int]:
@@ -287,9 +320,20 @@ class TokenReducer:
 
     stage: ClassVar[str] = "prune"
     name: ClassVar[str] = ""  # set by register_method
+    #: what the run's budget means for this method: ``kept``, the visual tokens left after its (last) reduction, or
+    #: ``layer_mean``, the visual tokens per LLM layer averaged over all layers (multi-stage methods: PyramidDrop,
+    #: SparseVLM, VTW). Every result row reports both figures, whatever the kind.
+    budget_kind: ClassVar[str] = "kept"
 
     def steps(self, n_layers: int) -> tuple[Step, ...]:
+        """The decision points and the signals they need (the plan at no particular budget)."""
         raise NotImplementedError
+
+    def plan(self, keep: int, n_visual: int, n_layers: int) -> tuple[Step, ...]:
+        """The steps for a run at budget ``keep`` on images of ``n_visual`` tokens: ``steps`` unless the schedule
+        depends on the budget (per-stage counts in ``Step.keep``, layers moved to reach a ``layer_mean`` budget).
+        Its signals must be among those ``steps`` declares (the adapter checks compatibility on ``steps``)."""
+        return tuple(self.steps(n_layers))
 
     def select(self, ctx: ReductionContext) -> "torch.Tensor | Selection":
         raise NotImplementedError
@@ -305,9 +349,10 @@ class TokenReducer:
         """Whether this method changes anything at this budget (``full`` never does)."""
         return True
 
-    def select_macs(self, dims: Any, n_text: int, n_active: int, layer: int) -> int:  # noqa: ARG002
+    def select_macs(self, dims: Any, n_text: int, n_active: int, layer: int, n_visual: int = 0) -> int:  # noqa: ARG002
         """MACs of the matmul work ``select`` itself does at the step at ``layer``, for one sample with ``n_text``
-        non-visual and ``n_active`` visual tokens (``dims`` is a :class:`tokenbench.flops.LMDims`). Signals the
+        non-visual and ``n_active`` visual tokens, of ``n_visual`` before any reduction (``dims`` is a
+        :class:`tokenbench.flops.LMDims`). Signals the
         harness computes are counted by the harness; override this only if ``select`` multiplies matrices itself.
         :func:`tokenbench.testing.check_method` checks the whole count against torch's FlopCounterMode."""
         return 0
@@ -452,6 +497,8 @@ def _validate_method(name: str, cls: Any) -> None:
         fail("it is not a frozen dataclass", "decorate it with @dataclass(frozen=True) below @register_method")
     if cls.stage not in STAGES:
         fail(f"stage {cls.stage!r} is not one of {STAGES}", "set the class attribute stage")
+    if cls.budget_kind not in BUDGET_KINDS:
+        fail(f"budget_kind {cls.budget_kind!r} is not one of {BUDGET_KINDS}", "set the class attribute budget_kind")
     for meth in ("steps", "select"):
         if getattr(cls, meth) is getattr(TokenReducer, meth):
             fail(f"it does not implement {meth}()", f"define {meth}() on the class")

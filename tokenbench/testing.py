@@ -83,6 +83,26 @@ def _masked_layers(adapter, batch, layer_visual: list[torch.Tensor], layer_keys:
             layer.__dict__.pop("forward", None)
 
 
+@contextlib.contextmanager
+def _merged_embeds(adapter, prompt_embeds):
+    """Feed the language model the prompt embeddings a merging pre-LLM selection produced (None: leave it alone)."""
+    if prompt_embeds is None:
+        yield
+        return
+
+    def hook(module, args, kwargs):
+        embeds = kwargs["inputs_embeds"].clone()
+        embeds[:, : prompt_embeds.shape[1]] = prompt_embeds
+        kwargs["inputs_embeds"] = embeds
+        return args, kwargs
+
+    handle = adapter.language_model().register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def mask_reference(adapter, batch, record: Record, generated: list[list[int]] | None = None) -> torch.Tensor:
     """Logits (B, n_new + 1, vocab) from the last prompt position on, recomputed without a cache by masking.
 
@@ -100,7 +120,12 @@ def mask_reference(adapter, batch, record: Record, generated: list[list[int]] | 
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], n_new)], dim=1)
     inputs.update(input_ids=ids, attention_mask=mask)
     pos = adapter.position_ids(inputs, mask)
-    with torch.inference_mode(), _masked_layers(adapter, batch, record.layer_visual, record.layer_keys):
+    length = batch.tokens.valid.shape[1]
+    if record.position_ids is not None:  # a renumbering pre-LLM selection: its prompt positions, then +1 per token
+        new = record.position_ids[:, -1:] + torch.arange(1, ids.shape[1] - length + 1, device=ids.device)
+        pos = torch.cat([record.position_ids, new], dim=1)
+    with torch.inference_mode(), _masked_layers(adapter, batch, record.layer_visual, record.layer_keys), \
+            _merged_embeds(adapter, record.pre_llm_embeds):
         out = adapter.model(**inputs, position_ids=pos, use_cache=False)
     return out.logits[:, batch.tokens.valid.shape[1] - 1 :].float()
 

@@ -103,7 +103,7 @@ class ALVTS(TokenReducer):
     def reduces(self, keep: int, n_visual: int) -> bool:
         return keep < n_visual  # at r = 1 every token goes through every layer: the unmodified model
 
-    def select_macs(self, dims, n_text: int, n_active: int, layer: int) -> int:
+    def select_macs(self, dims, n_text: int, n_active: int, layer: int, n_visual: int = 0) -> int:
         from tokenbench.methods.alvts.selector import selector_macs
 
         return selector_macs(dims, self.resolved_rank(dims.hidden), n_text + n_active)

@@ -40,10 +40,13 @@ class Record:
     layer_keys: list[torch.Tensor] = field(default_factory=list)  # (B, n') visual tokens visible as keys, per layer
     # (equal to layer_visual except at route steps with skipped_as_kv, where every active token is a key)
     select_calls: list[tuple[int, int]] = field(default_factory=list)  # (step layer, n_active): for Method.select_macs
+    n_visual: int = 0  # visual tokens per image before any reduction
     selections: dict[int, torch.Tensor] = field(default_factory=dict)  # step layer -> kept original visual indices
     probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)  # (layer, kind, queries, n_vis_keys, n_rows_visual)
     overhead_s: float = 0.0  # wall time inside signal computation and select (synchronised on CUDA)
     pre_llm_macs: int = 0  # cost of pre-LLM signals computed for the method (e.g. the CLS attention row)
+    position_ids: torch.Tensor | None = None  # (B, L) the prompt's positions after a renumbering pre-LLM selection
+    pre_llm_embeds: torch.Tensor | None = None  # (B, L, D) the LLM's input embeddings after a merging selection
 
 
 @dataclass
@@ -75,7 +78,15 @@ class Router:
         self.seed, self.artefact, self.budget_scope = seed, artefact, budget_scope
         self.providers = pre_llm_providers or {}
         self.n_layers = len(layers)
-        steps = tuple(method.steps(self.n_layers))
+        self._install(tuple(method.steps(self.n_layers)))  # validate the method's declared plan up front
+        self.tokens: Tokens | None = None
+        self.record = Record()
+        self._handles: list = []
+        self._cuda = False
+
+    def _install(self, steps: tuple[Step, ...]) -> None:
+        """Check and adopt a plan: the steps, and the signals to compute before each layer."""
+        method = self.method
         self.steps: dict[int, Step] = {}
         for s in steps:
             if s.layer in self.steps:
@@ -103,12 +114,9 @@ class Router:
             self.steps[s.layer] = s
         self.needs_at: dict[int | None, list[Need]] = {}
         for s in steps:
-            for need in s.needs:
-                self.needs_at.setdefault(need.layer, []).append(need)
-        self.tokens: Tokens | None = None
-        self.record = Record()
-        self._handles: list = []
-        self._cuda = False
+            for need in s.needs:  # a signal several steps read (SparseVLM's layer-0 raters) is computed once
+                if need not in self.needs_at.setdefault(need.layer, []):
+                    self.needs_at[need.layer].append(need)
 
     def _stage(self, step: Step) -> str:
         return step.stage or self.method.stage
@@ -138,8 +146,9 @@ class Router:
         if n != self.layout.n_visual:
             raise ValueError(f"batch has {n} visual tokens per sample, layout says {self.layout.n_visual}")
         self.keep = self.budget if isinstance(self.budget, int) else self.budget(n)
-        self.record = Record()
-        if not self.method.reduces(self.keep, n):
+        self.record = Record(n_visual=n)
+        self._install(tuple(self.method.plan(self.keep, n, self.n_layers)))
+        if not self.method.reduces(self.keep, n) or not self.steps:
             self.tokens = None
             self.record.visual_per_layer = [n] * self.n_layers
             return
@@ -164,9 +173,27 @@ class Router:
             raise TypeError("a routed model needs tokenbench.engine.cache.LogicalLengthCache (use adapter.generate)")
         self.past_len = cache.logical_length if cache is not None else 0
         if self.past_len == 0 and -1 in self.steps:
-            kwargs["inputs_embeds"] = self._pre_llm(embeds)
+            kwargs["inputs_embeds"], renumber = self._pre_llm(embeds)
+            if renumber:
+                kwargs["position_ids"] = self._renumber(kwargs.get("position_ids"))
             return args, kwargs
         return None
+
+    def _renumber(self, pos):
+        """Contiguous positions for the tokens left after a pre-LLM selection with ``renumber``: the text after the
+        image moves up by the number of dropped visual tokens (padding and dropped tokens keep theirs, unused)."""
+        t = self.tokens
+        if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or self.layout.n_structural:
+            raise PluginValidationError(
+                f"method {self.method.name!r} asked to renumber positions, which needs a model with 1-D position ids "
+                "and no structural tokens in the image span (LLaVA-1.5); keep original positions on this model")
+        present = t.valid.clone()
+        dropped = torch.ones_like(t.visual, dtype=torch.bool)
+        dropped.scatter_(1, self.active, False)
+        present.scatter_(1, t.visual, ~dropped & t.valid.gather(1, t.visual))
+        new = torch.where(present, present.long().cumsum(1) - 1, pos.expand_as(present))
+        self.record.position_ids = new
+        return new
 
     def _pre_llm(self, embeds: torch.Tensor) -> torch.Tensor:
         t = self.tokens
@@ -180,14 +207,28 @@ class Router:
                 self.record.pre_llm_macs += macs
             else:
                 raise PluginValidationError(f"method {self.method.name!r} needs {need}, which this model does not provide")
-        chosen, new_embeds = self._select(step)
-        embeds_out = embeds
-        if new_embeds is not None:
+        chosen, out = self._select(step)
+        embeds_out, renumber = embeds, False
+        if isinstance(out, Selection):
+            self.record.pre_llm_macs += out.macs
+        if isinstance(out, Selection) and (out.embeds is not None or out.features is not None):
+            new = out.embeds
+            if out.features is not None:
+                if "project" not in self.providers:
+                    raise PluginValidationError(f"method {self.method.name!r} returned vision features, but this "
+                                                "model gives no projector for them")
+                new, macs = self.providers["project"](out.features)
+                self.record.pre_llm_macs += macs
+            if not out.renumber:  # row i belongs to indices[:, i]: put the rows in ascending slot order
+                order = out.indices.to(new.device).argsort(dim=1)
+                new = new.gather(1, order[..., None].expand_as(new))
             pos = t.visual.gather(1, chosen)
             embeds_out = embeds.clone()
-            embeds_out.scatter_(1, pos[..., None].expand(-1, -1, embeds.shape[-1]), new_embeds.to(embeds.dtype))
+            embeds_out.scatter_(1, pos[..., None].expand(-1, -1, embeds.shape[-1]), new.to(embeds.dtype))
+            self.record.pre_llm_embeds = embeds_out
+            renumber = out.renumber
         self._toc(t0)
-        return embeds_out
+        return embeds_out, renumber
 
     # -- selection -------------------------------------------------------------------------------------------------------
     def _generators(self, layer: int) -> list[torch.Generator]:
@@ -200,19 +241,22 @@ class Router:
             gens.append(g)
         return gens
 
-    def _select(self, step: Step) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _select(self, step: Step) -> tuple[torch.Tensor, object]:
         """Call the method and check its answer; update ``self.active`` (prune, pre_llm).
 
-        Returns the chosen original visual indices (B, k), ascending, and replacement embeddings (pre_llm merging)."""
+        Returns the chosen original visual indices (B, k), ascending, and the method's answer as it came."""
+        want = self.keep if step.keep is None else step.keep
         ctx = ReductionContext(
             layer=step.layer,
-            keep=self.keep,
+            keep=want,
+            budget=self.keep,
             n_visual=self.layout.n_visual,
             n_layers=self.n_layers,
             active=self.active,
             layout=self.layout,
             signals={n: self.signals[n] for n in step.needs},
             text_query_mask=self._text_query_mask(),
+            text_after_image=self._text_query_mask() & (self.tokens.other > self.tokens.visual[:, -1:]),
             generators=self._generators(step.layer),
             artefact=self.artefact,
             budget_scope=self.budget_scope,
@@ -230,6 +274,11 @@ class Router:
         idx = idx.to(self.active.device, torch.long)
         if idx.shape[1] > n_act or (idx.numel() and (idx.min() < 0 or idx.max() >= n_act)):
             raise PluginValidationError(f"method {name!r} returned indices outside 0..{n_act - 1} at layer {step.layer}")
+        if idx.shape[1] != want:
+            raise PluginValidationError(
+                f"method {name!r} kept {idx.shape[1]} visual tokens at layer {step.layer}; its plan says {want} "
+                "(ctx.keep). Return exactly ctx.keep indices, or declare the count in Step(keep=...)"
+            )
         order = idx.sort(dim=1)
         if idx.shape[1] > 1 and (order.values[:, 1:] == order.values[:, :-1]).any():
             raise PluginValidationError(f"method {name!r} returned duplicate indices at layer {step.layer}")
@@ -238,12 +287,10 @@ class Router:
         self.record.selections[step.layer] = chosen
         if self._stage(step) in ("prune", "pre_llm"):
             self.active = chosen
-        embeds = out.embeds if isinstance(out, Selection) else None
-        if embeds is not None:
+        if isinstance(out, Selection) and (out.embeds is not None or out.features is not None or out.renumber):
             if self.method.stage != "pre_llm":
-                raise PluginValidationError(f"method {name!r}: only pre_llm methods may return merged embeddings")
-            embeds = embeds.gather(1, order.indices[..., None].expand_as(embeds))
-        return chosen, embeds
+                raise PluginValidationError(f"method {name!r}: only pre_llm methods may merge or renumber")
+        return chosen, out
 
     def _check_crop_quotas(self, ctx: ReductionContext, picked: torch.Tensor, k: int) -> None:
         """Under ``--budget-scope crop`` every region must get its share; a method that ranks globally is refused."""
@@ -286,9 +333,13 @@ class Router:
         step = self.steps.get(idx)
         keys = self.active  # before this layer's step: a skipped_as_kv step keeps every active token as a key
         if idx in self.needs_at or step is not None:
+            # signals this layer's own step reads are computed before it; those only later steps read describe the
+            # layer as it runs, so they come after its selection (SparseVLM reads layer l's attention to prune after l)
+            now = set(step.needs) if step is not None else set()
             t0 = self._tic()
-            self._compute_needs(idx, layer, hidden, cos, sin)
+            self._compute_needs(idx, layer, hidden, cos, sin, lambda need: need in now)
             visual = self._select(step)[0] if step is not None else self.active
+            self._compute_needs(idx, layer, hidden, cos, sin, lambda need: need not in now)
             self._toc(t0)
         else:
             visual = self.active
@@ -349,16 +400,21 @@ class Router:
         return original(hidden, *args, **kwargs)
 
     # -- signals ---------------------------------------------------------------------------------------------------------
-    def _compute_needs(self, idx, layer, hidden, cos, sin) -> None:
+    def _compute_needs(self, idx, layer, hidden, cos, sin, which) -> None:
         t = self.tokens
         vis_pos = t.visual.gather(1, self.active)  # (B, n_active) sequence positions of the active visual tokens
         for need in self.needs_at.get(idx, ()):
+            if not which(need):
+                continue
+            pos = t.other if need.tokens == "text" else vis_pos
             if need.kind == "hidden":
-                value = probe._take(hidden, vis_pos)
+                value = probe._take(hidden, pos)
             elif need.kind == "normed":
-                value = probe.normed(layer, hidden, vis_pos)
+                value = probe.normed(layer, hidden, pos)
+            elif need.kind == "final_normed":
+                value = self.lm.norm(probe._take(hidden, pos))
             elif need.kind == "keys":
-                value = probe.keys(layer, hidden, cos, sin, vis_pos)
+                value = probe.keys(layer, hidden, cos, sin, pos)
             elif need.kind == "layer_input":
                 value = probe.layer_input(layer, hidden, cos, sin, t.other, vis_pos, t.valid)
             elif need.kind == "attn":
@@ -375,7 +431,7 @@ class Router:
             else:
                 raise PluginValidationError(f"need {need} cannot be computed inside the LLM")
             n_rows = {"last": 1, "text": -1, "visual": int(vis_pos.shape[1])}.get(need.queries, 0)
-            self.record.probes.append((idx, need.kind, need.queries, int(vis_pos.shape[1]), n_rows))
+            self.record.probes.append((idx, need.kind, need.queries or need.tokens, int(vis_pos.shape[1]), n_rows))
             self.signals[need] = value
 
     # -- timing of the method's own work ---------------------------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""DART (Wen et al., "Stop Looking for Important Tokens in Multimodal Language Models: Duplication Matters More",
+EMNLP 2025, arXiv:2502.11494; official code ZichenWen1/DART, ``llava/model/language_model/modeling_llama_self.py``,
+class ``DART``, ``get_retained_image_token``; read from the copy in Chenfei-Liao/VTC-Bench ``external/DART``).
+
+Rule, before decoder layer K (default 2):
+
+1. pivots: the ``pivot_image`` image tokens and the ``pivot_text`` text tokens with the largest **L1 norm of their
+   key** at layer K-1 (after RoPE, all heads); text candidates are the tokens after the image only (the question and
+   answer prompt, not the system prompt), as in the official ``any_states[start + len:]``;
+2. the similarity space is the input of layer K passed through the language model's **final norm** (official
+   ``self.norm(layer_outputs[0])``);
+3. for each pivot in turn, the image tokens **least** cosine-similar to it are added, excluding pivots and earlier
+   picks; the retained set is the image pivots plus every pick (text pivots are not image tokens). No attention map is
+   needed. Kept tokens keep their original position ids (official ``position_ids = keep_indexs``).
+
+Two stated choices. Count: the official code adds ``max_num_trunction // 8`` tokens per pivot, so "128" keeps
+4 + 8 x 16 = 132; tokenbench keeps exactly the budget by sharing ``keep - pivot_image`` picks over the pivots (the first
+ones take one more when it does not divide). Order: the official loop walks a Python ``set`` of sequence positions,
+whose order is an implementation detail; tokenbench walks the pivots in sequence order (image pivots, then text).
+"""
+
+from dataclasses import dataclass
+
+from tokenbench.api import Need, Step, TokenReducer, register_method
+from tokenbench.errors import ConfigError
+
+
+@register_method("dart")
+@dataclass(frozen=True)
+class DART(TokenReducer):
+    stage = "prune"
+    layer: int = 2  # K (official pruned_layer 2): keys of layer K-1, pruning before layer K
+    pivot_image: int = 4  # official pivot_image_token
+    pivot_text: int = 4  # official pivot_text_token
+
+    def check(self, n_layers):
+        if not 1 <= self.layer < n_layers:
+            raise ConfigError(f"dart: layer={self.layer} must be in 1..{n_layers - 1} (keys of layer K-1)")
+        if self.pivot_image < 1 or self.pivot_text < 0:
+            raise ConfigError("dart: pivot_image must be >= 1 and pivot_text >= 0")
+
+    def _needs(self):
+        k = self.layer
+        return (Need("keys", layer=k - 1), Need("keys", layer=k - 1, tokens="text"),
+                Need("final_normed", layer=k), Need("final_normed", layer=k, tokens="text"))
+
+    def steps(self, n_layers):
+        return (Step(self.layer, needs=self._needs()),)
+
+    def select(self, ctx):
+        import torch
+
+        keys_v, keys_t, h_v, h_t = (ctx.signal(n) for n in self._needs())
+        norm_v = keys_v.float().abs().sum(dim=(1, 3))  # (B, n) L1 norm over every head's key
+        norm_t = keys_t.float().abs().sum(dim=(1, 3)).masked_fill(~ctx.text_after_image, -1.0)
+        n_pivots = self.pivot_image + self.pivot_text
+        h_v = torch.nn.functional.normalize(h_v.float(), dim=-1)
+        h_t = torch.nn.functional.normalize(h_t.float(), dim=-1)
+        rows = []
+        for b in range(ctx.batch_size):
+            img = norm_v[b].topk(min(self.pivot_image, ctx.keep)).indices.sort().values
+            n_txt = min(self.pivot_text, int(ctx.text_after_image[b].sum()))
+            txt = norm_t[b].topk(n_txt).indices.sort().values
+            pivots = torch.zeros(n_pivots, h_v.shape[-1], dtype=h_v.dtype, device=h_v.device)
+            pivots[: len(img)] = h_v[b, img]
+            pivots[len(img): len(img) + n_txt] = h_t[b, txt]
+            sims = h_v[b] @ pivots.T  # (n, pivots): one matmul, counted in select_macs
+            taken = torch.zeros(ctx.n_active, dtype=torch.bool, device=h_v.device)
+            taken[img] = True
+            picks = ctx.keep - len(img)
+            used = len(img) + n_txt
+            for p in range(used):
+                quota = picks // used + (p < picks % used)
+                if quota:
+                    chosen = sims[:, p].masked_fill(taken, float("inf")).topk(quota, largest=False).indices
+                    taken[chosen] = True
+            rows.append(taken.nonzero().squeeze(1))
+        return torch.stack(rows)
+
+    def select_macs(self, dims, n_text, n_active, layer, n_visual=0):
+        return n_active * dims.hidden * (self.pivot_image + self.pivot_text)  # the cosine-similarity matmul

@@ -1,0 +1,85 @@
+"""PyramidDrop (Xing et al., "PyramidDrop: Accelerating Your Large Vision-Language Models via Pyramid Visual
+Redundancy Reduction", CVPR 2025, arXiv:2410.17247; official code Cooperx521/PyramidDrop,
+``llava/model/modeling_llama_pdrop.py``: ``pdrop_forward``, ``pdrop_rank_drop``).
+
+Rule: the LLM runs in S+1 stages. Before each stage layer (8, 16, 24 on 32-layer LLaVA-1.5) the layer's input is normed
+with that layer's own ``input_layernorm``, the **last prompt token**'s query and every key are projected with its q/k
+and RoPE, the causal softmax over all keys is averaged over heads, and the top ``int(N * lambda^s)`` image tokens (a
+share of the *original* N, truncated like the official ``int()``) are kept, in order, for this and later layers. The
+attention row is recomputed for that one query: no eager attention.
+
+Budget (``budget_kind = "layer_mean"``): PyramidDrop has no single "kept" count, so the run's budget is the mean number
+of visual tokens per LLM layer. With ``fit_budget=True`` (default) lambda is solved (bisection) so that mean is as
+close to the budget as integer counts allow; the paper's own setting is ``fit_budget=False`` (lambda = 0.5: ratios
+0.5/0.25/0.125, a mean of about 270 of 576 tokens on LLaVA-1.5-7B). Below the floor of the stage layers (every visual
+token in the layers before the first stage), the schedule keeps its shape and moves earlier: the first stage goes to
+the latest layer from which the budget is reachable, the others evenly spaced after it (papers that compare PDrop at
+64 tokens retune its layers too; the official repo ships no such setting). Every row reports the mean it reached.
+
+Deviation, stated: the official code renumbers positions contiguously after each drop; tokenbench keeps every kept
+token's original position id (as FastV, DART, VTW and SparseVLM v2 do), so all in-LLM methods share one convention.
+"""
+
+from dataclasses import dataclass
+
+from tokenbench.api import Need, Step, TokenReducer, register_method
+from tokenbench.errors import ConfigError
+
+
+@register_method("pdrop")
+@dataclass(frozen=True)
+class PyramidDrop(TokenReducer):
+    stage = "prune"
+    budget_kind = "layer_mean"
+    layers: tuple[int, ...] | None = None  # stage layers; None: (8, 16, 24) on 32 layers (official layer_list), scaled
+    lam: float = 0.5  # lambda: stage s keeps int(N * lam^s) (official image_token_ratio_list 0.5, 0.25, 0.125)
+    fit_budget: bool = True  # solve lam for the run's layer-mean budget; False: the paper's fixed ratios
+
+    def check(self, n_layers):
+        if not 0 < self.lam <= 1:
+            raise ConfigError(f"pdrop: lam={self.lam} must be in (0, 1]")
+        layers = self._layers(n_layers)
+        if list(layers) != sorted(set(layers)) or not all(0 <= x < n_layers for x in layers):
+            raise ConfigError(f"pdrop: layers={layers} must be increasing and inside 0..{n_layers - 1}")
+
+    def _layers(self, n_layers: int) -> tuple[int, ...]:
+        if self.layers is not None:
+            return tuple(self.layers)
+        return _spaced(max(0, round(8 * n_layers / 32)), 3, n_layers)
+
+    def steps(self, n_layers):
+        return tuple(Step(layer, needs=(Need("attn", layer=layer, queries="last"),))
+                     for layer in self._layers(n_layers))
+
+    def plan(self, keep, n_visual, n_layers):
+        from tokenbench import schedule
+
+        layers = self._layers(n_layers)
+        if not self.fit_budget:
+            stages = _stages(layers, n_visual, self.lam)
+        else:
+            if self.layers is None:  # move the schedule earlier until the budget is reachable
+                first = layers[0]
+                while first > 0 and first * n_visual / n_layers > keep:
+                    first -= 1
+                layers = _spaced(first, len(layers), n_layers)
+            stages = schedule.fit(lambda lam: _stages(layers, n_visual, lam), keep, n_visual, n_layers)
+        return tuple(Step(layer, needs=(Need("attn", layer=layer, queries="last"),), keep=count)
+                     for layer, count in stages)
+
+    def reduces(self, keep, n_visual):
+        return keep < n_visual or not self.fit_budget
+
+    def select(self, ctx):
+        scores = ctx.signal(Need("attn", layer=ctx.layer, queries="last"))[:, :, 0, :].mean(dim=1)  # heads averaged
+        return ctx.topk(scores)
+
+
+def _spaced(first: int, n_stages: int, n_layers: int) -> tuple[int, ...]:
+    """``n_stages`` layers from ``first``, evenly spaced over the rest of the depth: (8, 16, 24) for 8 of 32."""
+    span = max(n_layers - first, n_stages)
+    return tuple(min(n_layers - 1, first + j * span // n_stages) for j in range(n_stages))
+
+
+def _stages(layers, n_visual: int, lam: float) -> list[tuple[int, int]]:
+    return [(layer, int(n_visual * lam ** (s + 1))) for s, layer in enumerate(layers)]

@@ -1,0 +1,70 @@
+"""Multi-stage schedules: which visual-token count each LLM layer sees, and fitting one to a layer-mean budget.
+
+A schedule is a list of stages ``(layer, count)``: from ``layer`` on, ``count`` visual tokens remain (layers before the
+first stage see all ``n_visual``). Methods whose budget is a layer average (``budget_kind = "layer_mean"``: PyramidDrop,
+SparseVLM, FitPrune, VTW) describe their schedule as a one-parameter family and let :func:`fit` pick the member whose
+mean visual tokens per layer is closest to the requested budget. No torch here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+Stages = list[tuple[int, int]]
+
+
+def per_layer(n_visual: int, n_layers: int, stages: Stages) -> list[int]:
+    """Visual tokens each layer processes under ``stages`` (sorted by layer)."""
+    counts, current, it = [], n_visual, iter(sorted(stages))
+    nxt = next(it, None)
+    for layer in range(n_layers):
+        while nxt is not None and nxt[0] <= layer:
+            current = nxt[1]
+            nxt = next(it, None)
+        counts.append(current)
+    return counts
+
+
+def layer_mean(n_visual: int, n_layers: int, stages: Stages) -> float:
+    """Visual tokens per layer, averaged over every layer: the quantity a ``layer_mean`` budget names."""
+    return sum(per_layer(n_visual, n_layers, stages)) / n_layers
+
+
+def fit(family: Callable[[float], Stages], target: float, n_visual: int, n_layers: int,
+        lo: float = 0.0, hi: float = 1.0, iterations: int = 60) -> Stages:
+    """The member of ``family`` (non-decreasing layer mean in its parameter, over ``[lo, hi]``) whose layer mean is
+    closest to ``target``; ties go to the smaller mean (never over budget when an exact hit is impossible)."""
+
+    def mean(x: float) -> float:
+        return layer_mean(n_visual, n_layers, family(x))
+
+    if mean(lo) >= target:
+        return family(lo)
+    if mean(hi) <= target:
+        return family(hi)
+    for _ in range(iterations):  # invariant: mean(lo) < target < mean(hi)
+        mid = (lo + hi) / 2
+        if mean(mid) < target:
+            lo = mid
+        elif mean(mid) > target:
+            hi = mid
+        else:
+            return family(mid)
+    below, above = family(lo), family(hi)
+    gap_below = target - layer_mean(n_visual, n_layers, below)
+    gap_above = layer_mean(n_visual, n_layers, above) - target
+    return below if gap_below <= gap_above else above
+
+
+def scaled_layers(layers: tuple[int, ...], reference_depth: int, n_layers: int) -> tuple[int, ...]:
+    """Layers given for a ``reference_depth``-layer model (LLaVA-1.5-7B: 32) placed at the same relative depth in an
+    ``n_layers``-layer model, kept strictly increasing and inside 0..n_layers-1."""
+    out: list[int] = []
+    for layer in layers:
+        x = min(n_layers - 1, max(0, round(layer * n_layers / reference_depth)))
+        if out and x <= out[-1]:
+            x = out[-1] + 1
+        out.append(x)
+    if out and out[-1] > n_layers - 1:
+        raise ValueError(f"cannot place {len(layers)} stages in a {n_layers}-layer model")
+    return tuple(out)
