@@ -11,10 +11,12 @@ attention row is recomputed for that one query: no eager attention.
 Budget (``budget_kind = "layer_mean"``): PyramidDrop has no single "kept" count, so the run's budget is the mean number
 of visual tokens per LLM layer. With ``fit_budget=True`` (default) lambda is solved (bisection) so that mean is as
 close to the budget as integer counts allow; the paper's own setting is ``fit_budget=False`` (lambda = 0.5: ratios
-0.5/0.25/0.125, a mean of about 270 of 576 tokens on LLaVA-1.5-7B). Below the floor of the stage layers (every visual
-token in the layers before the first stage), the schedule keeps its shape and moves earlier: the first stage goes to
-the latest layer from which the budget is reachable, the others evenly spaced after it (papers that compare PDrop at
-64 tokens retune its layers too; the official repo ships no such setting). Every row reports the mean it reached.
+0.5/0.25/0.125, a mean of about 270 of 576 tokens on LLaVA-1.5-7B). A budget below what lambda = ``lam`` gives at the
+default layers moves the pyramid earlier instead of flattening it: the first stage goes to the latest layer at which
+lambda >= ``lam`` still meets the budget (layer 0 at the latest), the other stages evenly spaced after it, and lambda
+is then fitted (papers that compare PDrop at 64-192 tokens retune its layers too; the official repo ships no such
+setting). On LLaVA-1.5-7B: 270 -> 8/16/24 keeping 288/144/72 (the paper's own), 192 -> 1/11/21 keeping
+304/160/84, 64 -> 0/10/21 keeping 151/39/10. Every row reports the mean it reached.
 
 Deviation, stated: the official code renumbers positions contiguously after each drop; tokenbench keeps every kept
 token's original position id (as FastV, DART, VTW and SparseVLM v2 do), so all in-LLM methods share one convention.
@@ -58,11 +60,11 @@ class PyramidDrop(TokenReducer):
         if not self.fit_budget:
             stages = _stages(layers, n_visual, self.lam)
         else:
-            if self.layers is None:  # move the schedule earlier until the budget is reachable
+            if self.layers is None:  # move the pyramid earlier until lambda >= lam meets the budget (or layer 0)
                 first = layers[0]
-                while first > 0 and first * n_visual / n_layers > keep:
+                while first > 0 and schedule.layer_mean(n_visual, n_layers, _stages(layers, n_visual, self.lam)) > keep:
                     first -= 1
-                layers = _spaced(first, len(layers), n_layers)
+                    layers = _spaced(first, len(layers), n_layers)
             stages = schedule.fit(lambda lam: _stages(layers, n_visual, lam), keep, n_visual, n_layers)
         return tuple(Step(layer, needs=(Need("attn", layer=layer, queries="last"),), keep=count)
                      for layer, count in stages)

@@ -50,7 +50,8 @@ class ModelAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()  # config.json model_type values this adapter loads
     default_source: ClassVar[str] = ""  # hub id used when no source is given
     #: the signals (tokenbench.api.NEED_KINDS) this adapter can compute; a method needing another is refused
-    provides: ClassVar[frozenset[str]] = frozenset({"attn", "keys", "hidden", "normed", "layer_input", "visual_embeds"})
+    provides: ClassVar[frozenset[str]] = frozenset({"attn", "keys", "hidden", "normed", "final_normed", "layer_input",
+                                                 "visual_embeds"})
     #: why a signal is not provided, for the refusal message (e.g. "its vision tower has no CLS token")
     missing_reasons: ClassVar[dict[str, str]] = {}
     #: (width, height) of the image `layout()` and `encoder_macs()` describe when given none: a typical photo

@@ -299,7 +299,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
             p = plan(m, lm.n_layers, n_visual, k)
             count = prefill_count(lm, encoder, n_text, p.visual_per_layer, p, m)
             full_total = full_total or count.total_flops
-            rows.append({"method": m.name, "keep": k, "flops_prefill": count.total_flops,
+            rows.append({"method": m.name, "keep": k, "budget_kind": m.budget_kind, "flops_prefill": count.total_flops,
                          "flops_ratio": count.total_flops / full_total, "flops_breakdown": count.as_flops_dict(),
                          "selector_share": count.overhead / count.total_macs,
                          "tokens_avg_layer": sum(p.visual_per_layer) / lm.n_layers, "n_text": n_text,
@@ -309,11 +309,13 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     click.echo(f"model={adapter.name} ({lm.n_layers} layers, hidden {lm.hidden}) visual tokens={n_visual}{shown} "
                f"text tokens={n_text}; FLOPs = 2 x MACs, prefill incl. vision tower and projector")
     click.echo(tabulate(
-        [(r["method"], r["keep"], f"{r['flops_prefill'] / 1e12:.3f}", f"{r['flops_ratio']:.3f}",
+        [(r["method"], f"{r['keep']}{'*' if r['budget_kind'] == 'layer_mean' else ''}", f"{r['flops_prefill'] / 1e12:.3f}", f"{r['flops_ratio']:.3f}",
           f"{r['flops_breakdown']['llm'] / 1e12:.3f}", f"{r['flops_breakdown']['overhead'] / 1e12:.4f}",
           f"{100 * r['selector_share']:.1f}", f"{r['tokens_avg_layer']:.1f}") for r in rows],
         headers=("method", "keep", "TFLOPs", "ratio", "LLM TFLOPs", "selector TFLOPs", "selector %", "vis tok avg"),
         tablefmt="github"))
+    click.echo("keep*: a layer-mean budget (multi-stage methods). Selector: the method's signals and select() work in "
+               "the LLM; pre-LLM signals (CLS attention, VisionZip's merge) need the model and are counted by runs only")
     if json_path:
         from tokenbench.results import write_rows
 
@@ -405,7 +407,7 @@ def format_table(rows: list[dict]) -> str:
 
     table = [
         (
-            r["method"], r["keep"], pct(r["accuracy"]), pct(r["retention"]), pct(r["agreement"]),
+            r["method"], f"{r['keep']}{'*' if r.get('budget_kind') == 'layer_mean' else ''}", pct(r["accuracy"]), pct(r["retention"]), pct(r["agreement"]),
             f"{r['kl_first_token']:.4f}", f"{r['tokens_llm_input']:.0f}", f"{r['tokens_avg_layer']:.1f}",
             f"{r['flops_prefill'] / 1e9:.3f}", f"{r['flops_ratio']:.3f}", f"{r['prefill_ms']:.1f}",
             f"{r['speedup_prefill']:.2f}", f"{r['e2e_ms']:.1f}", f"{r['overhead_ms']:.2f}",
@@ -419,6 +421,9 @@ def format_table(rows: list[dict]) -> str:
             f"dtype={first['dtype']} attn={first['attn_implementation']} "
             f"(timings: batch 1, median of {first['timing_repeats']})")
     notes = []
+    if any(r.get("budget_kind") == "layer_mean" for r in rows):
+        notes.append("keep*: a layer-mean budget (visual tokens per LLM layer, averaged over layers: multi-stage methods); "
+                     "otherwise the visual tokens left after the reduction. 'vis tok avg' is what each run reached")
     for r in rows:
         notes += [f"note ({r['method']}): {w}" for w in r.get("warnings", ()) if f"note ({r['method']}): {w}" not in notes]
     return "\n".join([head, tabulate(table, headers=headers, tablefmt="github"), *notes])

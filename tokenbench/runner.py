@@ -336,6 +336,7 @@ class _Context:
             "task": spec.task,
             "budget": budget.label(),
             "budget_scope": spec.budget_scope,
+            "budget_kind": method.budget_kind,  # kept: tokens left after the reduction; layer_mean: mean per layer
             "keep": mean(run.keeps),
             "keep_ratio": sum(k / v for k, v in zip(run.keeps, run.n_visual)) / n,
             "n_visual": mean(run.n_visual),
