@@ -22,6 +22,7 @@ and before layer l + 1 (here) give the same outputs; here layer l's MLP also run
 """
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 from tokenbench.api import Need, Step, TokenReducer, register_method
 
@@ -39,18 +40,15 @@ DELETE_SCHEMES = {
     0.90: (262, 153, 80, 19, 13, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 1, 2, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0),
 }
 REFERENCE_TOKENS = 576
+#: share left after each reference layer, per published schedule (0 % reduction: everything left), built once
+_REMAINING = {0.0: [1.0] * 32} | {r: [(REFERENCE_TOKENS - done) / REFERENCE_TOKENS for done in accumulate(deletes)]
+                                  for r, deletes in DELETE_SCHEMES.items()}
 
 
 def remaining_after(ratio: float) -> list[float]:
     """Share of the visual tokens left after each of the 32 reference layers at FLOPs reduction ``ratio`` in [0, 1]:
     linear between the published schedules, the 90 % one scaled down to nothing at 100 %."""
-    table = {0.0: [1.0] * 32}
-    for r, deletes in DELETE_SCHEMES.items():
-        left, shares = REFERENCE_TOKENS, []
-        for d in deletes:
-            left -= d
-            shares.append(left / REFERENCE_TOKENS)
-        table[r] = shares
+    table = _REMAINING
     if ratio >= 0.9:
         return [x * (1 - ratio) / 0.1 for x in table[0.9]]
     keys = sorted(table)

@@ -61,8 +61,7 @@ class SparseVLM(TokenReducer):
         """The pruning layers for this depth (the official ones scaled from 32 layers), each < n_layers - 1."""
         from tokenbench.schedule import scaled_layers
 
-        layers = scaled_layers(self.layers, REFERENCE_DEPTH, n_layers - 1)
-        return layers
+        return scaled_layers(self.layers, REFERENCE_DEPTH, n_layers - 1)
 
     @staticmethod
     def _needs(signal_layer: int) -> tuple[Need, ...]:

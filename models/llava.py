@@ -118,7 +118,7 @@ class LlavaAdapter(ModelAdapter):
 
         def cls_attn():
             value, macs = captured["cls"]
-            k_value, k_macs = keys_once()
+            _, k_macs = keys_once()
             return value, macs + k_macs
 
         @contextlib.contextmanager

@@ -187,10 +187,9 @@ class Router:
             raise PluginValidationError(
                 f"method {self.method.name!r} asked to renumber positions, which needs a model with 1-D position ids "
                 "and no structural tokens in the image span (LLaVA-1.5); keep original positions on this model")
-        present = t.valid.clone()
-        dropped = torch.ones_like(t.visual, dtype=torch.bool)
-        dropped.scatter_(1, self.active, False)
-        present.scatter_(1, t.visual, ~dropped & t.valid.gather(1, t.visual))
+        present = t.valid.clone()  # every valid token but the dropped visual ones (visual tokens are never padding)
+        present.scatter_(1, t.visual, False)
+        present.scatter_(1, t.visual.gather(1, self.active), True)
         new = torch.where(present, present.long().cumsum(1) - 1, pos.expand_as(present))
         self.record.position_ids = new
         return new
@@ -246,6 +245,7 @@ class Router:
 
         Returns the chosen original visual indices (B, k), ascending, and the method's answer as it came."""
         want = self.keep if step.keep is None else step.keep
+        text_valid = self._text_query_mask()
         ctx = ReductionContext(
             layer=step.layer,
             keep=want,
@@ -255,8 +255,8 @@ class Router:
             active=self.active,
             layout=self.layout,
             signals={n: self.signals[n] for n in step.needs},
-            text_query_mask=self._text_query_mask(),
-            text_after_image=self._text_query_mask() & (self.tokens.other > self.tokens.visual[:, -1:]),
+            text_query_mask=text_valid,
+            text_after_image=text_valid & (self.tokens.other > self.tokens.visual[:, -1:]),
             generators=self._generators(step.layer),
             artefact=self.artefact,
             budget_scope=self.budget_scope,
