@@ -166,6 +166,10 @@ class QwenVLAdapter(ModelAdapter):
         )
         return pos
 
+    def vision_stage(self):
+        """The vision tower holds its patch merger (the projector): one module opens and closes the stage."""
+        return self.model.model.visual, self.model.model.visual
+
     def encoder_macs(self, size=None) -> dict[str, int]:
         """The vision tower (window attention, full attention in ``fullatt_block_indexes``) and the patch merger."""
         from tokenbench.flops import QwenVisionDims, qwen_vision_macs

@@ -41,6 +41,8 @@ class Generation:
     first_logits: Any  # (B, vocab) float32 logits of the first answer token
     kv_cache_bytes: int  # bytes held by the KV cache right after the prefill
     step_logits: list = None  # (B, vocab) float32 logits behind each generated token (first = first_logits)
+    marks: dict = None  # with a clock: its marks at start, vision_start/vision_end, first_token and end
+    n_steps: int = 0  # forward passes run: the prefill plus each decode step
 
 
 class ModelAdapter:
@@ -280,11 +282,45 @@ class ModelAdapter:
             router.start(batch.tokens)
         return self.model(**inputs, position_ids=pos, use_cache=False, logits_to_keep=1).logits[:, -1]
 
-    def generate(self, batch: Batch, max_new_tokens: int, router=None, ignore_eos: bool = False) -> Generation:
+    def vision_stage(self):
+        """The modules that open and close the vision stage (the vision tower's input to the projector's output), for
+        timing it with hooks: ``(first, last)``."""
+        return self.model.model.vision_tower, self.model.model.multi_modal_projector
+
+    @contextlib.contextmanager
+    def _vision_marks(self, clock, marks: dict):
+        first, last = self.vision_stage()
+
+        def opened(*_):  # hooks must return None (a value would replace the module's inputs or output)
+            marks.setdefault("vision_start", clock.mark())
+
+        def closed(*_):  # the last projector call counts (VisionZip projects its merged tokens again)
+            marks["vision_end"] = clock.mark()
+
+        handles = [first.register_forward_pre_hook(opened), last.register_forward_hook(closed)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def generate(self, batch: Batch, max_new_tokens: int, router=None, ignore_eos: bool = False,
+                 clock=None) -> Generation:
         """Greedy decoding with the KV cache; with ``router`` the method's plan is executed during the prefill.
-        ``ignore_eos`` decodes all ``max_new_tokens`` even past an end token (tests that compare every step)."""
+        ``ignore_eos`` decodes all ``max_new_tokens`` even past an end token (tests that compare every step; timing).
+        With a :class:`tokenbench.timing.Clock`, ``Generation.marks`` holds its marks at the start, around the vision
+        stage, at the first token (time to first token) and at the end."""
+        marks: dict = {}
+        if clock is None:
+            return self._generate(batch, max_new_tokens, router, ignore_eos, None, marks)
+        with self._vision_marks(clock, marks):
+            return self._generate(batch, max_new_tokens, router, ignore_eos, clock, marks)
+
+    def _generate(self, batch, max_new_tokens, router, ignore_eos, clock, marks) -> Generation:
         import torch
 
+        if clock is not None:
+            marks["start"] = clock.mark()
         inputs, mask, pos = self._prompt_inputs(batch)
         cache = self.new_cache()
         eos = self._eos_ids()
@@ -299,6 +335,8 @@ class ModelAdapter:
             if router is not None and router.record.position_ids is not None:
                 pos = router.record.position_ids  # a pre-LLM selection renumbered the prompt: continue from there
             nxt = first.argmax(-1)
+            if clock is not None:
+                marks["first_token"] = clock.mark()
             done = torch.zeros_like(nxt, dtype=torch.bool)
             steps, logits = [], [first]
             for step in range(max_new_tokens):
@@ -316,11 +354,14 @@ class ModelAdapter:
                 cache.logical_length += 1
                 logits.append(out.logits[:, -1].float())
                 nxt = logits[-1].argmax(-1)
+            if clock is not None:
+                marks["end"] = clock.mark()
         ids = torch.stack(steps, dim=1).tolist()
         ids = [[t for t in row if t != pad] for row in ids]
         texts = self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
         return Generation(texts=[t.strip() for t in texts], token_ids=ids, first_logits=first.cpu(), kv_cache_bytes=kv_bytes,
-                          step_logits=[x.cpu() for x in logits[: len(steps)]])
+                          step_logits=[x.cpu() for x in logits[: len(steps)]], marks=marks or None,
+                          n_steps=len(logits))
 
     def _eos_ids(self):
         import torch

@@ -410,16 +410,17 @@ def format_table(rows: list[dict]) -> str:
             r["method"], f"{r['keep']}{'*' if r.get('budget_kind') == 'layer_mean' else ''}", pct(r["accuracy"]), pct(r["retention"]), pct(r["agreement"]),
             f"{r['kl_first_token']:.4f}", f"{r['tokens_llm_input']:.0f}", f"{r['tokens_avg_layer']:.1f}",
             f"{r['flops_prefill'] / 1e9:.3f}", f"{r['flops_ratio']:.3f}", f"{r['prefill_ms']:.1f}",
-            f"{r['speedup_prefill']:.2f}", f"{r['e2e_ms']:.1f}", f"{r['overhead_ms']:.2f}",
+            f"{r['speedup_prefill']:.2f}", "-" if r["decode_ms"] is None else f"{r['decode_ms']:.2f}",
+            f"{r['e2e_ms']:.1f}", f"{r['overhead_ms']:.2f}",
         )
         for r in rows
     ]
     headers = ("method", "keep", "acc %", "retention %", "agree %", "KL 1st tok", "vis tok in", "vis tok avg",
-               "GFLOPs", "FLOPs ratio", "prefill ms", "speed-up", "e2e ms", "overhead ms")
+               "GFLOPs", "FLOPs ratio", "prefill ms", "speed-up", "decode ms/tok", "e2e ms", "overhead ms")
     first = rows[0]
     head = (f"model={first['model']} task={first['task']} samples={first['n_samples']} device={first['device']} "
             f"dtype={first['dtype']} attn={first['attn_implementation']} "
-            f"(timings: batch 1, median of {first['timing_repeats']})")
+            f"(timings: batch 1, {first['decode_tokens']} tokens decoded, median of {first['timing_repeats']})")
     notes = []
     if any(r.get("budget_kind") == "layer_mean" for r in rows):
         notes.append("keep*: a layer-mean budget (visual tokens per LLM layer, averaged over layers: multi-stage methods); "

@@ -267,55 +267,28 @@ class _Context:
         return MethodRun(answers, correct, torch.stack(logprobs), vpl, fl, kv / n, keeps, n_vis)
 
     def time(self, method: TokenReducer, budget: Budget) -> dict[str, Any]:
-        """Batch-1 latency on the first sample: prefill (time to the first token) and end-to-end (the whole answer).
+        """Batch-1 latency on the first sample by the protocol of :mod:`tokenbench.latency` (stages vision, prefill =
+        time to first token, decode per token, end-to-end, method overhead), ``max_new_tokens`` of the task decoded.
 
-        A method is timed interleaved with ``full`` (alternating rounds, same process, same sample), and its speed-up
-        is the ratio of the two medians from those same rounds; ``full``'s own row is timed alone."""
-        import torch
-
-        from tokenbench.timing import interleaved, timed
+        A method is timed interleaved with ``full`` (rotating rounds, same process, same sample), and its speed-ups
+        are ratios of medians from those same rounds; ``full``'s own row is timed alone."""
+        from tokenbench.latency import peak_memory_mb, time_variants
 
         adapter, spec = self.adapter, self.spec
         batch = adapter.encode(self.samples[:1])
-        overhead: list[float] = []
-
-        def variant(m, k, n_tokens, record_overhead):
-            def run_once() -> float:
-                with adapter.reduction(m, k, seed=spec.seed, artefact=self.artefact if m is method else None,
-                                       budget_scope=spec.budget_scope) as r:
-                    seconds = timed(lambda: adapter.generate(batch, n_tokens, router=r), adapter.synchronize)
-                    if r is not None and record_overhead:
-                        overhead.append(r.record.overhead_s)
-                return seconds
-
-            return run_once
-
-        full = build_method("full")
-        paired = method.name != "full"
-        stats = {}
-        for span, n_tokens in (("prefill", 1), ("e2e", self.task.max_new_tokens)):
-            runs = {"method": variant(method, budget.resolve, n_tokens, span == "prefill")}
-            if paired:
-                runs["full"] = variant(full, batch.layout.n_visual, n_tokens, False)
-            stats[span] = interleaved(runs, spec.warmup, spec.repeats)
-        overhead = overhead[spec.warmup :]
-        peak = None
-        if spec.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats(spec.device)
-            variant(method, budget.resolve, self.task.max_new_tokens, False)()
-            peak = torch.cuda.max_memory_allocated(spec.device) / 2**20
-        ref = "full" if paired else "method"
-        return {
-            "prefill": stats["prefill"]["method"],
-            "e2e": stats["e2e"]["method"],
-            "prefill_ref": stats["prefill"][ref],
-            "e2e_ref": stats["e2e"][ref],
-            "overhead_ms": sorted(overhead)[len(overhead) // 2] * 1e3 if overhead else 0.0,
-            "peak_mem_mb": peak,
-        }
+        variants = {"method": (method, budget.resolve, self.artefact)}
+        if method.name != "full":
+            variants["full"] = (build_method("full"), batch.layout.n_visual, None)
+        stats = time_variants(adapter, batch, variants, self.task.max_new_tokens, spec.warmup, spec.repeats,
+                              seed=spec.seed, budget_scope=spec.budget_scope)
+        peak = peak_memory_mb(adapter, batch, method, budget.resolve, self.task.max_new_tokens, seed=spec.seed,
+                              artefact=self.artefact, budget_scope=spec.budget_scope)
+        return {"method": stats["method"], "ref": stats.get("full", stats["method"]), "peak_mem_mb": peak}
 
     def row(self, method, budget: Budget, run: MethodRun, ref: MethodRun, timing) -> dict[str, Any]:
         import torch
+
+        from tokenbench.latency import attention_backends, paired, summary
 
         n = len(run.answers)
         acc = sum(run.correct) / n
@@ -350,21 +323,15 @@ class _Context:
             "flops_prefill": flops,
             "flops_ratio": flops / ref_flops,
             "flops_breakdown": breakdown,
-            "prefill_ms": timing["prefill"].median_ms,
-            "prefill_iqr_ms": timing["prefill"].iqr_ms,
-            "e2e_ms": timing["e2e"].median_ms,
-            "e2e_iqr_ms": timing["e2e"].iqr_ms,
-            "overhead_ms": timing["overhead_ms"],
-            "full_prefill_ms_paired": timing["prefill_ref"].median_ms,
-            "full_e2e_ms_paired": timing["e2e_ref"].median_ms,
-            "speedup_prefill": timing["prefill_ref"].median_ms / timing["prefill"].median_ms,
-            "speedup_e2e": timing["e2e_ref"].median_ms / timing["e2e"].median_ms,
-            "timing_repeats": timing["prefill"].n,
+            **summary(timing["method"]),
+            "decode_tokens": self.task.max_new_tokens,
+            **paired(timing["method"], timing["ref"]),
+            "timing_repeats": timing["method"]["prefill"].n,
             "peak_mem_mb": timing["peak_mem_mb"],
             "kv_cache_mb": run.kv_bytes / 2**20,
             "device": spec.device,
             "dtype": spec.dtype,
-            "attn_implementation": spec.attn_implementation,
+            **attention_backends(spec.device, spec.attn_implementation),
             "batch_size": spec.batch_size,
             "params": method.params(),
             "task_version": self.task.version,

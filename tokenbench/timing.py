@@ -1,7 +1,13 @@
-"""Wall-clock timing: warm-up, then repeats; median and inter-quartile range; CUDA synchronised on GPU.
+"""Wall-clock timing: a device clock, warm-up, interleaved repeats, median and inter-quartile range.
 
-CPU timings are only meaningful as ratios measured side by side in one process (see the README); FLOPs are the
-primary efficiency figure.
+The protocol (README, "Timing"): every variant of a comparison runs in one process on one model instance; ``warmup``
+untimed rounds, then ``repeats`` rounds in which each variant runs once, in an order that rotates from round to round,
+so drift (clocks, thermals, other load) hits all alike. A run reports the seconds of each of its stages; each stage's
+figure is the median over the rounds, with its IQR.
+
+:class:`Clock` marks points on the device's own timeline: CUDA events on a GPU (recorded on the stream, read after
+one synchronisation at the end of the run, so timing adds no synchronisation in between), ``time.perf_counter`` on a
+CPU. CPU timings are only meaningful as ratios measured side by side; FLOPs are the primary efficiency figure.
 """
 
 from __future__ import annotations
@@ -29,25 +35,48 @@ class Stats:
         return cls(statistics.median(ms), iqr, len(ms))
 
 
-def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
-    """Seconds ``fn`` takes, with the device synchronised before and after."""
-    sync()
-    t0 = time.perf_counter()
+class Clock:
+    """Time points on ``device``'s timeline: ``mark()`` returns one, ``seconds(a, b)`` the time between two (on CUDA
+    this waits for ``b`` to be reached, so call it after the timed work)."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.cuda = str(device).startswith("cuda")
+
+    def mark(self):
+        if self.cuda:
+            import torch
+
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def seconds(self, a, b) -> float:
+        if self.cuda:
+            b.synchronize()
+            return a.elapsed_time(b) / 1e3
+        return b - a
+
+
+def timed(fn: Callable[[], object], clock: Clock) -> float:
+    """Seconds ``fn`` takes on ``clock``'s device."""
+    t0 = clock.mark()
     fn()
-    sync()
-    return time.perf_counter() - t0
+    return clock.seconds(t0, clock.mark())
 
 
-def interleaved(runs: dict[str, Callable[[], float]], warmup: int, repeats: int) -> dict[str, Stats]:
-    """Time several variants side by side: ``warmup`` untimed calls of each, then ``repeats`` rounds in which every
-    variant runs once, in an order that rotates from round to round, so drift (thermal, other load) hits all alike.
-    Each callable returns its own measured seconds (see :func:`timed`)."""
+def interleaved(runs: dict[str, Callable[[], dict[str, float]]], warmup: int,
+                repeats: int) -> dict[str, dict[str, Stats]]:
+    """Time several variants side by side: ``warmup`` untimed rounds, then ``repeats`` rounds in which every variant
+    runs once, in an order that rotates from round to round. Each callable returns the seconds of each of its stages
+    (``{"prefill": ..., "e2e": ...}``); the result holds every variant's :class:`Stats` per stage."""
     names = list(runs)
     for _ in range(warmup):
         for name in names:
             runs[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            times[name].append(runs[name]())
-    return {name: Stats.of(ts) for name, ts in times.items()}
+            for stage, seconds in runs[name]().items():
+                times[name].setdefault(stage, []).append(seconds)
+    return {name: {stage: Stats.of(ts) for stage, ts in stages.items()} for name, stages in times.items()}

@@ -14,15 +14,15 @@ def test_interleaved_rotates_and_skips_warmup():
     def make(name):
         def run():
             calls.append(name)
-            return next(seconds[name])
+            return {"prefill": next(seconds[name])}
 
         return run
 
     stats = interleaved({"a": make("a"), "b": make("b")}, warmup=2, repeats=4)
     assert calls[:4] == ["a", "b", "a", "b"]  # warm-up
     assert calls[4:] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # the order rotates every round
-    assert stats["a"].median_ms == 2.5 and stats["b"].median_ms == 25.0  # warm-up values (9 s) excluded
-    assert stats["a"].n == 4
+    assert stats["a"]["prefill"].median_ms == 2.5 and stats["b"]["prefill"].median_ms == 25.0  # warm-up (9 s) excluded
+    assert stats["a"]["prefill"].n == 4
 
 
 def test_stats_iqr():
@@ -31,3 +31,14 @@ def test_stats_iqr():
     # exclusive quartiles of 1, 2, 3, 4, 100 ms: Q1 = 1.5, Q3 = 4 + (100 - 4) / 2 = 52; the outlier widens the IQR
     # but is not the median
     assert s.iqr_ms == pytest.approx(50.5)
+
+
+def test_clock_on_cpu_measures_elapsed_perf_counter_time():
+    import time
+
+    from tokenbench.timing import Clock, timed
+
+    clock = Clock("cpu")
+    assert not clock.cuda
+    seconds = timed(lambda: time.sleep(0.02), clock)
+    assert 0.02 <= seconds < 1.0

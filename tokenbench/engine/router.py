@@ -19,7 +19,6 @@ and the unselected tokens are pruned from layer 0 on. Kept tokens keep their ori
 
 from __future__ import annotations
 
-import time
 import types
 from dataclasses import dataclass, field
 from typing import Callable
@@ -43,10 +42,17 @@ class Record:
     n_visual: int = 0  # visual tokens per image before any reduction
     selections: dict[int, torch.Tensor] = field(default_factory=dict)  # step layer -> kept original visual indices
     probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)  # (layer, kind, queries, n_vis_keys, n_rows_visual)
-    overhead_s: float = 0.0  # wall time inside signal computation and select (synchronised on CUDA)
+    overhead_spans: list = field(default_factory=list)  # (start, end) Clock marks around signal work and select
     pre_llm_macs: int = 0  # cost of pre-LLM signals computed for the method (e.g. the CLS attention row)
     position_ids: torch.Tensor | None = None  # (B, L) the prompt's positions after a renumbering pre-LLM selection
     pre_llm_embeds: torch.Tensor | None = None  # (B, L, D) the LLM's input embeddings after a merging selection
+    clock: object = None  # the tokenbench.timing.Clock the spans were marked on
+
+    @property
+    def overhead_s(self) -> float:
+        """Seconds spent in the method's own work (signals and select) during the prefill. On CUDA the spans are
+        events on the stream, read here (after the run), so measuring them added no synchronisation."""
+        return sum(self.clock.seconds(a, b) for a, b in self.overhead_spans)
 
 
 @dataclass
@@ -82,7 +88,6 @@ class Router:
         self.tokens: Tokens | None = None
         self.record = Record()
         self._handles: list = []
-        self._cuda = False
 
     def _install(self, steps: tuple[Step, ...]) -> None:
         """Check and adopt a plan: the steps, and the signals to compute before each layer."""
@@ -146,7 +151,9 @@ class Router:
         if n != self.layout.n_visual:
             raise ValueError(f"batch has {n} visual tokens per sample, layout says {self.layout.n_visual}")
         self.keep = self.budget if isinstance(self.budget, int) else self.budget(n)
-        self.record = Record(n_visual=n)
+        from tokenbench.timing import Clock
+
+        self.record = Record(n_visual=n, clock=Clock(str(tokens.visual.device)))
         self._install(tuple(self.method.plan(self.keep, n, self.n_layers)))
         if not self.method.reduces(self.keep, n) or not self.steps:
             self.tokens = None
@@ -157,7 +164,6 @@ class Router:
         self.signals: dict[Need, torch.Tensor] = {}
         self.kv_pos: dict[int, torch.Tensor] = {}
         self.past_len = 0
-        self._cuda = tokens.visual.is_cuda
 
     # -- language-model hooks ------------------------------------------------------------------------------------------
     @staticmethod
@@ -435,15 +441,11 @@ class Router:
             self.signals[need] = value
 
     # -- timing of the method's own work ---------------------------------------------------------------------------------
-    def _tic(self) -> float:
-        if self._cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
+    def _tic(self):
+        return self.record.clock.mark()
 
-    def _toc(self, t0: float) -> None:
-        if self._cuda:
-            torch.cuda.synchronize()
-        self.record.overhead_s += time.perf_counter() - t0
+    def _toc(self, t0) -> None:
+        self.record.overhead_spans.append((t0, self.record.clock.mark()))
 
 
 def hash_seed(seed: int, key: str) -> int:

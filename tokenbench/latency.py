@@ -1,0 +1,101 @@
+"""The latency protocol, shared by ``tokenbench compare`` and ``tokenbench bench``.
+
+One timed run is a batch-1 greedy generation of exactly ``new_tokens`` tokens (the end token is ignored, so every
+variant decodes the same number of steps) on one model instance. :class:`tokenbench.timing.Clock` marks, on the
+device's timeline (CUDA events on a GPU, ``perf_counter`` on a CPU), the start, the vision stage (the vision tower's
+input to the projector's output, by hooks), the first token and the end. Its stages:
+
+* ``vision``: vision tower and projector (or merger);
+* ``prefill``: time to the first token (preprocessing excluded: inputs are on the device already);
+* ``decode``: per generated token after the first, ``(end - first token) / (new_tokens - 1)``;
+* ``e2e``: the whole generation;
+* ``overhead``: the method's own work inside the prefill (signals and ``select``), from the router's marks.
+
+Variants run interleaved (:func:`tokenbench.timing.interleaved`): warm-up rounds, then rounds in a rotating order;
+every stage is reported as median and IQR over the rounds. Peak memory is a separate run after the timed ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenbench.timing import Clock, Stats, interleaved
+
+STAGES = ("vision", "prefill", "decode", "e2e", "overhead")
+
+
+def stage_seconds(gen, clock: Clock, router=None) -> dict[str, float]:
+    """The stages of one generation made with ``clock`` (see the module docstring)."""
+    m = gen.marks
+    out = {"prefill": clock.seconds(m["start"], m["first_token"]), "e2e": clock.seconds(m["start"], m["end"])}
+    if "vision_start" in m and "vision_end" in m:
+        out["vision"] = clock.seconds(m["vision_start"], m["vision_end"])
+    if gen.n_steps > 1:
+        out["decode"] = clock.seconds(m["first_token"], m["end"]) / (gen.n_steps - 1)
+    out["overhead"] = router.record.overhead_s if router is not None and router.tokens is not None else 0.0
+    return out
+
+
+def time_variants(adapter, batch, variants: dict[str, tuple], new_tokens: int, warmup: int, repeats: int,
+                  seed: int = 0, budget_scope: str = "global") -> dict[str, dict[str, Stats]]:
+    """Time each variant ``name -> (method, keep, artefact)`` on ``batch`` side by side; Stats per stage."""
+    clock = Clock(adapter.device)
+
+    def runner(method, keep, artefact):
+        def run_once() -> dict[str, float]:
+            with adapter.reduction(method, keep, seed=seed, artefact=artefact, budget_scope=budget_scope) as router:
+                gen = adapter.generate(batch, new_tokens, router=router, ignore_eos=True, clock=clock)
+                return stage_seconds(gen, clock, router)
+
+        return run_once
+
+    return interleaved({name: runner(*v) for name, v in variants.items()}, warmup, repeats)
+
+
+def peak_memory_mb(adapter, batch, method, keep, new_tokens: int, seed: int = 0, artefact=None,
+                   budget_scope: str = "global") -> float | None:
+    """Peak CUDA memory (MiB) of one such generation, weights included; ``None`` on a CPU (no per-run figure)."""
+    if not adapter.device.startswith("cuda"):
+        return None
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(adapter.device)
+    with adapter.reduction(method, keep, seed=seed, artefact=artefact, budget_scope=budget_scope) as router:
+        adapter.generate(batch, new_tokens, router=router, ignore_eos=True)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated(adapter.device) / 2**20
+
+
+def attention_backends(device: str, attn_implementation: str) -> dict[str, Any]:
+    """What attention ran: the transformers implementation and, for SDPA on CUDA, the kernels torch may pick."""
+    out: dict[str, Any] = {"attn_implementation": attn_implementation}
+    if attn_implementation == "sdpa" and device.startswith("cuda"):
+        import torch
+
+        b = torch.backends.cuda
+        out["sdpa_kernels_enabled"] = [name for name, on in (
+            ("flash", b.flash_sdp_enabled()), ("mem_efficient", b.mem_efficient_sdp_enabled()),
+            ("cudnn", getattr(b, "cudnn_sdp_enabled", lambda: False)()), ("math", b.math_sdp_enabled())) if on]
+    return out
+
+
+def summary(stats: dict[str, Stats]) -> dict[str, Any]:
+    """Row fields of one variant: ``<stage>_ms`` and ``<stage>_iqr_ms`` (``decode_ms`` is per token)."""
+    out: dict[str, Any] = {}
+    for stage in STAGES:
+        s = stats.get(stage)
+        out[f"{stage}_ms"] = s.median_ms if s else None
+        out[f"{stage}_iqr_ms"] = s.iqr_ms if s else None
+    return out
+
+
+def paired(method: dict[str, Stats], full: dict[str, Stats]) -> dict[str, Any]:
+    """``full_<stage>_ms_paired`` (full's median from the same rounds) and ``speedup_<stage>`` = full's median over the
+    method's, for prefill, decode and e2e; ``None`` where a stage did not run (one new token: no decode)."""
+    out: dict[str, Any] = {}
+    for stage in ("prefill", "decode", "e2e"):
+        ok = stage in method and stage in full
+        out[f"full_{stage}_ms_paired"] = full[stage].median_ms if ok else None
+        out[f"speedup_{stage}"] = full[stage].median_ms / method[stage].median_ms if ok else None
+    return out
