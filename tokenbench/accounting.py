@@ -13,27 +13,44 @@ from dataclasses import dataclass, field
 from tokenbench import flops
 
 
+def overhead_by_layer(lm: flops.LMDims, n_text: int, record, method=None) -> dict[int, int]:
+    """The method's own work in MACs at each LLM layer (its signals there and its ``select``), keyed by layer; ``-1``
+    holds a pre-LLM ``select``. The pre-LLM signals' cost (``record.pre_llm_macs``) is not in it."""
+    out: dict[int, int] = {}
+    for layer, kind, queries, n_vis_keys, n_rows_visual in record.probes:
+        macs = 0
+        if kind == "attn":
+            rows = {"last": 1, "text": n_text, "visual": n_rows_visual}[queries]
+            macs = flops.attention_rows_macs(lm, rows, n_text + n_vis_keys)
+        elif kind == "keys":  # ``queries`` holds Need.tokens here: "text" = the keys of every non-visual token
+            macs = flops.linear_macs(n_text if queries == "text" else n_vis_keys, lm.hidden, lm.kv_dim)
+        # "hidden", "normed", "final_normed", "layer_input": no matmul
+        out[layer] = out.get(layer, 0) + macs
+    if method is not None:
+        for layer, n_active in record.select_calls:
+            out[layer] = out.get(layer, 0) + method.select_macs(lm, n_text, n_active, layer, record.n_visual)
+    return out
+
+
 def prefill_count(lm: flops.LMDims, encoder: dict[str, int], n_text: int, visual_per_layer: list[int],
                   record=None, method=None) -> flops.PrefillCount:
     """``record`` is the router's :class:`~tokenbench.engine.router.Record` (``None`` for an unreduced run) and
     ``method`` the method that ran (its ``select_macs``)."""
     per_layer = flops.llm_prefill_macs(lm, [n_text + v for v in visual_per_layer])
-    overhead = record.pre_llm_macs if record is not None else 0
-    for _layer, kind, queries, n_vis_keys, n_rows_visual in (record.probes if record is not None else ()):
-        if kind == "attn":
-            rows = {"last": 1, "text": n_text, "visual": n_rows_visual}[queries]
-            overhead += flops.attention_rows_macs(lm, rows, n_text + n_vis_keys)
-        elif kind == "keys":  # ``queries`` holds Need.tokens here: "text" = the keys of every non-visual token
-            overhead += flops.linear_macs(n_text if queries == "text" else n_vis_keys, lm.hidden, lm.kv_dim)
-        # "hidden", "normed", "final_normed", "layer_input": no matmul
-    if record is not None and method is not None:
-        overhead += sum(method.select_macs(lm, n_text, n_active, layer, record.n_visual)
-                        for layer, n_active in record.select_calls)
+    overhead = 0
+    if record is not None:
+        overhead = record.pre_llm_macs + sum(overhead_by_layer(lm, n_text, record, method).values())
     return flops.PrefillCount(
         vision=encoder["vision"], projector=encoder["projector"], llm=sum(per_layer),
         lm_head=flops.lm_head_macs(lm, 1),  # the prefill computes the first answer token's logits only
         overhead=overhead, per_layer=per_layer,
     )
+
+
+def decode_count(lm: flops.LMDims, n_text: int, visual_per_layer: list[int], n_steps: int) -> tuple[list[int], int]:
+    """(per-layer MACs, lm_head MACs) of ``n_steps`` decode steps after a prefill in which layer ``l`` processed (and
+    cached) ``n_text + visual_per_layer[l]`` tokens."""
+    return (flops.decode_macs(lm, [n_text + v for v in visual_per_layer], n_steps), flops.lm_head_macs(lm, n_steps))
 
 
 @dataclass

@@ -274,10 +274,11 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     """
     from tabulate import tabulate
 
-    from tokenbench.accounting import plan, prefill_count
+    from tokenbench.accounting import decode_count, plan, prefill_count
     from tokenbench.api import build_method
+    from tokenbench.flops import fastv_formula_macs
     from tokenbench.errors import ConfigError
-    from tokenbench.runner import parse_budgets, resolve_model
+    from tokenbench.runner import FLOPS_CONVENTION, parse_budgets, resolve_model
 
     options = parse_method_args(args, methods)
     built = [build_method("full")] + [build_method(m, options.get(m, {})) for m in methods if m != "full"]
@@ -299,8 +300,12 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
             p = plan(m, lm.n_layers, n_visual, k)
             count = prefill_count(lm, encoder, n_text, p.visual_per_layer, p, m)
             full_total = full_total or count.total_flops
+            step_layers, step_head = decode_count(lm, n_text, p.visual_per_layer, 1)
             rows.append({"method": m.name, "keep": k, "budget_kind": m.budget_kind, "flops_prefill": count.total_flops,
                          "flops_ratio": count.total_flops / full_total, "flops_breakdown": count.as_flops_dict(),
+                         "flops_decode_step": 2 * (sum(step_layers) + step_head),
+                         "fastv_formula_llm_macs": fastv_formula_macs(lm, [n_text + v for v in p.visual_per_layer]),
+                         "flops_convention": FLOPS_CONVENTION,
                          "selector_share": count.overhead / count.total_macs,
                          "tokens_avg_layer": sum(p.visual_per_layer) / lm.n_layers, "n_text": n_text,
                          "n_visual": n_visual, "image_size": size,
@@ -311,9 +316,14 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     click.echo(tabulate(
         [(r["method"], f"{r['keep']}{'*' if r['budget_kind'] == 'layer_mean' else ''}", f"{r['flops_prefill'] / 1e12:.3f}", f"{r['flops_ratio']:.3f}",
           f"{r['flops_breakdown']['llm'] / 1e12:.3f}", f"{r['flops_breakdown']['overhead'] / 1e12:.4f}",
-          f"{100 * r['selector_share']:.1f}", f"{r['tokens_avg_layer']:.1f}") for r in rows],
-        headers=("method", "keep", "TFLOPs", "ratio", "LLM TFLOPs", "selector TFLOPs", "selector %", "vis tok avg"),
+          f"{100 * r['selector_share']:.1f}", f"{r['tokens_avg_layer']:.1f}", f"{r['fastv_formula_llm_macs'] / 1e12:.3f}",
+          f"{r['flops_decode_step'] / 1e9:.2f}") for r in rows],
+        headers=("method", "keep", "TFLOPs", "ratio", "LLM TFLOPs", "selector TFLOPs", "selector %", "vis tok avg",
+                 "FastV formula T", "decode GFLOPs/tok"),
         tablefmt="github"))
+    click.echo("FastV formula T: the papers' per-layer 4nd^2 + 2n^2d + 2ndm summed over the LLM layers (MACs, which the "
+               "papers print as FLOPs; compare it with their tables, not with our FLOPs). decode GFLOPs/tok: the first "
+               "decode step against the KV cache the prefill left.")
     click.echo("keep*: a layer-mean budget (multi-stage methods). Selector: the method's signals and select() work in "
                "the LLM; pre-LLM signals (CLS attention, VisionZip's merge) need the model and are counted by runs only")
     if json_path:

@@ -30,9 +30,17 @@ def _custom_mapping() -> dict:
 
 def measure(fn: Callable[[], object]) -> int:
     """Total FLOPs of the matmul/attention work ``fn()`` does (run without grad)."""
+    return measure_modules(fn)[0]
+
+
+def measure_modules(fn: Callable[[], object]) -> tuple[int, dict[str, int]]:
+    """(total FLOPs, FLOPs per module) of what ``fn()`` does. Modules are named as FlopCounterMode names them: the
+    root's class name, then the dotted path (``LlavaForConditionalGeneration.model.language_model.layers.0``); a
+    module's count includes its submodules'."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_custom_mapping()) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping()) as counter:
         fn()
-    return int(counter.get_total_flops())
+    per_module = {name: int(sum(ops.values())) for name, ops in counter.get_flop_counts().items()}
+    return int(counter.get_total_flops()), per_module

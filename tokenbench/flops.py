@@ -57,12 +57,14 @@ __all__ = [
     "llm_layer_macs",
     "llm_prefill_macs",
     "lm_head_macs",
+    "decode_macs",
     "vit_layer_macs",
     "clip_vision_macs",
     "QwenVisionDims",
     "qwen_vision_macs",
     "attention_rows_macs",
     "fastv_convention_macs",
+    "fastv_formula_macs",
 ]
 
 
@@ -255,6 +257,22 @@ def lm_head_macs(lm: LMDims, n_logits: int) -> int:
     return _check_count("n_logits", n_logits) * lm.hidden * lm.vocab
 
 
+def decode_macs(lm: LMDims, cached_per_layer: Sequence[int], n_steps: int) -> list[int]:
+    """Per-layer MACs of ``n_steps`` greedy decode steps after a prefill that left ``cached_per_layer[l]`` tokens in
+    layer ``l``'s KV cache (what that layer processed: a pruned layer caches fewer). Step ``s`` (1-based) feeds one
+    token, which attends to the cache plus itself and the ``s - 1`` tokens decoded before it::
+
+        layer l: sum over s = 1..n_steps of llm_layer_macs(lm, n_q=1, n_kv=cached_per_layer[l] + s)
+
+    The lm_head adds ``lm_head_macs(lm, n_steps)`` (one row per step).
+    """
+    counts = list(cached_per_layer)
+    if len(counts) != lm.n_layers:
+        raise ValueError(f"cached_per_layer has {len(counts)} entries but the model has {lm.n_layers} layers")
+    _check_count("n_steps", n_steps)
+    return [sum(llm_layer_macs(lm, 1, c + s) for s in range(1, n_steps + 1)) for c in counts]
+
+
 def vit_layer_macs(v: VisionDims, n_tokens: int) -> int:
     """One CLIP ViT layer on ``n_tokens`` tokens (full MHA, two-matrix MLP)::
 
@@ -371,6 +389,17 @@ def fastv_convention_macs(n: int, d: int, m: int, n_layers: int) -> int:
     """
     _check_count("n", n)
     return n_layers * (4 * n * d * d + 2 * n * n * d + 2 * n * d * m)
+
+
+def fastv_formula_macs(lm: LMDims, tokens_per_layer: Sequence[int]) -> int:
+    """The FastV formula applied layer by layer, each layer with its own token count ``n_l``::
+
+        sum over layers of 4 n_l d^2 + 2 n_l^2 d + 2 n_l d m
+
+    This is how the papers compute a pruned model's "FLOPs" (FastV's Eq. for K full layers and T - K pruned ones);
+    with every ``n_l = n`` it equals :func:`fastv_convention_macs`."""
+    d, m = lm.hidden, lm.intermediate
+    return sum(4 * n * d * d + 2 * n * n * d + 2 * n * d * m for n in (_check_count("n", x) for x in tokens_per_layer))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,6 +19,10 @@ from tokenbench.errors import ConfigError, UnknownNameError
 from tokenbench.registry import unknown_name_message
 
 
+FLOPS_CONVENTION = ("FLOPs = 2 x MACs (multiply-accumulates); matmul work only; attention as the full n_q x n_kv "
+                    "rectangle; fastv_formula_llm_macs is the FastV paper's formula (MACs, printed as FLOPs by papers)")
+
+
 # -- budgets -------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Budget:
@@ -152,6 +156,8 @@ class MethodRun:
     first_logprobs: Any  # (n, vocab) float32
     visual_per_layer: list[list[int]]
     flops: list[Any]  # PrefillCount per sample
+    decode_flops: list[tuple[int, int]]  # per sample: (FLOPs of its decode steps, FLOPs of its first decode step)
+    fastv_formula: list[int]  # per sample: the FastV formula over its LLM layers (MACs, as the papers print them)
     kv_bytes: float  # per sample
     keeps: list[int]  # the budget resolved for each sample's image
     n_visual: list[int]  # each sample's visual tokens before reduction
@@ -236,11 +242,13 @@ class _Context:
         import torch
         from tqdm.auto import tqdm
 
-        from tokenbench.accounting import prefill_count
+        from tokenbench.accounting import decode_count, prefill_count
+        from tokenbench.flops import fastv_formula_macs
 
         n = len(self.samples)
         answers, correct, logprobs = [None] * n, [0.0] * n, [None] * n
         vpl, fl, keeps, n_vis = [None] * n, [None] * n, [0] * n, [0] * n
+        dec, fastv = [(0, 0)] * n, [0] * n
         kv = 0.0
         n_layers = self.adapter.n_layers
         bar = tqdm(total=n, desc=f"{method.name} keep={budget.label()}", unit="sample",
@@ -260,11 +268,15 @@ class _Context:
                     answers[i], correct[i] = text, self.task.score(s, text)
                     vpl[i], keeps[i], n_vis[i] = list(per_layer), budget.resolve(n_visual), n_visual
                     fl[i] = prefill_count(self.lm, encoder, n_text, per_layer, rec, method)
+                    layers, head = decode_count(self.lm, n_text, per_layer, len(gen.token_ids[j]) - 1)
+                    first_step = decode_count(self.lm, n_text, per_layer, 1)
+                    dec[i] = (2 * (sum(layers) + head), 2 * (sum(first_step[0]) + first_step[1]))
+                    fastv[i] = fastv_formula_macs(self.lm, [n_text + v for v in per_layer])
                     logprobs[i] = first[j]
                 kv += gen.kv_cache_bytes
                 bar.update(len(chunk))
         bar.close()
-        return MethodRun(answers, correct, torch.stack(logprobs), vpl, fl, kv / n, keeps, n_vis)
+        return MethodRun(answers, correct, torch.stack(logprobs), vpl, fl, dec, fastv, kv / n, keeps, n_vis)
 
     def time(self, method: TokenReducer, budget: Budget) -> dict[str, Any]:
         """Batch-1 latency on the first sample by the protocol of :mod:`tokenbench.latency` (stages vision, prefill =
@@ -323,6 +335,10 @@ class _Context:
             "flops_prefill": flops,
             "flops_ratio": flops / ref_flops,
             "flops_breakdown": breakdown,
+            "flops_decode": sum(d for d, _ in run.decode_flops) / n,
+            "flops_decode_step": sum(f for _, f in run.decode_flops) / n,
+            "fastv_formula_llm_macs": sum(run.fastv_formula) / n,
+            "flops_convention": FLOPS_CONVENTION,
             **summary(timing["method"]),
             "decode_tokens": self.task.max_new_tokens,
             **paired(timing["method"], timing["ref"]),

@@ -11,6 +11,8 @@ cached generation after a reduced prefill.
 
 from __future__ import annotations
 
+from typing import Any
+
 import contextlib
 import types
 
@@ -130,24 +132,32 @@ def mask_reference(adapter, batch, record: Record, generated: list[list[int]] | 
     return out.logits[:, batch.tokens.valid.shape[1] - 1 :].float()
 
 
-def counted_vs_measured_flops(adapter, method, keep: int, sample) -> tuple[int, int]:
-    """(FLOPs tokenbench's accounting reports, FLOPs torch's FlopCounterMode measures) for one sample's prefill with
-    ``method`` at ``keep``: equal when every matmul the method causes (its signals, its own ``select`` work, the
-    layers it shrinks) is counted."""
+def counted_vs_measured_flops(adapter, method, keep: int, sample, new_tokens: int = 1) -> dict[str, Any]:
+    """What tokenbench's accounting reports beside what torch's FlopCounterMode measures, in FLOPs, for one sample's
+    greedy generation of ``new_tokens`` tokens with ``method`` at ``keep``: ``{"total": (counted, measured), "layers":
+    [(counted, measured) for each LLM layer]}``. A layer's count is its prefill work, the method's own work there
+    (signals, ``select``) and its decode steps. Equal when every matmul the method causes is counted where it runs."""
     from tokenbench import flopcount
-    from tokenbench.accounting import prefill_count
+    from tokenbench.accounting import decode_count, overhead_by_layer, prefill_count
 
     if isinstance(method, str):
         method = build_method(method)
     batch = adapter.encode([sample])
     artefact = Prepared.of(method.prepare(adapter.weights())).artefact
     with adapter.reduction(method, keep, artefact=artefact) as router:
-        measured = flopcount.measure(lambda: adapter.generate(batch, 1, router=router))
-        record = router.record if router is not None else None
+        measured, by_module = flopcount.measure_modules(
+            lambda: adapter.generate(batch, new_tokens, router=router, ignore_eos=True))
+        record = router.record if router is not None and router.tokens is not None else None
+    lm, n_text = adapter.lm_dims(), batch.n_text[0]
     per_layer = record.visual_per_layer if record is not None else [batch.layout.n_visual] * adapter.n_layers
-    counted = prefill_count(adapter.lm_dims(), adapter.encoder_macs(tuple(sample.image.size)), batch.n_text[0],
-                            per_layer, record, method)
-    return counted.total_flops, measured
+    prefill = prefill_count(lm, adapter.encoder_macs(tuple(sample.image.size)), n_text, per_layer, record, method)
+    decode_layers, decode_head = decode_count(lm, n_text, per_layer, new_tokens - 1)
+    at = overhead_by_layer(lm, n_text, record, method) if record is not None else {}
+    names = {id(m): f"{type(adapter.model).__name__}.{n}" for n, m in adapter.model.named_modules()}
+    layers = [(2 * (p + at.get(i, 0) + d), by_module.get(names[id(layer)], 0))
+              for i, (layer, p, d) in enumerate(zip(adapter.decoder_layers(), prefill.per_layer, decode_layers))]
+    counted = prefill.total_flops + 2 * (sum(decode_layers) + decode_head)
+    return {"total": (counted, measured), "layers": layers}
 
 
 def check_method(name: str, model: str = "tiny-llava", keeps=(1, 64, 575), n_samples: int = 2) -> None:
@@ -173,5 +183,7 @@ def check_method(name: str, model: str = "tiny-llava", keeps=(1, 64, 575), n_sam
         torch.testing.assert_close(ours, ref_logits, atol=1e-4, rtol=1e-4)
         singles = [run(adapter, name, keep, [s])[0] for s in samples]
         assert [s.token_ids[0] for s in singles] == gen.token_ids, f"{name}: batch differs from one-by-one"
-        counted, measured = counted_vs_measured_flops(adapter, name, keep, samples[0])
-        assert counted == measured, f"{name}: FLOPs counted {counted} != measured by FlopCounterMode {measured}"
+        flops = counted_vs_measured_flops(adapter, name, keep, samples[0], new_tokens=2)
+        for where, (counted, measured) in [("total", flops["total"]), *enumerate(flops["layers"])]:
+            assert counted == measured, (f"{name}: FLOPs counted {counted} != measured by FlopCounterMode {measured} "
+                                         f"({'layer ' if where != 'total' else ''}{where})")

@@ -116,11 +116,14 @@ def test_batch_equals_one_by_one(method, model, adapter_factory):
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("method", METHODS)
 def test_counted_flops_equal_flopcounter(method, model, adapter_factory, samples):
-    """Every matmul is in the reported FLOPs: the vision tower and projector/merger, the layers a method shrinks, its
-    signals and its own select() work (and nothing it does not cause)."""
+    """Every matmul is in the reported FLOPs, in the layer where it runs: the vision tower and projector/merger, the
+    layers a method shrinks, its signals and its own select() work (and nothing it does not cause), and each decode
+    step against the KV cache the prefill left (3 tokens generated: the prefill and 2 decode steps)."""
     adapter = compatible(method, adapter_factory(model))
-    counted, measured = testing.counted_vs_measured_flops(adapter, method, budget(method, adapter), samples[0])
-    assert counted == measured
+    flops = testing.counted_vs_measured_flops(adapter, method, budget(method, adapter), samples[0], new_tokens=3)
+    assert flops["total"][0] == flops["total"][1]
+    for layer, (counted, measured) in enumerate(flops["layers"]):
+        assert counted == measured, f"layer {layer}: counted {counted}, FlopCounterMode {measured}"
 
 
 @pytest.mark.parametrize("model", MODELS)

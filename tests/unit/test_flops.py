@@ -357,3 +357,83 @@ def test_import_does_not_import_torch():
     code = "import sys, tokenbench.flops; assert 'torch' not in sys.modules, 'tokenbench.flops imported torch'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# Decode steps, the FastV formula per layer, and fvcore as a second, independent counter
+# --------------------------------------------------------------------------------------------------
+
+
+def test_decode_macs_sums_one_token_layers_over_a_growing_cache():
+    from tokenbench.flops import decode_macs
+
+    lm = LMDims(hidden=8, n_heads=2, n_kv_heads=1, head_dim=4, intermediate=16, n_layers=2, vocab=10)
+    per_layer = decode_macs(lm, [5, 3], n_steps=2)
+    assert per_layer == [llm_layer_macs(lm, 1, 6) + llm_layer_macs(lm, 1, 7),
+                         llm_layer_macs(lm, 1, 4) + llm_layer_macs(lm, 1, 5)]
+    assert decode_macs(lm, [5, 3], n_steps=0) == [0, 0]
+    with pytest.raises(ValueError, match="2 layers"):
+        decode_macs(lm, [5], n_steps=1)
+
+
+def test_fastv_formula_on_the_shipped_llava_1_5_7b_config():
+    """The literature's numbers from the shipped config: 3.31 T for 576 image + 60 text tokens (FastV's Table), and
+    the 1.29 / 0.96 / 0.63 T that VisionZip, DART and others print for 192 / 128 / 64 tokens from layer 0."""
+    from tokenbench.flops import fastv_formula_macs
+    from tokenbench.runner import resolve_model
+
+    lm = resolve_model("llava-1.5-7b").load_config().lm_dims()
+    assert fastv_formula_macs(lm, [576 + 60] * lm.n_layers) == pytest.approx(3.31e12, rel=1e-2)
+    assert fastv_formula_macs(lm, [636] * 32) == fastv_convention_macs(636, lm.hidden, lm.intermediate, 32)
+    for keep, papers in ((192, 1.29e12), (128, 0.96e12), (64, 0.63e12)):
+        assert fastv_formula_macs(lm, [keep + 60] * lm.n_layers) == pytest.approx(papers, rel=1e-2)
+
+
+class _LastHidden(torch.nn.Module):
+    """A traceable view of a transformers model: one tensor in (as ``arg``), the last hidden state out."""
+
+    def __init__(self, model, arg: str, **kwargs):
+        super().__init__()
+        self.model, self.arg, self.kwargs = model, arg, kwargs
+
+    def forward(self, x):
+        return self.model(**{self.arg: x}, **self.kwargs).last_hidden_state
+
+
+def _fvcore_matmul_macs(module, inputs):
+    """fvcore's count (it counts one multiply-add as one flop) of the matmul, linear and conv work, traced by
+    torch.jit; its layer_norm count is left out (elementwise work, which tokenbench's convention leaves out)."""
+    import warnings
+
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape, matmul_flop_jit
+
+    def matmul(inputs, outputs):  # an outer product (inner dimension 1: 5.17's rotary angles) is elementwise work
+        return 0 if get_shape(inputs[0])[-1] == 1 else matmul_flop_jit(inputs, outputs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's warnings about Python control flow
+        analysis = FlopCountAnalysis(module, inputs).set_op_handle("aten::matmul", matmul)
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        by_op = analysis.by_operator()
+    return sum(v for op, v in by_op.items() if op != "layer_norm")
+
+
+def test_llm_prefill_matches_fvcore(llama_config):
+    """fvcore traces the eager-attention Llama (it has no handle for SDPA) and counts MACs: it equals ours exactly."""
+    pytest.importorskip("fvcore")
+    model = _llama_model(llama_config, transformers.LlamaModel)
+    model.config._attn_implementation = "eager"
+    ids = torch.randint(0, llama_config.vocab_size, (1, N_TOKENS))
+    expected = sum(llm_prefill_macs(LMDims.from_config(llama_config), [N_TOKENS] * llama_config.num_hidden_layers))
+    assert _fvcore_matmul_macs(_LastHidden(model, "input_ids", use_cache=False), (ids,)) == expected
+
+
+def test_clip_vision_matches_fvcore(clip_config):
+    pytest.importorskip("fvcore")
+    torch.manual_seed(0)
+    tower = transformers.CLIPVisionModel._from_config(clip_config, attn_implementation="eager").eval()
+    pixels = torch.randn(1, 3, clip_config.image_size, clip_config.image_size)
+    counted = _fvcore_matmul_macs(_LastHidden(tower, "pixel_values"), (pixels,))
+    assert counted == clip_vision_macs(VisionDims.from_config(clip_config))
