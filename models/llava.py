@@ -42,6 +42,13 @@ class LlavaAdapter(ModelAdapter):
     def prompt(self, question: str) -> str:
         return self.template.format(question=question)
 
+    def random_processor(self, config):
+        from tokenbench.models.tiny import tiny_tokenizer
+
+        tok = tiny_tokenizer()
+        config.image_token_id = tok.convert_tokens_to_ids("<image>")
+        return llava_processor(tok, config.vision_config.image_size, config.vision_config.patch_size)
+
     def _grid(self) -> int:
         vc = self.config.vision_config
         return vc.image_size // vc.patch_size
@@ -228,16 +235,12 @@ def build_tiny_llava(path: str, seed: int = 0, size: str = "tiny") -> None:
     Written to a temporary sibling directory and renamed (:func:`tokenbench.models.tiny.save_atomically`).
     """
     import torch
-    from transformers import CLIPImageProcessorPil, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import LlavaForConditionalGeneration
 
     from tokenbench.models.tiny import save_atomically, tiny_tokenizer
 
     tok = tiny_tokenizer()
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
-    processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, image_token="<image>",
-    )
+    processor = llava_processor(tok, 336, 14)
     config = tiny_llava_config(len(tok), tok.convert_tokens_to_ids("<image>"), tok.pad_token_id, size)
     config.text_config.bos_token_id = tok.bos_token_id
     config.text_config.eos_token_id = tok.eos_token_id
@@ -245,3 +248,14 @@ def build_tiny_llava(path: str, seed: int = 0, size: str = "tiny") -> None:
         torch.manual_seed(seed)
         model = LlavaForConditionalGeneration(config)
     save_atomically(path, model, processor, tok)
+
+
+def llava_processor(tokenizer, image_size: int, patch_size: int):
+    """LLaVA-1.5's processor: CLIP preprocessing (shortest edge to ``image_size``, centre crop), ``<image>`` expanded
+    to the patch count (the "default" strategy drops CLS)."""
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                            crop_size={"height": image_size, "width": image_size})
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token="<image>")

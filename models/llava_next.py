@@ -52,6 +52,14 @@ class LlavaNextAdapter(LlavaAdapter):
         if template:
             self.template = template
 
+    def random_processor(self, config):
+        from tokenbench.models.tiny import tiny_tokenizer
+
+        tok = tiny_tokenizer()
+        config.image_token_id = tok.convert_tokens_to_ids("<image>")
+        vc = config.vision_config
+        return llava_next_processor(tok, vc.image_size, vc.patch_size, config.image_grid_pinpoints)
+
     def _geometry(self, size):
         """(g, ny, nx, rows, cols): crop grid side g, crops ny x nx, and the kept (start, stop) rows and columns of the
         (ny*g) x (nx*g) high-resolution grid after unpadding, as transformers' ``unpad_image`` computes them."""
@@ -169,21 +177,13 @@ def tiny_llava_next(seed: int = 0, directory: str | None = None) -> TinyLlavaNex
 
 def build_tiny_llava_next(path: str, seed: int = 0) -> None:
     import torch
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
-                              LlavaNextImageProcessorPil, LlavaNextProcessor)
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
 
     from tokenbench.models.tiny import save_atomically, tiny_tokenizer
 
     (vh, vl, vheads, vffn), (h, layers, heads, kv, ffn) = SIZES["tiny"]
     tok = tiny_tokenizer()
-    image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": TINY_IMAGE}, crop_size={"height": TINY_IMAGE, "width": TINY_IMAGE},
-        image_grid_pinpoints=TINY_PINPOINTS,
-    )
-    processor = LlavaNextProcessor(
-        image_processor=image_processor, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, image_token="<image>",
-    )
+    processor = llava_next_processor(tok, TINY_IMAGE, 14, TINY_PINPOINTS)
     config = LlavaNextConfig(
         vision_config=CLIPVisionConfig(hidden_size=vh, intermediate_size=vffn, num_hidden_layers=vl,
                                        num_attention_heads=vheads, image_size=TINY_IMAGE, patch_size=14,
@@ -200,3 +200,16 @@ def build_tiny_llava_next(path: str, seed: int = 0) -> None:
         torch.manual_seed(seed)
         model = LlavaNextForConditionalGeneration(config)
     save_atomically(path, model, processor, tok)
+
+
+def llava_next_processor(tokenizer, image_size: int, patch_size: int, pinpoints):
+    """LLaVA-NeXT's processor: AnyRes preprocessing over ``pinpoints``, ``<image>`` expanded to the base grid plus the
+    unpadded crop grid with its newlines."""
+    from transformers import LlavaNextImageProcessorPil, LlavaNextProcessor
+
+    image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": image_size},
+                                                 crop_size={"height": image_size, "width": image_size},
+                                                 image_grid_pinpoints=pinpoints)
+    return LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                              vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                              image_token="<image>")

@@ -94,6 +94,8 @@ class QwenVLAdapter(ModelAdapter):
         "Qwen2.5-VL's vision tower has no CLS token (window attention and a 2x2 patch merger); VisionZip's official "
         "Qwen variant (attention received in the last block) is not implemented, so the pair is refused")
 
+    model_class = "Qwen2_5_VLForConditionalGeneration"
+
     def _load(self, path, device, torch_dtype, attn_implementation):
         from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -106,6 +108,22 @@ class QwenVLAdapter(ModelAdapter):
 
     def prompt(self, question: str) -> str:
         return TEMPLATE.format(question=question)
+
+    def random_processor(self, config):
+        from transformers import Qwen2VLImageProcessorPil
+
+        from tokenbench.models.tiny import tiny_tokenizer
+
+        lo, hi = self._pixels()
+        vc = config.vision_config
+        tok = tiny_tokenizer(SPECIALS, image_token="<|image_pad|>")
+        config.image_token_id = tok.convert_tokens_to_ids("<|image_pad|>")
+        config.vision_start_token_id = tok.convert_tokens_to_ids("<|vision_start|>")
+        config.vision_end_token_id = tok.convert_tokens_to_ids("<|vision_end|>")
+        config.video_token_id = tok.unk_token_id
+        return QwenVLProcessor(Qwen2VLImageProcessorPil(min_pixels=lo, max_pixels=hi, patch_size=vc.patch_size,
+                                                        merge_size=vc.spatial_merge_size,
+                                                        temporal_patch_size=vc.temporal_patch_size), tok)
 
     # -- layout -----------------------------------------------------------------------------------------------------------
     def _pixels(self) -> tuple[int, int]:

@@ -191,7 +191,8 @@ class ModelAdapter:
         return self.source
 
     # -- loading ----------------------------------------------------------------------------------------------------------
-    def load(self, device: str = "cpu", dtype: str = "float32", attn_implementation: str = "sdpa") -> "ModelAdapter":
+    @staticmethod
+    def _check_target(device: str, dtype: str) -> None:
         import torch
 
         if dtype not in DTYPES:
@@ -200,13 +201,24 @@ class ModelAdapter:
             raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
         if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
             raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+
+    def _loaded(self, device: str, dtype: str, attn_implementation: str) -> "ModelAdapter":
+        self.device, self.dtype, self.attn_implementation = device, dtype, attn_implementation
+        self.model.eval()
+        fwd = inspect.signature(type(self.model).forward).parameters
+        self._cache_kw = "cache" if "cache" in fwd else "past_key_values"  # 5.24 vs 5.17
+        return self
+
+    def load(self, device: str = "cpu", dtype: str = "float32", attn_implementation: str = "sdpa") -> "ModelAdapter":
+        import torch
+
+        self._check_target(device, dtype)
         path = os.path.expanduser(self.prepare_source())
         if not os.path.isdir(path) and not HUB_ID.match(path):
             raise ConfigError(
                 f"model path {path!r} does not exist. Give a directory written by save_pretrained, "
                 f"or a hub id such as {self.default_source!r}"
             )
-        self.device, self.dtype, self.attn_implementation = device, dtype, attn_implementation
         try:
             self._load(path, device, getattr(torch, dtype), attn_implementation)
         except OSError as exc:  # not a local directory, and the hub could not provide it
@@ -214,10 +226,58 @@ class ModelAdapter:
                 f"could not load model {path!r}: it is not a local directory and the hub could not provide it "
                 f"({str(exc).splitlines()[0]}). Pass a local directory saved with save_pretrained."
             ) from exc
-        self.model.eval()
-        fwd = inspect.signature(type(self.model).forward).parameters
-        self._cache_kw = "cache" if "cache" in fwd else "past_key_values"  # 5.24 vs 5.17
-        return self
+        return self._loaded(device, dtype, attn_implementation)
+
+    # -- random weights at full size (timing without a download) --------------------------------------------------------
+    model_class: str = ""  # the transformers class of the checkpoint (build_random instantiates it from the config)
+
+    def random_processor(self, config):
+        """A processor for :meth:`build_random`: the real image processor for ``config`` and an offline tokenizer whose
+        special tokens (the image placeholder, ...) are written into ``config``'s token ids."""
+        raise NotImplementedError
+
+    def build_random(self, device: str = "cpu", dtype: str = "bfloat16", attn_implementation: str = "sdpa",
+                     layers: int | None = None, seed: int = 0) -> "ModelAdapter":
+        """This adapter's architecture at its config's size with random weights, made directly on ``device`` in
+        ``dtype`` (for timing: speed needs no trained weights, and nothing is downloaded). ``layers`` keeps the first
+        that many LLM decoder layers (a truncated model for CPUs). The vocabulary keeps its real size (the lm_head
+        costs what it costs); the prompt is tokenised by an offline byte-level tokenizer. Weights: normal(0,
+        ``initializer_range``) for matrices and embeddings, ones for norm scales, zeros for biases."""
+        import copy
+
+        import torch
+        import transformers
+        from transformers.initialization import no_init_weights
+
+        self._check_target(device, dtype)
+        config = copy.deepcopy(self.load_config().config)
+        text = config.get_text_config()
+        self.config_layers = text.num_hidden_layers  # before any truncation
+        if layers is not None:
+            if not 1 <= layers <= text.num_hidden_layers:
+                raise ConfigError(f"--layers {layers} is out of range: {self.name} has {text.num_hidden_layers} LLM "
+                                  f"layers; use 1..{text.num_hidden_layers}")
+            text.num_hidden_layers = layers
+            if getattr(text, "layer_types", None):
+                text.layer_types = text.layer_types[:layers]
+        self.processor = self.random_processor(config)
+        with torch.device(device), no_init_weights():
+            model = getattr(transformers, self.model_class)._from_config(
+                config, dtype=getattr(torch, dtype), attn_implementation=attn_implementation)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        std = getattr(text, "initializer_range", 0.02)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("bias"):
+                    param.zero_()
+                elif param.dim() == 1 and "norm" in name:
+                    param.fill_(1.0)
+                else:
+                    param.normal_(0.0, std, generator=generator)
+        self.model = model
+        self._config = config
+        self.source = f"random weights from the {self.name} config"
+        return self._loaded(device, dtype, attn_implementation)
 
     @property
     def n_layers(self) -> int:

@@ -333,6 +333,90 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
         click.echo(f"wrote {len(rows)} rows to {json_path}")
 
 
+@main.command()
+@click.argument("methods", nargs=-1)
+@click.option("--model", "-M", "models", multiple=True, default=("llava-1.5-7b",), show_default=True,
+              help="A registered model whose config is built with random weights; repeat for several "
+                   "(-M llava-1.5-7b -M llava-next-7b -M qwen2.5-vl-7b).")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N. Default: cuda when available, else cpu.")
+@click.option("--dtype", default="bfloat16", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]))
+@click.option("--layers", type=int, default=None,
+              help="Keep the first N LLM layers (a truncated model). Default: all on a GPU, 4 on a CPU.")
+@click.option("--keep", "-k", default=None, help="Visual tokens kept, a list (e.g. 64,128,192).")
+@click.option("--keep-ratio", "-r", default=None,
+              help="Shares of each image's visual tokens kept, a list. Default: 1/9,2/9,1/3 (64/128/192 of 576).")
+@click.option("--image-size", default=None, metavar="WxH", help="The image in pixels. Default: 640x480 (a photo).")
+@click.option("--n-text", type=int, default=60, show_default=True,
+              help="Non-visual prompt tokens (a POPE-length prompt is about 60 on LLaVA-1.5).")
+@click.option("--new-tokens", type=int, default=8, show_default=True,
+              help="Tokens generated per timed run (the end token is ignored, so every variant decodes as many).")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Timed rounds (median and IQR reported).")
+@click.option("--warmup", type=int, default=2, show_default=True, help="Untimed rounds first.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the random weights, image and methods.")
+@click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE", help="A method option.")
+@click.option("--json", "json_path", default=None, help="Write the rows as JSON here (rewritten after each model).")
+@_guard
+def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, n_text, new_tokens, repeats, warmup,
+          seed, args, json_path) -> None:
+    """Time `full` and METHODS (default: every registered method the model supports) at real scale, with random
+    weights built from the shipped configs: no download, no trained weights needed for speed.
+
+    Prints, per model, the FLOPs-predicted prefill speed-up beside the measured one, and the latency stages
+    (vision, time to first token, decode per token, method overhead), KV cache and peak memory.
+
+    \b
+    Examples:
+      tokenbench bench --device cpu                                  # LLaVA-1.5-7B truncated to 4 LLM layers
+      tokenbench bench fastv alvts -M llava-1.5-7b -M llava-next-7b -M qwen2.5-vl-7b --device cuda --json gpu.json
+    """
+    from tokenbench.api import METHODS
+    from tokenbench.bench import DEFAULT_BUDGETS, BenchSpec, bench as run_bench, format_bench
+    from tokenbench.errors import ConfigError
+    from tokenbench.runner import parse_budgets
+
+    for name in methods:
+        METHODS.get(name)
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"a method is named twice in {list(methods)!r}; name each once")
+    options = parse_method_args(args, methods) if methods else {}
+    if args and not methods:
+        raise ConfigError("method options (-a) need the methods named: tokenbench bench fastv -a layer=3")
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if layers is None and not device.startswith("cuda"):
+        layers = 4  # a 7B model's full depth is minutes per prefill on a CPU
+        click.echo("note: on a CPU the model is truncated to its first 4 LLM layers (--layers N to change)", err=True)
+    spec = BenchSpec(
+        methods=tuple((m, options.get(m, {})) for m in methods if m != "full"), models=tuple(models),
+        budgets=parse_budgets(keep, keep_ratio) if keep or keep_ratio else DEFAULT_BUDGETS, device=device,
+        dtype=dtype, layers=layers, n_text=n_text, image_size=_image_size(image_size), new_tokens=new_tokens,
+        warmup=warmup, repeats=repeats, seed=seed, named=frozenset(methods),
+    )
+    if json_path:
+        from tokenbench.results import check_writable
+
+        check_writable(json_path)
+    rows: list[dict] = []
+
+    def on_row(row):
+        rows.append(row)
+        if json_path:
+            from tokenbench.results import write_rows
+
+            write_rows(json_path, rows)
+
+    _quiet_transformers()
+    try:
+        run_bench(spec, on_row=on_row, on_note=lambda m: click.echo(f"note: {m}", err=True))
+    finally:
+        if rows:
+            click.echo(format_bench(rows))
+            if json_path:
+                click.echo(f"wrote {len(rows)} rows to {json_path}")
+
+
 def _image_size(raw: str | None) -> tuple[int, int] | None:
     from tokenbench.errors import ConfigError
 

@@ -1,0 +1,228 @@
+"""``tokenbench bench``: speed at real scale without real weights.
+
+Speed does not depend on what the weights have learned, so each model is built at its configuration's full size (the
+hub configs ship in ``models/configs/``) with random weights, directly on the target device and dtype
+(:meth:`tokenbench.adapter.ModelAdapter.build_random`), optionally truncated to its first ``layers`` LLM layers for a
+CPU. The input is what a benchmark feeds it: one image (default: the adapter's typical 640 x 480 photo, which
+LLaVA-1.5 resizes and crops to 336 x 336, LLaVA-NeXT tiles by AnyRes and Qwen2.5-VL resizes dynamically) and a
+POPE-length prompt (``n_text`` non-visual prompt tokens, 60 by default, as ``tokenbench flops`` assumes).
+
+Every (method, budget) cell and ``full`` are timed side by side in one interleaved group per model
+(:mod:`tokenbench.latency`), so every speed-up is a ratio of medians from the same rounds. Beside each measured
+prefill speed-up stands the one the FLOPs predict (full's prefill FLOPs over the method's, counted from what the
+router recorded in an untimed run of the same input).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tokenbench.errors import ConfigError
+from tokenbench.runner import Budget
+
+#: 64, 128 and 192 of LLaVA-1.5's 576 tokens, as shares, so AnyRes and dynamic-resolution images get the same cut
+DEFAULT_BUDGETS = (Budget(ratio=1 / 9), Budget(ratio=2 / 9), Budget(ratio=1 / 3))
+POPE_QUESTION = "Is there a dog in the image? Answer the question using a single word or phrase. "
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    methods: tuple[tuple[str, dict[str, Any]], ...] = ()  # () = every registered method the model supports
+    models: tuple[str, ...] = ("llava-1.5-7b",)
+    budgets: tuple[Budget, ...] = DEFAULT_BUDGETS
+    device: str = "cpu"
+    dtype: str = "bfloat16"
+    layers: int | None = None  # keep the first N LLM layers (None: all)
+    n_text: int = 60
+    image_size: tuple[int, int] | None = None
+    new_tokens: int = 8
+    warmup: int = 2
+    repeats: int = 5
+    seed: int = 0
+    attn_implementation: str = "sdpa"
+    named: frozenset = field(default_factory=frozenset)  # methods the user named: refused, not skipped, if unsupported
+
+
+def bench_sample(adapter, n_text: int, size: tuple[int, int] | None, seed: int):
+    """One sample: a random-noise image of ``size`` and a POPE-style question cut so that the prompt has exactly
+    ``n_text`` non-visual tokens (structural image tokens, LLaVA-NeXT's newlines, not included)."""
+    import numpy as np
+    from PIL import Image
+
+    from tokenbench.task import Sample
+
+    width, height = size or adapter.typical_size
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+
+    def text_tokens(question: str) -> int:
+        batch = adapter.encode([Sample("bench", image, question, "")])
+        return batch.n_text[0] - batch.layout.n_structural
+
+    base = text_tokens("")
+    if n_text < base + 1:
+        raise ConfigError(f"--n-text {n_text} is below what {adapter.name}'s prompt template alone takes ({base} "
+                          f"tokens) plus one question token; use at least {base + 1}")
+    question = (POPE_QUESTION * (n_text // len(POPE_QUESTION) + 1))[: n_text - base]  # one byte-level token a char
+    sample = Sample("bench", image, question, "")
+    got = text_tokens(question)
+    if got != n_text:
+        raise RuntimeError(f"the bench prompt has {got} text tokens, not {n_text}")
+    return sample
+
+
+def _methods_for(adapter, spec: BenchSpec, on_note) -> list:
+    from tokenbench.api import METHODS, build_method
+    from tokenbench.errors import IncompatibleError
+
+    specs = spec.methods or tuple((name, {}) for name in METHODS.names() if name != "full")
+    out = []
+    for name, options in specs:
+        method = build_method(name, options)
+        try:
+            method.check(adapter.n_layers)
+            adapter.check_compatible(method)
+        except (IncompatibleError, ConfigError) as exc:
+            if name in spec.named:
+                raise
+            on_note(f"skipped {name} on {adapter.name}: {exc}")
+            continue
+        out.append(method)
+    return out
+
+
+def bench(spec: BenchSpec, on_row: Callable[[dict], None] | None = None,
+          on_note: Callable[[str], None] | None = None) -> list[dict]:
+    """Time ``full`` and each method at each budget on each model of ``spec``; one row per cell (``full`` first)."""
+    from tokenbench.runner import resolve_model
+
+    if spec.new_tokens < 1 or spec.repeats < 1 or spec.warmup < 0:
+        raise ConfigError("--new-tokens and --repeats must be at least 1, --warmup at least 0")
+    on_note = on_note or (lambda _: None)
+    adapters = [resolve_model(name) for name in spec.models]  # unknown names fail before anything is built
+    rows: list[dict] = []
+    for adapter in adapters:
+        adapter.build_random(spec.device, spec.dtype, spec.attn_implementation, layers=spec.layers, seed=spec.seed)
+        for row in _bench_model(adapter, spec, on_note):
+            rows.append(row)
+            if on_row:
+                on_row(row)
+        adapter.model = None  # free the weights before the next model is built
+        if spec.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _bench_model(adapter, spec: BenchSpec, on_note) -> list[dict]:
+    import torch
+
+    from tokenbench.accounting import prefill_count
+    from tokenbench.api import Prepared, build_method
+    from tokenbench.latency import attention_backends, paired, peak_memory_mb, summary, time_variants
+    from tokenbench.results import provenance
+
+    torch.manual_seed(spec.seed)
+    methods = _methods_for(adapter, spec, on_note)
+    batch = adapter.encode([bench_sample(adapter, spec.n_text, spec.image_size, spec.seed)])
+    n_visual, n_text = batch.layout.n_visual, batch.n_text[0]
+    keeps = [b.resolve(n_visual) for b in spec.budgets]
+    lm, encoder = adapter.lm_dims(), adapter.encoder_macs(spec.image_size)
+    total_layers = adapter.config_layers
+    cells: dict[str, dict[str, Any]] = {}
+
+    def add(label, method, keep, artefact, info):
+        with adapter.reduction(method, keep, seed=spec.seed, artefact=artefact) as router:
+            gen = adapter.generate(batch, 1, router=router)
+            record = router.record if router is not None and router.tokens is not None else None
+        per_layer = record.visual_per_layer if record is not None else [n_visual] * adapter.n_layers
+        count = prefill_count(lm, encoder, n_text, per_layer, record, method)
+        cells[label] = {"method": method, "keep": keep, "artefact": artefact, "flops": count, "kv": gen.kv_cache_bytes,
+                        "per_layer": per_layer, **info}
+
+    add("full", build_method("full"), n_visual, None, {"prepared": {}, "warnings": []})
+    for method in methods:
+        prep = Prepared.of(method.prepare(adapter.weights()))
+        if prep.warning:
+            on_note(f"{method.name}: {prep.warning}")
+        for budget, keep in zip(spec.budgets, keeps):
+            add(f"{method.name}@{budget.label()}", method, keep, prep.artefact,
+                {"budget": budget, "prepared": prep.info, "warnings": [prep.warning] if prep.warning else []})
+    variants = {label: (c["method"], c["keep"], c["artefact"]) for label, c in cells.items()}
+    stats = time_variants(adapter, batch, variants, spec.new_tokens, spec.warmup, spec.repeats, seed=spec.seed)
+    prov = provenance(spec.device, spec.seed)
+    full = cells["full"]
+    rows = []
+    for label, c in cells.items():
+        method, count = c["method"], c["flops"]
+        budget = c.get("budget")
+        rows.append({
+            "model": adapter.name,
+            "method": method.name,
+            "budget": budget.label() if budget else "all",
+            "budget_kind": method.budget_kind,
+            "keep": c["keep"],
+            "keep_ratio": c["keep"] / n_visual,
+            "n_visual": n_visual,
+            "n_text": n_text,
+            "image_size": list(spec.image_size or adapter.typical_size),
+            "llm_layers": adapter.n_layers,
+            "llm_layers_of": total_layers,
+            "tokens_avg_layer": sum(c["per_layer"]) / len(c["per_layer"]),
+            "flops_prefill": count.total_flops,
+            "flops_breakdown": count.as_flops_dict(),
+            "flops_ratio": count.total_flops / full["flops"].total_flops,
+            "predicted_speedup_prefill": full["flops"].total_flops / count.total_flops,
+            **summary(stats[label]),
+            **paired(stats[label], stats["full"]),
+            "decode_tokens": spec.new_tokens,
+            "timing_repeats": stats[label]["prefill"].n,
+            "timing_warmup": spec.warmup,
+            "kv_cache_mb": c["kv"] / 2**20,
+            "peak_mem_mb": peak_memory_mb(adapter, batch, method, c["keep"], spec.new_tokens, seed=spec.seed,
+                                          artefact=c["artefact"]),
+            "device": spec.device,
+            "dtype": spec.dtype,
+            **attention_backends(spec.device, spec.attn_implementation),
+            "weights": "random (normal, initializer_range), built from the shipped config",
+            "params": method.params(),
+            "prepared": c["prepared"],
+            "warnings": c["warnings"],
+            "provenance": prov,
+        })
+    return rows
+
+
+def format_bench(rows: list[dict]) -> str:
+    """One table per model: FLOPs-predicted beside measured prefill speed-up, then the other stages."""
+    from tabulate import tabulate
+
+    def ms(x):
+        return "-" if x is None else f"{x:.2f}"
+
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == model]
+        first = rs[0]
+        truncated = (f", first {first['llm_layers']} of {first['llm_layers_of']} LLM layers"
+                     if first["llm_layers"] != first["llm_layers_of"] else "")
+        out.append(f"model={model} (random weights{truncated}) image={first['image_size'][0]}x{first['image_size'][1]} "
+                   f"visual tokens={first['n_visual']} text tokens={first['n_text']} device={first['device']} "
+                   f"dtype={first['dtype']} attn={first['attn_implementation']}; batch 1, {first['decode_tokens']} "
+                   f"tokens decoded, median of {first['timing_repeats']} interleaved rounds after "
+                   f"{first['timing_warmup']} warm-up")
+        out.append(tabulate([(
+            r["method"], f"{r['keep']}{'*' if r['budget_kind'] == 'layer_mean' else ''}",
+            f"{r['flops_prefill'] / 1e12:.3f}", f"{r['predicted_speedup_prefill']:.2f}", f"{r['speedup_prefill']:.2f}",
+            f"{r['prefill_ms']:.1f} ± {r['prefill_iqr_ms']:.1f}", ms(r["vision_ms"]), ms(r["overhead_ms"]),
+            ms(r["decode_ms"]), "-" if r["speedup_decode"] is None else f"{r['speedup_decode']:.2f}",
+            f"{r['kv_cache_mb']:.1f}", "-" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f}",
+        ) for r in rs], headers=("method", "keep", "prefill TFLOPs", "predicted ×", "measured ×", "prefill ms (IQR)",
+                                 "vision ms", "overhead ms", "decode ms/tok", "decode ×", "KV MB", "peak MB"),
+            tablefmt="github"))
+        out.append("")
+    out.append("predicted ×: full's prefill FLOPs over the method's; measured ×: full's median time to first token over "
+               "the method's, from the same rounds. keep*: a layer-mean budget.")
+    return "\n".join(out)
