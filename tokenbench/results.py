@@ -38,8 +38,20 @@ def provenance(device: str, seed: int) -> dict[str, Any]:
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+        info["driver"] = _nvidia_driver()
     info.update(git_info())
     return info
+
+
+def _nvidia_driver() -> str | None:
+    """The NVIDIA driver version as nvidia-smi reports it (``None`` where it cannot be asked)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
 def git_info() -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Harness overhead at keep-all: the plain transformers forward vs the harness's `full` and its routed path.
 
-Run side by side with timing on:  python -m pytest tests/benchmarks --benchmark-enable
-In the default test run (--benchmark-disable) each body runs once, as a smoke test, and asserts what it computed.
+Run side by side with timing on:  python -m pytest tests/benchmarks -m benchmark --benchmark-enable
+Not part of the default test run (the `benchmark` marker is deselected); each body asserts what it computed.
 """
 
 from __future__ import annotations

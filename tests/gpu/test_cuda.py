@@ -34,3 +34,15 @@ def test_bf16_compare_runs_and_reports_cuda_memory(tmp_path):
     assert [r["method"] for r in rows] == ["full", "fastv"]
     assert all(r["peak_mem_mb"] > 0 for r in rows) and rows[1]["flops_ratio"] < 1
     assert rows[0]["provenance"]["gpu"]
+
+
+def test_bench_on_cuda_times_with_events_and_records_the_machine():
+    from tokenbench.bench import BenchSpec, bench
+    from tokenbench.runner import Budget
+
+    rows = bench(BenchSpec(methods=(("fastv", {}),), models=("tiny-llava",), budgets=(Budget(keep=64),),
+                           device="cuda", dtype="bfloat16", repeats=3, warmup=1, new_tokens=4))
+    full, fastv = rows
+    assert fastv["predicted_speedup_prefill"] > 1 and fastv["speedup_prefill"] > 0 and fastv["vision_ms"] > 0
+    assert all(r["peak_mem_mb"] > 0 for r in rows) and fastv["sdpa_kernels_enabled"]
+    assert full["provenance"]["gpu"] and "driver" in full["provenance"]

@@ -358,7 +358,7 @@ class Router:
         if kwargs.get("use_cache") and self._cache_of(kwargs) is not None:
             self.kv_pos[idx] = sel
         if keys is not visual:  # skipped_as_kv: run on every key, then undo the skipped tokens' update
-            out = self._run_subset(original, hidden, sel, b, length, cos, sin, args, kwargs)
+            out = run_subset(original, hidden, sel, cos, sin, args, kwargs)
             skipped = torch.ones(b, self.layout.n_visual, dtype=torch.bool, device=hidden.device)
             skipped.scatter_(1, visual, False)
             restore = torch.zeros(b, length, dtype=torch.bool, device=hidden.device)
@@ -366,28 +366,7 @@ class Router:
             out_h = out[0] if isinstance(out, tuple) else out
             out_h = torch.where(restore[..., None], hidden, out_h)
             return (out_h, *out[1:]) if isinstance(out, tuple) else out_h
-        return self._run_subset(original, hidden, sel, b, length, cos, sin, args, kwargs)
-
-    def _run_subset(self, original, hidden, sel, b, length, cos, sin, args, kwargs):
-        """Run the layer on the tokens at ``sel`` (B, n) only, with their own positions and mask; scatter back."""
-        if sel.shape[1] == length:  # nothing removed at this layer: run it untouched
-            return original(hidden, *args, **kwargs)
-        kwargs = dict(kwargs)
-        kwargs["position_embeddings"] = (probe._take(cos, sel), probe._take(sin, sel))
-        pos_ids = kwargs.get("position_ids")
-        if isinstance(pos_ids, torch.Tensor):
-            kwargs["position_ids"] = pos_ids.expand(*pos_ids.shape[:-2], b, length).gather(
-                -1, sel.expand(*pos_ids.shape[:-2], *sel.shape)
-            )
-        mask = kwargs.get("attention_mask")
-        if isinstance(mask, torch.Tensor):
-            mask = mask.expand(b, *mask.shape[1:])
-            rows = mask.gather(2, sel[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[3]))
-            kwargs["attention_mask"] = rows.gather(3, sel[:, None, None, :].expand(-1, mask.shape[1], sel.shape[1], -1))
-        out = original(probe._take(hidden, sel), *args, **kwargs)
-        out_h = out[0] if isinstance(out, tuple) else out
-        merged = hidden.scatter(1, sel[..., None].expand(-1, -1, hidden.shape[-1]), out_h)
-        return (merged, *out[1:]) if isinstance(out, tuple) else merged
+        return run_subset(original, hidden, sel, cos, sin, args, kwargs)
 
     def _decode_layer(self, idx, original, hidden, args, kwargs):
         mask = kwargs.get("attention_mask")
@@ -446,6 +425,30 @@ class Router:
 
     def _toc(self, t0) -> None:
         self.record.overhead_spans.append((t0, self.record.clock.mark()))
+
+
+def run_subset(original, hidden, sel, cos, sin, args, kwargs):
+    """Run the layer ``original`` on the tokens at ``sel`` (B, n) only, with their own position embeddings (``cos``,
+    ``sin`` expanded to the batch), position ids and mask rows/columns; scatter the outputs back into ``hidden``."""
+    b, length = hidden.shape[:2]
+    if sel.shape[1] == length:  # nothing removed at this layer: run it untouched
+        return original(hidden, *args, **kwargs)
+    kwargs = dict(kwargs)
+    kwargs["position_embeddings"] = (probe._take(cos, sel), probe._take(sin, sel))
+    pos_ids = kwargs.get("position_ids")
+    if isinstance(pos_ids, torch.Tensor):
+        kwargs["position_ids"] = pos_ids.expand(*pos_ids.shape[:-2], b, length).gather(
+            -1, sel.expand(*pos_ids.shape[:-2], *sel.shape)
+        )
+    mask = kwargs.get("attention_mask")
+    if isinstance(mask, torch.Tensor):
+        mask = mask.expand(b, *mask.shape[1:])
+        rows = mask.gather(2, sel[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[3]))
+        kwargs["attention_mask"] = rows.gather(3, sel[:, None, None, :].expand(-1, mask.shape[1], sel.shape[1], -1))
+    out = original(probe._take(hidden, sel), *args, **kwargs)
+    out_h = out[0] if isinstance(out, tuple) else out
+    merged = hidden.scatter(1, sel[..., None].expand(-1, -1, hidden.shape[-1]), out_h)
+    return (merged, *out[1:]) if isinstance(out, tuple) else merged
 
 
 def hash_seed(seed: int, key: str) -> int:
