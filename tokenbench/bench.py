@@ -33,7 +33,8 @@ class BenchSpec:
     budgets: tuple[Budget, ...] = DEFAULT_BUDGETS
     device: str = "cpu"
     dtype: str = "bfloat16"
-    layers: int | None = None  # keep the first N LLM layers (None: all)
+    layers: int | None = None  # keep the first N LLM layers (None: all, or at most ``default_layers``)
+    default_layers: int | None = None  # without ``layers``: keep at most this many (the CPU default)
     n_text: int = 60
     image_size: tuple[int, int] | None = None
     new_tokens: int = 8
@@ -100,10 +101,16 @@ def bench(spec: BenchSpec, on_row: Callable[[dict], None] | None = None,
     if spec.new_tokens < 1 or spec.repeats < 1 or spec.warmup < 0:
         raise ConfigError("--new-tokens and --repeats must be at least 1, --warmup at least 0")
     on_note = on_note or (lambda _: None)
-    adapters = [resolve_model(name) for name in spec.models]  # unknown names fail before anything is built
+    adapters = [resolve_model(name).load_config() for name in spec.models]  # unknown names fail before any build
+    for adapter in adapters:  # and so does a budget some model's image cannot give
+        for budget in spec.budgets:
+            budget.resolve(adapter.layout(spec.image_size).n_visual)
     rows: list[dict] = []
     for adapter in adapters:
-        adapter.build_random(spec.device, spec.dtype, spec.attn_implementation, layers=spec.layers, seed=spec.seed)
+        layers = spec.layers
+        if layers is None and spec.default_layers is not None:
+            layers = min(spec.default_layers, adapter.config.get_text_config().num_hidden_layers)
+        adapter.build_random(spec.device, spec.dtype, spec.attn_implementation, layers=layers, seed=spec.seed)
         for row in _bench_model(adapter, spec, on_note):
             rows.append(row)
             if on_row:
@@ -146,7 +153,7 @@ def _bench_model(adapter, spec: BenchSpec, on_note) -> list[dict]:
     for method in methods:
         prep = Prepared.of(method.prepare(adapter.weights()))
         if prep.warning:
-            on_note(f"{method.name}: {prep.warning}")
+            on_note(prep.warning)
         for budget, keep in zip(spec.budgets, keeps):
             add(f"{method.name}@{budget.label()}", method, keep, prep.artefact,
                 {"budget": budget, "prepared": prep.info, "warnings": [prep.warning] if prep.warning else []})

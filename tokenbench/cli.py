@@ -385,13 +385,14 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    default_layers = None
     if layers is None and not device.startswith("cuda"):
-        layers = 4  # a 7B model's full depth is minutes per prefill on a CPU
-        click.echo("note: on a CPU the model is truncated to its first 4 LLM layers (--layers N to change)", err=True)
+        default_layers = 4  # a 7B model's full depth takes seconds per prefill on a CPU
+        click.echo("note: on a CPU each model keeps at most its first 4 LLM layers (--layers N to change)", err=True)
     spec = BenchSpec(
         methods=tuple((m, options.get(m, {})) for m in methods if m != "full"), models=tuple(models),
         budgets=parse_budgets(keep, keep_ratio) if keep or keep_ratio else DEFAULT_BUDGETS, device=device,
-        dtype=dtype, layers=layers, n_text=n_text, image_size=_image_size(image_size), new_tokens=new_tokens,
+        dtype=dtype, layers=layers, default_layers=default_layers, n_text=n_text, image_size=_image_size(image_size), new_tokens=new_tokens,
         warmup=warmup, repeats=repeats, seed=seed, named=frozenset(methods),
     )
     if json_path:

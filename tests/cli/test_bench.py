@@ -84,3 +84,9 @@ def test_bench_skips_unsupported_defaults_and_refuses_a_named_one(tmp_path):
     assert "note: skipped visionzip on tiny-qwen2.5-vl" in skipped.output
     methods = {r["method"] for r in json.loads(out.read_text())}
     assert "visionzip" not in methods and {"full", "fastv", "alvts", "pdrop"} <= methods
+
+
+def test_bench_refuses_a_budget_before_building_anything():
+    result = CliRunner().invoke(main, ["bench", "fastv", "--device", "cpu", "-k", "700"])
+    assert result.exit_code == 2 and "--keep 700 is out of range" in result.output
+    assert "Traceback" not in result.output
