@@ -157,14 +157,9 @@ def run(method, **opts) -> None:
 
 def _run(methods, model, task, keep, keep_ratio, budget_scope, limit, device, dtype, seed, batch_size, repeats, warmup,
          args, task_args, json_path, quiet) -> None:
-    from tokenbench.api import METHODS
     from tokenbench.errors import ConfigError
 
-    for name in methods:
-        METHODS.get(name)  # unknown names fail here, before anything loads
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"a method is named twice in {list(methods)!r}; name each once")
-    options = parse_method_args(args, methods)
+    options = _method_options(methods, args)
     from tokenbench.runner import RunSpec, compare as run_compare, parse_budgets
 
     if batch_size < 1 or repeats < 1 or warmup < 0:
@@ -175,6 +170,13 @@ def _run(methods, model, task, keep, keep_ratio, budget_scope, limit, device, dt
         batch_size=batch_size, warmup=warmup, repeats=repeats, task_options=parse_task_args(task_args),
         budget_scope=budget_scope,
     )
+    _rows_as_they_finish(json_path, format_table, lambda on_row: run_compare(
+        spec, on_row=on_row, progress=not quiet, on_warning=lambda w: click.echo(f"warning: {w}", err=True)))
+
+
+def _rows_as_they_finish(json_path: str | None, fmt, run) -> None:
+    """``run(on_row)``, keeping every finished row: each is written to ``json_path`` at once (checked writable before
+    anything runs), and the table ``fmt(rows)`` of what finished is printed even when a later step fails."""
     if json_path:
         from tokenbench.results import check_writable
 
@@ -190,11 +192,10 @@ def _run(methods, model, task, keep, keep_ratio, budget_scope, limit, device, dt
 
     _quiet_transformers()
     try:
-        run_compare(spec, on_row=on_row, progress=not quiet,
-                    on_warning=lambda w: click.echo(f"warning: {w}", err=True))
+        run(on_row)
     finally:
         if rows:
-            click.echo(format_table(rows))
+            click.echo(fmt(rows))
             if json_path:
                 click.echo(f"wrote {len(rows)} rows to {json_path}")
 
@@ -369,18 +370,13 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
       tokenbench bench --device cpu                                  # LLaVA-1.5-7B truncated to 4 LLM layers
       tokenbench bench fastv alvts -M llava-1.5-7b -M llava-next-7b -M qwen2.5-vl-7b --device cuda --json gpu.json
     """
-    from tokenbench.api import METHODS
     from tokenbench.bench import DEFAULT_BUDGETS, BenchSpec, bench as run_bench, format_bench
     from tokenbench.errors import ConfigError
     from tokenbench.runner import parse_budgets
 
-    for name in methods:
-        METHODS.get(name)
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"a method is named twice in {list(methods)!r}; name each once")
-    options = parse_method_args(args, methods) if methods else {}
     if args and not methods:
         raise ConfigError("method options (-a) need the methods named: tokenbench bench fastv -a layer=3")
+    options = _method_options(methods, args)
     if device is None:
         import torch
 
@@ -392,30 +388,11 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
     spec = BenchSpec(
         methods=tuple((m, options.get(m, {})) for m in methods if m != "full"), models=tuple(models),
         budgets=parse_budgets(keep, keep_ratio) if keep or keep_ratio else DEFAULT_BUDGETS, device=device,
-        dtype=dtype, layers=layers, default_layers=default_layers, n_text=n_text, image_size=_image_size(image_size), new_tokens=new_tokens,
-        warmup=warmup, repeats=repeats, seed=seed, named=frozenset(methods),
+        dtype=dtype, layers=layers, default_layers=default_layers, n_text=n_text, image_size=_image_size(image_size),
+        new_tokens=new_tokens, warmup=warmup, repeats=repeats, seed=seed, named=frozenset(methods),
     )
-    if json_path:
-        from tokenbench.results import check_writable
-
-        check_writable(json_path)
-    rows: list[dict] = []
-
-    def on_row(row):
-        rows.append(row)
-        if json_path:
-            from tokenbench.results import write_rows
-
-            write_rows(json_path, rows)
-
-    _quiet_transformers()
-    try:
-        run_bench(spec, on_row=on_row, on_note=lambda m: click.echo(f"note: {m}", err=True))
-    finally:
-        if rows:
-            click.echo(format_bench(rows))
-            if json_path:
-                click.echo(f"wrote {len(rows)} rows to {json_path}")
+    _rows_as_they_finish(json_path, format_bench,
+                         lambda on_row: run_bench(spec, on_row=on_row, on_note=lambda m: click.echo(f"note: {m}", err=True)))
 
 
 def _image_size(raw: str | None) -> tuple[int, int] | None:
@@ -439,6 +416,18 @@ def _literal(raw: str) -> Any:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         return raw  # a bare word is a string
+
+
+def _method_options(methods: tuple[str, ...], args: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Check the named methods (known, each once) and parse their ``-a`` options, before anything loads."""
+    from tokenbench.api import METHODS
+    from tokenbench.errors import ConfigError
+
+    for name in methods:
+        METHODS.get(name)  # unknown names fail here
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"a method is named twice in {list(methods)!r}; name each once")
+    return parse_method_args(args, methods)
 
 
 def parse_task_args(args: tuple[str, ...]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tokenbench.api import METHODS, MODELS, TASKS, Prepared, TokenReducer, build_method
+from tokenbench.api import MODELS, TASKS, Prepared, TokenReducer, build_method
 from tokenbench.errors import ConfigError, UnknownNameError
 from tokenbench.registry import unknown_name_message
 
