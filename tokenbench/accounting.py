@@ -53,6 +53,12 @@ def decode_count(lm: flops.LMDims, n_text: int, visual_per_layer: list[int], n_s
     return (flops.decode_macs(lm, [n_text + v for v in visual_per_layer], n_steps), flops.lm_head_macs(lm, n_steps))
 
 
+def decode_flops(lm: flops.LMDims, n_text: int, visual_per_layer: list[int], n_steps: int) -> int:
+    """Total FLOPs (2 x MACs) of :func:`decode_count`: every layer and the lm_head."""
+    layers, head = decode_count(lm, n_text, visual_per_layer, n_steps)
+    return 2 * (sum(layers) + head)
+
+
 @dataclass
 class Plan:
     """What a method's steps imply for one sample, without running the model (``tokenbench flops``): the same fields

@@ -431,9 +431,3 @@ class ModelAdapter:
             ids = self.processor.tokenizer.eos_token_id
         ids = ids if isinstance(ids, (list, tuple)) else [ids]
         return torch.tensor(ids, device=self.device)
-
-    def synchronize(self) -> None:
-        import torch
-
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()

@@ -143,7 +143,7 @@ def _bench_model(adapter, spec: BenchSpec, on_note) -> list[dict]:
     def add(label, method, keep, artefact, info):
         with adapter.reduction(method, keep, seed=spec.seed, artefact=artefact) as router:
             gen = adapter.generate(batch, 1, router=router)
-            record = router.record if router is not None and router.tokens is not None else None
+            record = router.record if router is not None else None
         per_layer = record.visual_per_layer if record is not None else [n_visual] * adapter.n_layers
         count = prefill_count(lm, encoder, n_text, per_layer, record, method)
         cells[label] = {"method": method, "keep": keep, "artefact": artefact, "flops": count, "kv": gen.kv_cache_bytes,

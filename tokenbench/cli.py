@@ -275,7 +275,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     """
     from tabulate import tabulate
 
-    from tokenbench.accounting import decode_count, plan, prefill_count
+    from tokenbench.accounting import decode_flops, plan, prefill_count
     from tokenbench.api import build_method
     from tokenbench.flops import fastv_formula_macs
     from tokenbench.errors import ConfigError
@@ -301,10 +301,9 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
             p = plan(m, lm.n_layers, n_visual, k)
             count = prefill_count(lm, encoder, n_text, p.visual_per_layer, p, m)
             full_total = full_total or count.total_flops
-            step_layers, step_head = decode_count(lm, n_text, p.visual_per_layer, 1)
             rows.append({"method": m.name, "keep": k, "budget_kind": m.budget_kind, "flops_prefill": count.total_flops,
                          "flops_ratio": count.total_flops / full_total, "flops_breakdown": count.as_flops_dict(),
-                         "flops_decode_step": 2 * (sum(step_layers) + step_head),
+                         "flops_decode_step": decode_flops(lm, n_text, p.visual_per_layer, 1),
                          "fastv_formula_llm_macs": fastv_formula_macs(lm, [n_text + v for v in p.visual_per_layer]),
                          "flops_convention": FLOPS_CONVENTION,
                          "selector_share": count.overhead / count.total_macs,

@@ -32,7 +32,7 @@ def stage_seconds(gen, clock: Clock, router=None) -> dict[str, float]:
         out["vision"] = clock.seconds(m["vision_start"], m["vision_end"])
     if gen.n_steps > 1:
         out["decode"] = clock.seconds(m["first_token"], m["end"]) / (gen.n_steps - 1)
-    out["overhead"] = router.record.overhead_s if router is not None and router.tokens is not None else 0.0
+    out["overhead"] = router.record.overhead_s if router is not None else 0.0
     return out
 
 

@@ -242,7 +242,7 @@ class _Context:
         import torch
         from tqdm.auto import tqdm
 
-        from tokenbench.accounting import decode_count, prefill_count
+        from tokenbench.accounting import decode_flops, prefill_count
         from tokenbench.flops import fastv_formula_macs
 
         n = len(self.samples)
@@ -268,9 +268,8 @@ class _Context:
                     answers[i], correct[i] = text, self.task.score(s, text)
                     vpl[i], keeps[i], n_vis[i] = list(per_layer), budget.resolve(n_visual), n_visual
                     fl[i] = prefill_count(self.lm, encoder, n_text, per_layer, rec, method)
-                    layers, head = decode_count(self.lm, n_text, per_layer, len(gen.token_ids[j]) - 1)
-                    first_step = decode_count(self.lm, n_text, per_layer, 1)
-                    dec[i] = (2 * (sum(layers) + head), 2 * (sum(first_step[0]) + first_step[1]))
+                    dec[i] = (decode_flops(self.lm, n_text, per_layer, len(gen.token_ids[j]) - 1),
+                              decode_flops(self.lm, n_text, per_layer, 1))
                     fastv[i] = fastv_formula_macs(self.lm, [n_text + v for v in per_layer])
                     logprobs[i] = first[j]
                 kv += gen.kv_cache_bytes

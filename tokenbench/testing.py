@@ -147,7 +147,7 @@ def counted_vs_measured_flops(adapter, method, keep: int, sample, new_tokens: in
     with adapter.reduction(method, keep, artefact=artefact) as router:
         measured, by_module = flopcount.measure_modules(
             lambda: adapter.generate(batch, new_tokens, router=router, ignore_eos=True))
-        record = router.record if router is not None and router.tokens is not None else None
+        record = router.record if router is not None else None
     lm, n_text = adapter.lm_dims(), batch.n_text[0]
     per_layer = record.visual_per_layer if record is not None else [batch.layout.n_visual] * adapter.n_layers
     prefill = prefill_count(lm, adapter.encoder_macs(tuple(sample.image.size)), n_text, per_layer, record, method)

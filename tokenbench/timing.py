@@ -58,13 +58,6 @@ class Clock:
         return b - a
 
 
-def timed(fn: Callable[[], object], clock: Clock) -> float:
-    """Seconds ``fn`` takes on ``clock``'s device."""
-    t0 = clock.mark()
-    fn()
-    return clock.seconds(t0, clock.mark())
-
-
 def interleaved(runs: dict[str, Callable[[], dict[str, float]]], warmup: int,
                 repeats: int) -> dict[str, dict[str, Stats]]:
     """Time several variants side by side: ``warmup`` untimed rounds, then ``repeats`` rounds in which every variant
