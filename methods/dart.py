@@ -2,7 +2,7 @@
 EMNLP 2025, arXiv:2502.11494; official code ZichenWen1/DART, ``llava/model/language_model/modeling_llama_self.py``,
 class ``DART``, ``get_retained_image_token``; read from the copy in Chenfei-Liao/VTC-Bench ``external/DART``).
 
-Rule, before decoder layer K (default 2):
+Rule, before decoder layer K (default 2 of 32 layers, placed at other depths by ``tokenbench.schedule.at_depth``):
 
 1. pivots: the ``pivot_image`` image tokens and the ``pivot_text`` text tokens with the largest **L1 norm of their
    key** at layer K-1 (after RoPE, all heads); text candidates are the tokens after the image only (the question and
@@ -23,34 +23,36 @@ from dataclasses import dataclass
 
 from tokenbench.api import Need, Step, TokenReducer, register_method
 from tokenbench.errors import ConfigError
+from tokenbench.schedule import at_depth
 
 
 @register_method("dart")
 @dataclass(frozen=True)
 class DART(TokenReducer):
     stage = "prune"
-    layer: int = 2  # K (official pruned_layer 2): keys of layer K-1, pruning before layer K
+    layer: int | None = None  # K: keys of layer K-1, pruning before layer K; None: official pruned_layer 2 of 32, at depth
     pivot_image: int = 4  # official pivot_image_token
     pivot_text: int = 4  # official pivot_text_token
 
     def check(self, n_layers):
-        if not 1 <= self.layer < n_layers:
+        if self.layer is not None and not 1 <= self.layer < n_layers:
             raise ConfigError(f"dart: layer={self.layer} must be in 1..{n_layers - 1} (keys of layer K-1)")
         if self.pivot_image < 1 or self.pivot_text < 0:
             raise ConfigError("dart: pivot_image must be >= 1 and pivot_text >= 0")
 
-    def _needs(self):
-        k = self.layer
+    @staticmethod
+    def _needs(k: int):
         return (Need("keys", layer=k - 1), Need("keys", layer=k - 1, tokens="text"),
                 Need("final_normed", layer=k), Need("final_normed", layer=k, tokens="text"))
 
     def steps(self, n_layers):
-        return (Step(self.layer, needs=self._needs()),)
+        k = self.layer if self.layer is not None else at_depth((2,), n_layers)[0]
+        return (Step(k, needs=self._needs(k)),)
 
     def select(self, ctx):
         import torch
 
-        keys_v, keys_t, h_v, h_t = (ctx.signal(n) for n in self._needs())
+        keys_v, keys_t, h_v, h_t = (ctx.signal(n) for n in self._needs(ctx.layer))
         norm_v = keys_v.float().abs().sum(dim=(1, 3))  # (B, n) L1 norm over every head's key
         norm_t = keys_t.float().abs().sum(dim=(1, 3)).masked_fill(~ctx.text_after_image, -1.0)
         n_pivots = self.pivot_image + self.pivot_text

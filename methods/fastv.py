@@ -6,7 +6,8 @@ layer K-1's attention probabilities, average over heads, read the row of the **l
 dropped for good), with their **original position ids**. The paper's prose describes the average attention
 received from all tokens; the released code uses the last token, and so do we.
 
-Budget: the harness's ``keep`` (FastV's R is 1 - keep/N). Defaults: K=2 (the paper's default).
+Budget: the harness's ``keep`` (FastV's R is 1 - keep/N). Defaults: K=2 (the paper's default, for 32 layers; other
+depths place it by :func:`tokenbench.schedule.at_depth`, the rule every method shares: 1 at 12 layers, 2 at 28).
 The attention row is recomputed for that one query (norm, q/k projections, RoPE) instead of switching the model to
 eager attention; its cost is counted as method overhead.
 """
@@ -15,28 +16,27 @@ from dataclasses import dataclass
 
 from tokenbench.api import Need, Step, TokenReducer, register_method
 from tokenbench.errors import ConfigError
+from tokenbench.schedule import at_depth
 
 
 @register_method("fastv")
 @dataclass(frozen=True)
 class FastV(TokenReducer):
     stage = "prune"
-    layer: int = 2  # K in the paper: layers 0..K-1 see every token, layers K.. only the kept ones
+    layer: int | None = None  # K: layers 0..K-1 see every token, layers K.. only the kept ones; None: K=2 of 32, at depth
 
     def check(self, n_layers):
-        if not 1 <= self.layer < n_layers:
+        if self.layer is not None and not 1 <= self.layer < n_layers:
             raise ConfigError(
                 f"fastv: layer={self.layer} must be in 1..{n_layers - 1} for this {n_layers}-layer model "
                 "(it ranks by layer K-1's attention and prunes from layer K)"
             )
 
-    @property
-    def _need(self) -> Need:
-        return Need("attn", layer=self.layer - 1, queries="last")
-
     def steps(self, n_layers):
-        return (Step(self.layer, needs=(self._need,)),)
+        k = self.layer if self.layer is not None else at_depth((2,), n_layers)[0]
+        return (Step(k, needs=(Need("attn", layer=k - 1, queries="last"),)),)
 
     def select(self, ctx):
-        scores = ctx.signal(self._need)[:, :, 0, :].mean(dim=1)  # (B, n_active): last query, mean over heads
+        need = Need("attn", layer=ctx.layer - 1, queries="last")
+        scores = ctx.signal(need)[:, :, 0, :].mean(dim=1)  # (B, n_active): last query, mean over heads
         return ctx.topk(scores)

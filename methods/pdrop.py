@@ -47,7 +47,9 @@ class PyramidDrop(TokenReducer):
     def _layers(self, n_layers: int) -> tuple[int, ...]:
         if self.layers is not None:
             return tuple(self.layers)
-        return _spaced(max(0, round(8 * n_layers / 32)), 3, n_layers)
+        from tokenbench.schedule import at_depth
+
+        return at_depth((8, 16, 24), n_layers)
 
     def steps(self, n_layers):
         return tuple(Step(layer, needs=(Need("attn", layer=layer, queries="last"),))

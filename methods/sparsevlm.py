@@ -58,10 +58,11 @@ class SparseVLM(TokenReducer):
             raise ConfigError(f"sparsevlm: {len(self.layers)} pruning layers do not fit a {n_layers}-layer model")
 
     def _pruned(self, n_layers: int) -> tuple[int, ...]:
-        """The pruning layers for this depth (the official ones scaled from 32 layers), each < n_layers - 1."""
-        from tokenbench.schedule import scaled_layers
+        """The pruning layers for this depth, each < n_layers - 1: pruning layer l's output takes effect before layer
+        l + 1, and that layer is placed by the rule every method shares (:func:`tokenbench.schedule.at_depth`)."""
+        from tokenbench.schedule import at_depth
 
-        return scaled_layers(self.layers, REFERENCE_DEPTH, n_layers - 1)
+        return tuple(x - 1 for x in at_depth(tuple(x + 1 for x in self.layers), n_layers, REFERENCE_DEPTH))
 
     @staticmethod
     def _needs(signal_layer: int) -> tuple[Need, ...]:

@@ -56,15 +56,26 @@ def fit(family: Callable[[float], Stages], target: float, n_visual: int, n_layer
     return below if gap_below <= gap_above else above
 
 
-def scaled_layers(layers: tuple[int, ...], reference_depth: int, n_layers: int) -> tuple[int, ...]:
-    """Layers given for a ``reference_depth``-layer model (LLaVA-1.5-7B: 32) placed at the same relative depth in an
-    ``n_layers``-layer model, kept strictly increasing and inside 0..n_layers-1."""
+#: depth of the model the papers give their layers for (LLaVA-1.5-7B's Vicuna-7B)
+REFERENCE_DEPTH = 32
+
+
+def at_depth(layers: tuple[int, ...], n_layers: int, reference_depth: int = REFERENCE_DEPTH) -> tuple[int, ...]:
+    """The one rule every method uses to place layers given for the 32-layer reference in an ``n_layers`` model.
+
+    Each ``layer`` is where a reduction takes effect ("before layer K"). It goes to the same relative depth,
+    ``floor(layer * n_layers / reference_depth + 1/2)`` (nearest layer, halves up). A layer >= 1 stays >= 1 (a method
+    that reads layer K-1 still has a layer to read), the results stay strictly increasing and inside
+    0..n_layers-1. At 32 layers every layer stays where it is; FastV's K=2 becomes 1 at 12 or 16 layers, 2 at 28
+    (Qwen2.5-VL-7B) and 3 at 40 (LLaVA-1.5-13B); PyramidDrop's 8/16/24 become 3/6/9 at 12 layers.
+    """
     out: list[int] = []
     for layer in layers:
-        x = min(n_layers - 1, max(0, round(layer * n_layers / reference_depth)))
+        x = min(n_layers - 1, int(layer * n_layers / reference_depth + 0.5))
+        x = max(x, 1 if layer >= 1 else 0)
         if out and x <= out[-1]:
             x = out[-1] + 1
         out.append(x)
     if out and out[-1] > n_layers - 1:
-        raise ValueError(f"cannot place {len(layers)} stages in a {n_layers}-layer model")
+        raise ValueError(f"cannot place {len(layers)} reduction layers in a {n_layers}-layer model")
     return tuple(out)

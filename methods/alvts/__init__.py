@@ -25,8 +25,9 @@ causal=True        the selector masks causally, like the layer it approximates (
 rope=True          the selector rotates q~/k~ with the layer's own RoPE (M-RoPE on Qwen2.5-VL), as the layer does
 static=False       the paper's ablation "w/o dynamic selection": score once at ``static_layer`` and drop the rest for
                    every later layer (FastV's strategy with the ALVTS score)
-static_layer=2     that layer (FastV's K=2, as in the ablation)
-calibration=auto   ``auto``: the artefact at the default location for this model and rank if there is one, else the SVD
+static_layer=None  that layer; None: FastV's K=2 of 32 layers (as in the ablation), placed by the shared depth rule
+calibration=auto   ``auto``: the artefact at the default location for this model and rank if there is one, else one
+                   shipped in the checkpoint directory (``calibration/alvts/<tag>.safetensors``), else the SVD
                    initialisation, said in the output and the JSON row; ``svd``: SVD initialisation only; or a path
 =================  =====================================================================================================
 
@@ -56,7 +57,7 @@ class ALVTS(TokenReducer):
     causal: bool = True  # the selector's mask, like the layer's
     rope: bool = True  # the selector's positions, like the layer's
     static: bool = False  # ablation: select once at static_layer and prune (FastV's strategy, ALVTS's score)
-    static_layer: int = 2  # the ablation's layer (FastV's K)
+    static_layer: int | None = None  # the ablation's layer; None: FastV's K=2 of 32, at this depth
     calibration: str = "auto"  # auto | svd | path to a `tokenbench calibrate alvts` artefact
 
     # -- options -------------------------------------------------------------------------------------------------------
@@ -66,7 +67,7 @@ class ALVTS(TokenReducer):
         if self.pooling not in POOLINGS:
             raise ConfigError(f"alvts: pooling={self.pooling!r} must be one of {', '.join(POOLINGS)}")
         if self.static:
-            if not 0 <= self.static_layer < n_layers:
+            if self.static_layer is not None and not 0 <= self.static_layer < n_layers:
                 raise ConfigError(f"alvts: static_layer={self.static_layer} must be in 0..{n_layers - 1}")
             if self.skipped_as_kv:
                 raise ConfigError("alvts: skipped_as_kv applies to routing; the static ablation drops tokens for good")
@@ -81,7 +82,9 @@ class ALVTS(TokenReducer):
 
     def selected_layers(self, n_layers: int) -> tuple[int, ...]:
         if self.static:
-            return (self.static_layer,)
+            from tokenbench.schedule import at_depth
+
+            return (self.static_layer,) if self.static_layer is not None else at_depth((2,), n_layers)
         return tuple(sorted(self.layers)) if self.layers is not None else tuple(range(n_layers))
 
     # -- plan ----------------------------------------------------------------------------------------------------------

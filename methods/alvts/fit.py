@@ -47,6 +47,11 @@ def tag(method, rank: int) -> str:
     return f"rank{rank}-{method.pooling}" + ("" if method.causal else "-noncausal") + ("" if method.rope else "-norope")
 
 
+def shipped_path(model_dir: str, method, rank: int) -> str:
+    """Where a checkpoint directory ships its own artefact: ``<dir>/calibration/alvts/<tag>.safetensors``."""
+    return os.path.join(model_dir, "calibration", METHOD, f"{tag(method, rank)}.safetensors")
+
+
 def expected_meta(method, weights, rank: int) -> dict:
     fp = weights.fingerprint()
     return {"method": METHOD, "config_hash": fp["config_hash"], "weights_hash": fp["weights_hash"]} | key(method, rank)
@@ -61,6 +66,9 @@ def prepare(method, weights) -> Prepared:
     path = method.calibration
     if method.calibration == "auto":
         path = calibration.default_path(METHOD, weights.fingerprint(), tag(method, rank))
+        shipped = shipped_path(weights.source_dir, method, rank) if weights.source_dir else None
+        if not os.path.isfile(path) and shipped and os.path.isfile(shipped):
+            path = shipped  # an artefact shipped inside the checkpoint directory (tokenbench-mini ships one)
         if not os.path.isfile(path):
             warning = (f"alvts: no calibration artefact for this model at {path}; running on the SVD initialisation "
                        f"(uncalibrated). Make one with `tokenbench calibrate alvts --model <this model>`, or pass "

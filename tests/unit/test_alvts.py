@@ -171,6 +171,10 @@ def test_variants_equal_the_mask_reference_with_cache(adapter, samples, opts):
 def test_variant_schedules(adapter, samples):
     n, layers = adapter.layout().n_visual, adapter.n_layers
     _, rec, _ = testing.run(adapter, build_method("alvts", {"calibration": "svd", "static": True}), KEEP, samples)
+    assert layers == 6  # K=2 of 32 layers sits at layer 1 of 6 (schedule.at_depth)
+    assert rec.visual_per_layer == [n] + [KEEP] * (layers - 1) and list(rec.selections) == [1]
+    _, rec, _ = testing.run(adapter, build_method("alvts", {"calibration": "svd", "static": True, "static_layer": 2}),
+                            KEEP, samples)
     assert rec.visual_per_layer == [n, n] + [KEEP] * (layers - 2) and list(rec.selections) == [2]
     _, rec, _ = testing.run(adapter, build_method("alvts", {"calibration": "svd", "layers": (1, 4)}), KEEP, samples)
     assert rec.visual_per_layer == [n if i not in (1, 4) else KEEP for i in range(layers)]
