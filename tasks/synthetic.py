@@ -1,25 +1,30 @@
-"""The ``synthetic`` task: coloured shapes on a grid, with questions whose answers depend on where the shapes are.
+"""The ``synthetic`` task: a few small coloured shapes scattered on a white image, with questions whose answer lives in
+the few visual tokens of one object, or of the objects of one kind.
 
-Each image is a white square cut into ``grid`` x ``grid`` cells; each cell holds, with probability ``fill``, one
-shape (square, circle, triangle, cross) of one colour (red, green, blue, yellow, purple), centred and filling most
-of its cell. Four question types, a quarter of the samples each:
+Each image is a white square cut into ``grid`` x ``grid`` slots (336 px and grid 6: 56 px slots, exactly 4 x 4 patches
+of LLaVA-1.5's 14 px grid, 16 of its 576 visual tokens); ``min_objects``..``max_objects`` slots (2 to 6), drawn at
+random, each hold one shape (square, circle, triangle, cross) of one colour (red, green, blue, yellow, purple). The
+rest, 80 % or more of the image, is background. Four question
+types, a quarter of the samples each:
 
-* ``color``  "What color is the shape in row 2 column 3? Answer with one word."  -> ``red``
-* ``shape``  "What shape is in row 2 column 3? Answer with one word."  -> ``circle``
-* ``count``  "How many blue shapes are there? Answer with a number."  -> ``3``
-* ``exists`` "Is there a green cross? Answer yes or no."  -> ``yes`` / ``no`` (half each)
+* ``color``  "What color is the circle? Answer with one word."  -> ``red``: the image holds exactly one circle
+* ``shape``  "What shape is the blue object? Answer with one word."  -> ``cross``: exactly one blue object
+* ``count``  "How many green shapes are there? Answer with a number."  -> ``2``
+* ``exists`` "Is there a yellow square? Answer yes or no."  -> ``yes`` / ``no`` (half each)
+
+The answer to a ``color``/``shape`` question sits in the visual tokens of one object whose place changes from image
+to image and is found only by reading the question (the only object of a kind); ``count``/``exists`` need every
+object of a colour. Most tokens are background, so a method that keeps the right few tokens keeps the answer and
+one that keeps the wrong ones loses it: accuracy measures *which* tokens a method keeps, not only how many.
 
 ``aspect="mixed"`` stretches each image to one of four aspect ratios (drawn per sample after its scene), so
 LLaVA-NeXT and Qwen2.5-VL see different visual-token counts and layouts in one split.
 
-The answer to a ``color``/``shape`` question lives in the few visual tokens that cover one named cell, and a
-``count``/``exists`` answer needs every occupied cell: a method that drops the wrong visual tokens loses exactly the
-patches that hold the answer, so accuracy measures *which* tokens a method keeps, not only how many.
-
 Everything is generated offline from ``random.Random``: sample ``i`` uses its own generator seeded with
 ``"synthetic-{seed}-{i}"`` (the question-type plan uses one per block of 8 samples), so a sample is the same whatever
 ``limit`` or ``n`` is, and nothing touches the global RNG. Drawing uses no anti-aliasing: every shape pixel has its
-colour's exact RGB and every cell centre is covered by its shape.
+colour's exact RGB and every slot centre is covered by its shape. :func:`qa_pairs` draws further questions about one
+scene (the mini models' training packs several per image); held-out splits and training never share a seed string.
 """
 
 from __future__ import annotations
@@ -43,18 +48,18 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SHAPES: tuple[str, ...] = ("square", "circle", "triangle", "cross")
 QUESTION_TYPES: tuple[str, ...] = ("color", "shape", "count", "exists")
 BACKGROUND = (255, 255, 255)
-# One block of 8 samples, shuffled per block: each type twice; the flag picks count's colour from an occupied cell
-# (True) or at random (False), and whether the exists question is built to be answered yes (True) or no (False).
+# One block of 8 samples, shuffled per block: each type twice; the flag picks count's colour from an object on the
+# image (True) or at random (False), and whether the exists question is built to be answered yes (True) or no (False).
 _PLAN = (("color", None), ("color", None), ("shape", None), ("shape", None),
          ("count", True), ("count", False), ("exists", True), ("exists", False))  # fmt: skip
 
 #: width:height ratios (in sixths of image_size) of ``aspect="mixed"``: square, landscape, portrait, panorama
 ASPECTS: tuple[tuple[int, int], ...] = ((6, 6), (8, 6), (6, 8), (9, 5))
-Scene = dict[tuple[int, int], tuple[str, str]]  # (row, col), 0-based -> (colour, shape)
+Scene = dict[tuple[int, int], tuple[str, str]]  # (row, col) slot, 0-based -> (colour, shape)
 
 
 def render(scene: Scene, image_size: int, grid: int) -> Image.Image:
-    """Draw ``scene`` on a white RGB image: each shape centred in its cell, inside a margin of a tenth of the cell."""
+    """Draw ``scene`` on a white RGB image: each shape centred in its slot, inside a margin of a tenth of the slot."""
     image = Image.new("RGB", (image_size, image_size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     cell = image_size // grid
@@ -76,45 +81,103 @@ def render(scene: Scene, image_size: int, grid: int) -> Image.Image:
     return image
 
 
+def scene_for(qtype: str, rng: random.Random, grid: int, n_objects: int) -> tuple[Scene, tuple[int, int] | None]:
+    """A scene of ``n_objects`` objects in distinct random slots. For ``color`` (``shape``) questions one target object
+    is the only one of its shape (colour); it is returned with the scene, else ``None``."""
+    colours = list(COLORS)
+    slots = rng.sample([(r, c) for r in range(grid) for c in range(grid)], n_objects)
+    target = slots[0] if qtype in ("color", "shape") else None
+    scene: Scene = {}
+    first = (rng.choice(colours), rng.choice(SHAPES))
+    for slot in slots:
+        if slot == target:
+            scene[slot] = first
+        elif qtype == "color":  # every other object has another shape
+            scene[slot] = (rng.choice(colours), rng.choice([s for s in SHAPES if s != first[1]]))
+        elif qtype == "shape":  # every other object has another colour
+            scene[slot] = (rng.choice([c for c in colours if c != first[0]]), rng.choice(SHAPES))
+        else:
+            scene[slot] = (rng.choice(colours), rng.choice(SHAPES))
+    if target is None:
+        scene[slots[0]] = first
+    return scene, target
+
+
+def question_for(qtype: str, flag, scene: Scene, target, rng: random.Random) -> tuple[str, str, dict]:
+    """(question, gold answer, meta) of one question of ``qtype`` about ``scene`` (see the module docstring)."""
+    colours = list(COLORS)
+    meta: dict = {"type": qtype}
+    if qtype == "color":
+        colour, shape = scene[target]
+        meta.update(row=target[0] + 1, col=target[1] + 1, shape=shape)
+        return f"What color is the {shape}? Answer with one word.", colour, meta
+    if qtype == "shape":
+        colour, shape = scene[target]
+        meta.update(row=target[0] + 1, col=target[1] + 1, color=colour)
+        return f"What shape is the {colour} object? Answer with one word.", shape, meta
+    if qtype == "count":
+        colour = scene[rng.choice(sorted(scene))][0] if flag else rng.choice(colours)
+        meta.update(color=colour)
+        return (f"How many {colour} shapes are there? Answer with a number.",
+                str(sum(c == colour for c, _ in scene.values())), meta)
+    present = sorted(set(scene.values()))
+    if flag:
+        colour, shape = rng.choice(present)
+    else:
+        colour, shape = rng.choice([(c, s) for c in colours for s in SHAPES if (c, s) not in present])
+    meta.update(color=colour, shape=shape)
+    return f"Is there a {colour} {shape}? Answer yes or no.", "yes" if flag else "no", meta
+
+
 @register_task("synthetic")
 @dataclass(frozen=True)
 class SyntheticTask(Task):
-    """Coloured shapes on a grid; ``color``/``shape``/``count``/``exists`` questions with exact one-word answers."""
+    """Small coloured shapes on a white image; ``color``/``shape``/``count``/``exists`` questions, one-word answers."""
 
     name = "synthetic"
-    version = "1"
+    version = "2"
     max_new_tokens = 4
 
     n: int = 200  # number of samples in the split
     seed: int = 0  # generation seed; sample i depends only on (seed, i)
     image_size: int = 336  # side of the square image in pixels; 336 gives LLaVA-1.5's 24x24 patch grid
-    grid: int = 4  # cells per side of the shape grid
-    fill: float = 0.5  # probability that a cell holds a shape (at least one cell always does)
+    grid: int = 6  # object slots per side (6 at 336 px: one slot = 4x4 LLaVA-1.5 patches, 16 of its 576 tokens)
+    min_objects: int = 2  # objects per image, drawn uniformly from min_objects..max_objects
+    max_objects: int = 6
     aspect: str = "square"  # "mixed": each image resized to one of ASPECTS (for dynamic-resolution models)
 
     def __post_init__(self) -> None:
-        for key in ("n", "seed", "image_size", "grid"):
+        for key in ("n", "seed", "image_size", "grid", "min_objects", "max_objects"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"synthetic task option {key!r} must be an integer, got {value!r}")
         if self.n < 1:
             raise ConfigError(f"synthetic task option 'n' must be >= 1 (number of samples), got {self.n!r}")
         if self.grid < 2:
-            raise ConfigError(f"synthetic task option 'grid' must be >= 2 (cells per side), got {self.grid!r}")
+            raise ConfigError(f"synthetic task option 'grid' must be >= 2 (slots per side), got {self.grid!r}")
         if self.image_size < 32 or self.image_size % self.grid:
             raise ConfigError(
                 f"synthetic task option 'image_size' must be >= 32 and divisible by grid={self.grid}, "
-                f"got {self.image_size!r} (for example 336 with grid 2, 3, 4, 6, 7 or 8)"
+                f"got {self.image_size!r} (for example 336 with grid 4, 6, 8, 12 or 24)"
             )
         if self.image_size // self.grid < 8:
             raise ConfigError(
-                f"synthetic task options 'image_size'/'grid' give cells of {self.image_size // self.grid} px; "
-                "cells must be >= 8 px (raise image_size or lower grid)"
+                f"synthetic task options 'image_size'/'grid' give slots of {self.image_size // self.grid} px; "
+                "slots must be >= 8 px (raise image_size or lower grid)"
+            )
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise ConfigError(
+                f"synthetic task options 'min_objects'/'max_objects' must satisfy 1 <= min_objects <= max_objects, "
+                f"got {self.min_objects!r}/{self.max_objects!r}"
+            )
+        most = min(self.grid * self.grid, len(COLORS) * len(SHAPES) - 1)
+        if self.max_objects > most:
+            raise ConfigError(
+                f"synthetic task option 'max_objects' must be <= {most} (the slots, and one colour/shape combination "
+                f"left absent for 'no' answers), got {self.max_objects!r}"
             )
         if self.aspect not in ("square", "mixed"):
             raise ConfigError(f"synthetic task option 'aspect' must be 'square' or 'mixed', got {self.aspect!r}")
-        if isinstance(self.fill, bool) or not isinstance(self.fill, (int, float)) or not 0 < self.fill <= 1:
-            raise ConfigError(f"synthetic task option 'fill' must be a probability in (0, 1], got {self.fill!r}")
 
     def samples(self, limit: int | None = None) -> list[Sample]:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -127,45 +190,24 @@ class SyntheticTask(Task):
         random.Random(f"synthetic-{self.seed}-block-{i // len(plan)}").shuffle(plan)
         qtype, flag = plan[i % len(plan)]
         rng = random.Random(f"synthetic-{self.seed}-{i}")
-        colours = list(COLORS)
-        cells = [(r, c) for r in range(self.grid) for c in range(self.grid)]
-        scene: Scene = {}
-        for cell in cells:
-            if rng.random() < self.fill:
-                scene[cell] = (rng.choice(colours), rng.choice(SHAPES))
-        if not scene:
-            scene[rng.choice(cells)] = (rng.choice(colours), rng.choice(SHAPES))
-        meta: dict = {"type": qtype}
-        if qtype in ("color", "shape"):
-            (row, col) = rng.choice(sorted(scene))
-            meta.update(row=row + 1, col=col + 1)
-            if qtype == "color":
-                question = f"What color is the shape in row {row + 1} column {col + 1}? Answer with one word."
-                answer = scene[row, col][0]
-            else:
-                question = f"What shape is in row {row + 1} column {col + 1}? Answer with one word."
-                answer = scene[row, col][1]
-        elif qtype == "count":
-            colour = scene[rng.choice(sorted(scene))][0] if flag else rng.choice(colours)
-            meta.update(color=colour)
-            question = f"How many {colour} shapes are there? Answer with a number."
-            answer = str(sum(c == colour for c, _ in scene.values()))
-        else:
-            present = sorted(set(scene.values()))
-            if flag:
-                colour, shape = rng.choice(present)
-            else:
-                absent = [(c, s) for c in colours for s in SHAPES if (c, s) not in present]
-                if not absent:  # every combination is on the grid (large grids): take one off to ask for it
-                    gone = rng.choice(present)
-                    scene = {cell: v for cell, v in scene.items() if v != gone}
-                    absent = [gone]
-                colour, shape = rng.choice(absent)
-            meta.update(color=colour, shape=shape)
-            question = f"Is there a {colour} {shape}? Answer yes or no."
-            answer = "yes" if (colour, shape) in scene.values() else "no"
+        scene, target = scene_for(qtype, rng, self.grid, rng.randint(self.min_objects, self.max_objects))
+        question, answer, meta = question_for(qtype, flag, scene, target, rng)
         image = render(scene, self.image_size, self.grid)
-        if self.aspect == "mixed":  # stretched, not cropped: every cell and its answer stay in the picture
+        if self.aspect == "mixed":  # stretched, not cropped: every object and its answer stay in the picture
             w, h = ASPECTS[rng.randrange(len(ASPECTS))]
             image = image.resize((self.image_size * w // 6, self.image_size * h // 6), Image.NEAREST)
         return Sample(id=f"synthetic-{self.seed}-{i}", image=image, question=question, answer=answer, meta=meta)
+
+
+def qa_pairs(scene: Scene, target, qtype: str, rng: random.Random, n: int) -> list[tuple[str, str]]:
+    """``n`` questions with answers about one scene: the scene's own type first, then types drawn at random. A
+    ``color`` (``shape``) question asks about an object that is the only one of its shape (colour) in the scene."""
+    out = [question_for(qtype, rng.random() < 0.5, scene, target, rng)[:2]]
+    unique = {kind: [slot for slot, v in scene.items() if sum(w[i] == v[i] for w in scene.values()) == 1]
+              for i, kind in ((1, "color"), (0, "shape"))}
+    kinds = [k for k in QUESTION_TYPES if unique.get(k, True)]
+    while len(out) < n:
+        kind = rng.choice(kinds)
+        slot = rng.choice(unique[kind]) if kind in unique else None
+        out.append(question_for(kind, rng.random() < 0.5, scene, slot, rng)[:2])
+    return out

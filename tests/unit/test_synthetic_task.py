@@ -20,8 +20,8 @@ from tokenbench.tasks.synthetic import COLORS, SHAPES, SyntheticTask, render
 WHITE = (255, 255, 255)
 RGB_TO_NAME = {rgb: name for name, rgb in COLORS.items()}
 QUESTION_RE = {
-    "color": re.compile(r"What color is the shape in row (\d+) column (\d+)\? Answer with one word\."),
-    "shape": re.compile(r"What shape is in row (\d+) column (\d+)\? Answer with one word\."),
+    "color": re.compile(r"What color is the (\w+)\? Answer with one word\."),
+    "shape": re.compile(r"What shape is the (\w+) object\? Answer with one word\."),
     "count": re.compile(r"How many (\w+) shapes are there\? Answer with a number\."),
     "exists": re.compile(r"Is there a (\w+) (\w+)\? Answer yes or no\."),
 }
@@ -164,7 +164,7 @@ def test_colours_are_distinct_and_not_the_background():
 
 # -- gold answers, checked against the image ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "options", [{}, {"seed": 5, "grid": 6}, {"seed": 1, "grid": 8, "fill": 1.0}, {"seed": 2, "fill": 0.1}]
+    "options", [{}, {"seed": 5, "grid": 12}, {"seed": 1, "grid": 8, "max_objects": 19}, {"seed": 2, "max_objects": 2}]
 )
 def test_gold_answers_match_the_pixels(options):
     task = SyntheticTask(**options)
@@ -179,12 +179,15 @@ def test_gold_answers_match_the_pixels(options):
         kind = s.meta["type"]
         m = QUESTION_RE[kind].fullmatch(s.question)
         assert m, f"{s.id}: question {s.question!r} does not match the {kind} template"
-        if kind in ("color", "shape"):
-            row, col = int(m[1]), int(m[2])
-            assert (s.meta["row"], s.meta["col"]) == (row, col)
-            assert 1 <= row <= task.grid and 1 <= col <= task.grid
-            assert (row - 1, col - 1) in scene, f"{s.id}: asks about an empty cell"
-            assert scene[row - 1, col - 1][0 if kind == "color" else 1] == s.answer, s.id
+        assert task.min_objects <= len(scene) <= task.max_objects, s.id
+        if kind in ("color", "shape"):  # the one object with the asked shape (colour) has the answer
+            asked = 1 if kind == "color" else 0
+            assert m[1] in (SHAPES if kind == "color" else COLORS)
+            holders = [cell for cell, v in scene.items() if v[asked] == m[1]]
+            assert len(holders) == 1, f"{s.id}: {len(holders)} objects match {m[1]!r}, expected exactly one"
+            (row, col), = holders
+            assert (s.meta["row"], s.meta["col"]) == (row + 1, col + 1)
+            assert scene[row, col][1 - asked] == s.answer, s.id
         elif kind == "count":
             assert m[1] in COLORS and s.meta["color"] == m[1]
             assert s.answer == str(sum(colour == m[1] for colour, _ in scene.values())), s.id
@@ -197,7 +200,7 @@ def test_gold_answers_match_the_pixels(options):
 
 def test_gold_answers_are_single_normalised_words():
     task = SyntheticTask()
-    assert task.max_new_tokens == 4 and task.name == "synthetic" and task.version == "1"
+    assert task.max_new_tokens == 4 and task.name == "synthetic" and task.version == "2"
     for s in task.samples():
         assert re.fullmatch(r"[a-z]+|\d+", s.answer), s.answer
         assert normalize_answer(s.answer) == s.answer
@@ -215,7 +218,7 @@ def test_question_types_and_answers_are_balanced(seed):
     counts = [s.answer for s in samples if s.meta["type"] == "count"]
     assert counts.count("0") / len(counts) <= 0.4 and len(set(counts)) >= 3
     cells = Counter((s.meta["row"], s.meta["col"]) for s in samples if s.meta["type"] in ("color", "shape"))
-    assert len(cells) >= 12  # the located questions spread over the grid, not one favourite cell
+    assert len(cells) >= 20  # the asked-about object sits anywhere on the grid, not in one favourite slot
     assert len({s.answer for s in samples if s.meta["type"] == "color"}) == 5
     assert len({s.answer for s in samples if s.meta["type"] == "shape"}) == 4
 
@@ -234,10 +237,10 @@ def test_every_block_of_eight_samples_is_exactly_balanced(seed):
     assert len(orders) >= 4  # the order within a block is shuffled, not a fixed pattern
 
 
-@pytest.mark.parametrize("fill", [0.5, 0.1])
-def test_every_block_of_eight_has_a_count_question_about_a_colour_on_the_grid(fill):
-    """One count question in each block asks for the colour of an occupied cell, so answers are not mostly 0."""
-    samples = SyntheticTask(fill=fill).samples()
+@pytest.mark.parametrize("max_objects", [6, 2])
+def test_every_block_of_eight_has_a_count_question_about_a_colour_on_the_grid(max_objects):
+    """One count question in each block asks for the colour of an object on the image, so answers are not mostly 0."""
+    samples = SyntheticTask(max_objects=max_objects).samples()
     for start in range(0, len(samples), 8):
         counts = [int(s.answer) for s in samples[start : start + 8] if s.meta["type"] == "count"]
         assert max(counts) >= 1, f"block at {start}: every count answer is 0"
@@ -264,8 +267,10 @@ def test_generation_is_fast():
         ({"n": 0}, "n"),
         ({"image_size": 100, "grid": 3}, "image_size"),
         ({"image_size": 16, "grid": 2}, "image_size"),
-        ({"fill": 0.0}, "fill"),
-        ({"fill": 1.5}, "fill"),
+        ({"min_objects": 0}, "min_objects"),
+        ({"min_objects": 4, "max_objects": 3}, "max_objects"),
+        ({"grid": 2, "max_objects": 5}, "max_objects"),
+        ({"max_objects": 20}, "max_objects"),
         ({"n": 2.5}, "n"),
     ],
 )
