@@ -435,8 +435,10 @@ class ModelWeights:
         "post_attention_layernorm": "post_attention_layernorm.weight",
     }
 
-    def __init__(self, layers, text_config, model_id: str, revision: str | None = None) -> None:
+    def __init__(self, layers, text_config, model_id: str, revision: str | None = None,
+                 source_dir: str | None = None) -> None:
         self._layers = layers
+        self.source_dir = source_dir  # the checkpoint's local directory, where it is one (shipped artefacts live there)
         self.text_config = text_config
         self.model_id = model_id  # the registered name and source, for messages and metadata
         self.revision = revision  # the hub commit when the model came from the hub

@@ -94,7 +94,7 @@ def list_cmd(kind: str | None) -> None:
 # -- run / compare ----------------------------------------------------------------------------------------------------------
 def _common(fn):
     options = [
-        click.option("--model", "-M", default="tiny-llava", show_default=True,
+        click.option("--model", "-M", default="mini-llava", show_default=True,
                      help="Registered name, family:<hub id or directory> (e.g. llava:llava-hf/llava-1.5-7b-hf), "
                           "or a local checkpoint directory."),
         click.option("--task", "-t", default="synthetic", show_default=True, help="Registered task name."),
@@ -202,7 +202,7 @@ def _rows_as_they_finish(json_path: str | None, fmt, run) -> None:
 
 @main.command()
 @click.argument("method")
-@click.option("--model", "-M", default="tiny-llava", show_default=True,
+@click.option("--model", "-M", default="mini-llava", show_default=True,
               help="Registered name, family:<hub id or directory>, or a local checkpoint directory.")
 @click.option("--task", "-t", default="synthetic", show_default=True, help="Task to draw calibration samples from.")
 @click.option("--samples", "-n", type=int, default=256, show_default=True, help="Calibration samples (paper: 256).")
@@ -392,6 +392,56 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
     )
     _rows_as_they_finish(json_path, format_bench,
                          lambda on_row: run_bench(spec, on_row=on_row, on_note=lambda m: click.echo(f"note: {m}", err=True)))
+
+
+@main.command()
+@click.option("--update", is_flag=True, help="Run the mini suite first and write its results (what CI checks).")
+@click.option("--check", is_flag=True,
+              help="Run the mini suite afresh and fail if the committed board's deterministic columns differ.")
+@click.option("--dir", "root", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
+              help="The leaderboards directory (results in its results/ subfolder).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@_guard
+def leaderboard(update, check, root, quiet) -> None:
+    """Render the leaderboards (markdown and a Pareto plot per model and task) from the committed result files.
+
+    \b
+    The mini suite: every built-in method at keep-ratios 1/9, 2/9, 1/3 on mini-llava, 500 synthetic samples.
+      tokenbench leaderboard            # render from leaderboards/results/*.json
+      tokenbench leaderboard --update   # run the mini suite, write its results, render
+      tokenbench leaderboard --check    # CI: run the suite, compare accuracy/retention/agreement/tokens/FLOPs
+    """
+    import os
+    import sys
+
+    from tokenbench import leaderboard as lb
+    from tokenbench.errors import ConfigError
+
+    if update and check:
+        raise ConfigError("--update and --check exclude each other: --update rewrites the results, --check compares")
+    if update or check:
+        from tokenbench.runner import compare as run_compare
+
+        _quiet_transformers()
+        rows: list[dict] = []
+        if update:
+            path = os.path.join(root, lb.RESULTS_SUBDIR, lb.MINI_RESULTS)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _rows_as_they_finish(path, format_table, lambda on_row: run_compare(
+                lb.suite_spec(), on_row=on_row, progress=not quiet))
+        else:
+            rows = run_compare(lb.suite_spec(), progress=not quiet)
+            problems = lb.check(rows, root)
+            if problems:
+                click.echo("error: the leaderboard is out of date with the code:", err=True)
+                for p in problems:
+                    click.echo(f"  {p}", err=True)
+                click.echo(f"Regenerate it with `{lb.REGENERATE}` and commit {root}/.", err=True)
+                sys.exit(1)
+            click.echo(f"leaderboard up to date: {len(rows)} rows match {root}/")
+            return
+    for path in lb.render(root):
+        click.echo(f"wrote {path}")
 
 
 def _image_size(raw: str | None) -> tuple[int, int] | None:

@@ -134,7 +134,7 @@ def _adapter_for_directory(path: str):
 @dataclass(frozen=True)
 class RunSpec:
     methods: tuple[tuple[str, dict[str, Any]], ...]
-    model: str = "tiny-llava"
+    model: str = "mini-llava"
     task: str = "synthetic"
     budgets: tuple[Budget, ...] = (Budget(ratio=1 / 9),)
     limit: int | None = None
@@ -328,6 +328,7 @@ class _Context:
             "accuracy": acc,
             "retention": acc / ref_acc if ref_acc > 0 else None,
             "agreement": sum(a == b for a, b in zip(run.answers, ref.answers)) / n,
+            "per_sample_correct": "".join("1" if c else "0" for c in run.correct),  # sample order; for intervals
             "kl_first_token": float(kl.sum(-1).mean()),
             "tokens_llm_input": sum(v[0] for v in run.visual_per_layer) / n,
             "tokens_avg_layer": sum(sum(v) / len(v) for v in run.visual_per_layer) / n,

@@ -1,0 +1,38 @@
+"""`tokenbench leaderboard`: renders from result files; bad input is one `error:` line and exit status 2."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from tokenbench.cli import main
+
+
+def _rows():
+    full = {"method": "full", "model": "m", "task": "t", "budget": "all", "keep": 576, "keep_ratio": 1.0, "budget_kind": "kept",
+            "n_samples": 4, "n_visual": 576, "accuracy": 1.0, "retention": 1.0, "agreement": 1.0,
+            "tokens_avg_layer": 576.0, "flops_ratio": 1.0, "per_sample_correct": "1111", "speedup_prefill": 1.0,
+            "device": "cpu", "provenance": {"torch_threads": 2, "seed": 0}}
+    return [full, dict(full, method="fastv", budget="64", keep=64, keep_ratio=64 / 576, accuracy=0.5, retention=0.5, agreement=0.5,
+                       tokens_avg_layer=100.0, flops_ratio=0.3, per_sample_correct="1010", speedup_prefill=1.8)]
+
+
+def test_renders_markdown_and_plot(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "cpu.json").write_text(json.dumps(_rows()))
+    result = CliRunner().invoke(main, ["leaderboard", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and (tmp_path / "m--t.md").is_file() and (tmp_path / "m--t.png").is_file()
+    assert "| fastv" in (tmp_path / "m--t.md").read_text()
+
+
+def test_update_and_check_together_are_refused(tmp_path):
+    result = CliRunner().invoke(main, ["leaderboard", "--update", "--check", "--dir", str(tmp_path)])
+    assert result.exit_code == 2 and "error:" in result.output and "exclude each other" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_results_directory_says_how_to_make_it(tmp_path):
+    result = CliRunner().invoke(main, ["leaderboard", "--dir", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "tokenbench leaderboard --update" in result.output

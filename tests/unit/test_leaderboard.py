@@ -1,0 +1,86 @@
+"""The leaderboard: retention intervals, rendering from result files, and the drift check CI runs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tokenbench import leaderboard as lb
+from tokenbench.errors import ConfigError
+
+
+def _row(method, budget, keep, correct, full_correct, device="cpu", speedup=1.0, kind="kept", flops_ratio=1.0):
+    acc, ref = correct.count("1") / len(correct), full_correct.count("1") / len(full_correct)
+    return {"method": method, "model": "m", "task": "t", "budget": budget, "keep": keep, "budget_kind": kind,
+            "keep_ratio": keep / 576,
+            "n_samples": len(correct), "n_visual": 576, "accuracy": acc, "retention": acc / ref,
+            "agreement": 0.5, "tokens_avg_layer": float(keep), "flops_ratio": flops_ratio,
+            "per_sample_correct": correct, "speedup_prefill": speedup, "device": device, "task_version": "2",
+            "provenance": {"seed": 0, "torch_threads": 2, "gpu": "NVIDIA H100" if device == "cuda" else None}}
+
+
+FULL = "1111111110" * 5
+ROWS = [_row("full", "all", 576, FULL, FULL), _row("fastv", "64", 64, "1111100000" * 5, FULL, flops_ratio=0.3),
+        _row("random", "64", 64, "1100000000" * 5, FULL, flops_ratio=0.25)]
+
+
+def test_ratio_budgets_read_as_fractions():
+    assert [lb._budget(b) for b in ("r0.111111", "r0.222222", "r0.333333", "64")] == ["1/9", "2/9", "1/3", "64"]
+
+
+def test_retention_interval_contains_the_point_and_is_deterministic():
+    lo, hi = lb.retention_interval(ROWS[1]["per_sample_correct"], FULL)
+    assert lo < ROWS[1]["retention"] < hi and 0 < lo and hi <= 1.0
+    assert lb.retention_interval(ROWS[1]["per_sample_correct"], FULL) == (lo, hi)
+    assert lb.retention_interval(FULL, FULL) == (1.0, 1.0)
+    assert lb.retention_interval("", FULL) is None  # rows without per-sample results get no interval
+
+
+def test_render_writes_markdown_and_plot_with_devices_in_separate_columns(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "cpu.json").write_text(json.dumps(ROWS))
+    gpu = [dict(r, device="cuda", speedup_prefill=3.0, n_samples=1, provenance={"gpu": "NVIDIA H100"}) for r in ROWS]
+    (res / "gpu.json").write_text(json.dumps(gpu))
+    written = lb.render(str(tmp_path))
+    assert sorted(os.path.basename(p) for p in written) == ["m--t.md", "m--t.png"]
+    text = (tmp_path / "m--t.md").read_text()
+    assert "prefill × (CPU, 2 threads)" in text and "prefill × (NVIDIA H100)" in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("| fastv")]
+    assert len(lines) == 1 and "| 1.00 " in lines[0] and "| 3.00 " in lines[0]  # both devices, one column each
+    assert (tmp_path / "m--t.png").read_bytes()[:4] == b"\x89PNG"
+    assert lb.check(ROWS, str(tmp_path)) == []  # a board rendered from these rows matches them
+
+
+def test_check_names_every_changed_cell(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "cpu.json").write_text(json.dumps(ROWS))
+    lb.render(str(tmp_path), plots=False)
+    changed = [dict(r) for r in ROWS]
+    changed[1] = _row("fastv", "64", 64, "1111110000" * 5, FULL, flops_ratio=0.3)
+    problems = lb.check(changed, str(tmp_path))
+    assert any(p.startswith("fastv @ 64: accuracy committed 0.500, now 0.600") for p in problems), problems
+    timing_only = [dict(r, speedup_prefill=9.0) for r in ROWS]
+    assert lb.check(timing_only, str(tmp_path)) == []  # timings are never compared
+    assert lb.check(ROWS[:2], str(tmp_path)) == ["random @ 64: in " + str(tmp_path / "m--t.md") +
+                                                 " but no longer produced"]
+
+
+def test_bad_result_files_are_refused_with_the_fix(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "x.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        lb.render(str(tmp_path))
+    with pytest.raises(ConfigError, match="tokenbench leaderboard --update"):
+        lb.render(str(tmp_path / "nowhere"))
+
+
+def test_committed_board_matches_its_results():
+    """The committed markdown is exactly what `tokenbench leaderboard` renders from the committed results."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "leaderboards")
+    for (model, task), files in lb.boards(os.path.join(root, lb.RESULTS_SUBDIR)).items():
+        text, _ = lb.render_board(model, task, files)
+        with open(os.path.join(root, f"{lb._slug(model, task)}.md")) as f:
+            assert f.read() == text, f"{model}/{task}: regenerate with `tokenbench leaderboard`"

@@ -1,0 +1,296 @@
+"""Leaderboards: markdown tables and a Pareto plot rendered from committed result files, never edited by hand.
+
+``leaderboards/results/*.json`` hold rows as ``tokenbench compare --json`` writes them (with their provenance). For
+each (model, task) :func:`render` writes ``leaderboards/<model>--<task>.md`` and a Pareto plot of retention against
+the FLOPs ratio (``.png``). One row per method and budget; the deterministic columns (accuracy, retention with its
+interval, agreement, tokens, FLOPs) come from the CPU run that produced the accuracy, and every file's measured
+prefill speed-up gets its own column headed with the device it was measured on, so CPU and GPU timings are never
+mixed in one column.
+
+The **mini suite** (:data:`MINI_SUITE`) is what CI runs: every built-in method at keep-ratios 1/9, 2/9 and 1/3 (64,
+128 and 192 of LLaVA-1.5's 576 tokens; 16, 32 and 48 of the shipped ``mini-llava``'s 144) on 500 held-out samples of
+the synthetic task. ``tokenbench leaderboard --update`` runs it and writes
+its results; ``--check`` runs it afresh and fails when the deterministic columns differ from the committed markdown
+(timings are not compared: they are measurements, not facts of the code).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from typing import Any
+
+from tokenbench.errors import ConfigError
+
+LEADERBOARD_DIR = "leaderboards"
+RESULTS_SUBDIR = "results"
+MINI_RESULTS = "cpu-mini-llava--synthetic.json"
+#: the columns CI recomputes and compares; the rest are measurements rendered from the committed files
+DETERMINISTIC = ("method", "budget", "keep", "accuracy", "retention [95% CI]", "agreement", "tokens/layer",
+                 "FLOPs ratio")
+REGENERATE = "tokenbench leaderboard --update"
+
+MINI_SUITE: dict[str, Any] = {
+    "model": "mini-llava",
+    "task": "synthetic",
+    "task_options": {"n": 500},
+    "keep_ratio": (1 / 9, 2 / 9, 1 / 3),  # LLaVA-1.5's 64/128/192 of 576; 16/32/48 of mini-llava's 144
+    "seed": 0,
+    "batch_size": 25,
+    "warmup": 1,
+    "repeats": 3,
+}
+
+
+# -- the suite -------------------------------------------------------------------------------------------------------
+def suite_spec():
+    """The :class:`tokenbench.runner.RunSpec` of the mini suite: every built-in method (plugins are not part of the
+    published board), ALVTS with the calibration artefact shipped beside the model."""
+    from tokenbench.api import METHODS
+    from tokenbench.registry import BUILTIN
+    from tokenbench.runner import Budget, RunSpec, resolve_model
+
+    names = [n for n in METHODS.names() if n != "full" and METHODS.origin(n).name == BUILTIN]
+    options: dict[str, dict[str, Any]] = {n: {} for n in names}
+    if "alvts" in options:  # the artefact shipped with the model, never one a local cache happens to hold
+        from tokenbench.methods.alvts.fit import shipped_path
+
+        alvts = METHODS.get("alvts")()
+        hidden = resolve_model(MINI_SUITE["model"]).load_config().text_config().hidden_size
+        shipped = shipped_path(resolve_model(MINI_SUITE["model"]).source, alvts, alvts.resolved_rank(hidden))
+        options["alvts"] = {"calibration": shipped if os.path.isfile(shipped) else "svd"}
+    return RunSpec(
+        methods=tuple((n, options[n]) for n in names), model=MINI_SUITE["model"], task=MINI_SUITE["task"],
+        budgets=tuple(Budget(ratio=r) for r in MINI_SUITE["keep_ratio"]), seed=MINI_SUITE["seed"],
+        batch_size=MINI_SUITE["batch_size"], warmup=MINI_SUITE["warmup"], repeats=MINI_SUITE["repeats"],
+        task_options=dict(MINI_SUITE["task_options"]),
+    )
+
+
+# -- reading results ---------------------------------------------------------------------------------------------------
+def load_results(results_dir: str) -> list[tuple[str, list[dict]]]:
+    """Every ``*.json`` in ``results_dir`` as (file name, rows), sorted by name."""
+    if not os.path.isdir(results_dir):
+        raise ConfigError(f"no results directory {results_dir!r}; run `{REGENERATE}` first")
+    out = []
+    for name in sorted(os.listdir(results_dir)):
+        if name.endswith(".json"):
+            with open(os.path.join(results_dir, name)) as f:
+                try:
+                    rows = json.load(f)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{name}: not valid JSON ({e}); regenerate it with `{REGENERATE}`") from None
+            if not isinstance(rows, list) or not all(isinstance(r, dict) and "method" in r for r in rows):
+                raise ConfigError(f"{name}: expected a list of result rows as `tokenbench compare --json` writes")
+            out.append((name, rows))
+    return out
+
+
+def device_label(row: dict) -> str:
+    """The device a row was timed on, in words: the GPU's name, or the CPU with its thread count."""
+    prov = row.get("provenance", {})
+    if str(row.get("device", "cpu")).startswith("cuda"):
+        return prov.get("gpu") or "GPU"
+    return f"CPU, {prov.get('torch_threads', '?')} threads"
+
+
+# -- statistics --------------------------------------------------------------------------------------------------------
+def retention_interval(method: str, full: str, resamples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
+    """95 % paired-bootstrap percentile interval of accuracy(method) / accuracy(full) over the samples, from the rows'
+    per-sample correctness strings ("1"/"0" per sample, same order). Deterministic (fixed seed)."""
+    if not method or len(method) != len(full):
+        return None
+    rng = random.Random(seed)
+    m = [c == "1" for c in method]
+    f = [c == "1" for c in full]
+    n = len(m)
+    ratios = []
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        denom = sum(f[i] for i in idx)
+        if denom:
+            ratios.append(sum(m[i] for i in idx) / denom)
+    if not ratios:
+        return None
+    ratios.sort()
+    return ratios[int(0.025 * (len(ratios) - 1))], ratios[int(0.975 * (len(ratios) - 1))]
+
+
+# -- rendering ---------------------------------------------------------------------------------------------------------
+def _budget_key(row: dict) -> tuple:
+    return (row["method"] != "full", row["method"], -1.0 if row["budget"] == "all" else float(row["keep_ratio"]))
+
+
+def _budget(label: str) -> str:
+    """A budget label as people write it: ``64``, or a ratio as a small fraction (``r0.111111`` -> ``1/9``)."""
+    if not label.startswith("r"):
+        return label
+    from fractions import Fraction
+
+    return str(Fraction(float(label[1:])).limit_denominator(64))
+
+
+def _fmt(x, spec: str = ".3f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def deterministic_cells(rows: list[dict]) -> list[list[str]]:
+    """The deterministic columns (:data:`DETERMINISTIC`) of one run's rows, one list per row, in board order."""
+    full = next((r for r in rows if r["method"] == "full"), None)
+    if full is None:
+        raise ConfigError("a result file has no `full` row; every run must include it (compare always does)")
+    out = []
+    for r in sorted(rows, key=_budget_key):
+        ci = retention_interval(r.get("per_sample_correct", ""), full.get("per_sample_correct", ""))
+        retention = _fmt(r["retention"])
+        if ci is not None and r["method"] != "full":
+            retention += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+        star = "*" if r.get("budget_kind") == "layer_mean" else ""
+        out.append([r["method"], _budget(r["budget"]) + star if r["budget"] != "all" else "all", _fmt(r["keep"], "g"),
+                    _fmt(r["accuracy"]), retention, _fmt(r["agreement"]), f"{r['tokens_avg_layer']:.1f}",
+                    _fmt(r["flops_ratio"])])
+    return out
+
+
+def _table(header: list[str], body: list[list[str]]) -> str:
+    from tabulate import tabulate
+
+    return tabulate(body, headers=header, tablefmt="github", disable_numparse=True)
+
+
+def _cell_key(row: dict) -> tuple[str, str]:
+    return row["method"], row["budget"]
+
+
+def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
+    """Markdown for one (model, task) from its result files: the CPU file with the most samples gives the
+    deterministic columns; each file adds a measured prefill speed-up column named for its device."""
+    accuracy_file = max(files, key=lambda f: (f[1][0].get("device") == "cpu", f[1][0]["n_samples"]))
+    name, rows = accuracy_file
+    header = list(DETERMINISTIC)
+    body = deterministic_cells(rows)
+    order = [_cell_key(r) for r in sorted(rows, key=_budget_key)]
+    for fname, frows in files:
+        by_cell = {_cell_key(r): r for r in frows}
+        header.append(f"prefill × ({device_label(frows[0])})")
+        for line, key in zip(body, order):
+            r = by_cell.get(key)
+            line.append(_fmt(r.get("speedup_prefill") if r else None, ".2f"))
+    first = rows[0]
+    prov = first.get("provenance", {})
+    lines = [
+        f"# {model} on {task}",
+        "",
+        f"Generated by `tokenbench leaderboard` from `{LEADERBOARD_DIR}/{RESULTS_SUBDIR}/` "
+        f"({', '.join(f'`{f}`' for f, _ in files)}); do not edit by hand. Regenerate with `{REGENERATE}`.",
+        "",
+        f"{first['n_samples']} held-out samples (task version {first.get('task_version', '?')}, seed "
+        f"{prov.get('seed', '?')}), {first['n_visual']} visual tokens per image; accuracy from `{name}` "
+        f"(tokenbench {prov.get('tokenbench', '?')}, torch {prov.get('torch', '?')}, transformers "
+        f"{prov.get('transformers', '?')}, {device_label(first)}).",
+        "",
+        _table(header, body),
+        "",
+        "* `budget`: visual tokens kept; `*` marks a layer-mean budget (visual tokens per LLM layer, averaged).",
+        "* `retention`: accuracy / accuracy of `full` on the same samples; the interval is a 95 % paired bootstrap "
+        "(1,000 resamples, seed 0).",
+        "* `agreement`: share of answers identical to `full`'s. `tokens/layer`: visual tokens per LLM layer, averaged.",
+        "* `FLOPs ratio`: prefill FLOPs (vision, projector, LLM, lm_head and the method's own work) over `full`'s.",
+        "* `prefill ×`: `full`'s median prefill time over the method's, timed interleaved in the same process on the "
+        "device named in the header (batch 1, the first sample). CPU timings of a model this small are mostly "
+        "overhead; see `tokenbench bench` for speed at real scale.",
+        "",
+        f"![retention against FLOPs ratio]({_slug(model, task)}.png)",
+        "",
+    ]
+    return "\n".join(lines), rows
+
+
+def _slug(model: str, task: str) -> str:
+    return f"{model}--{task}".replace("/", "_").replace(":", "_")
+
+
+def pareto_png(path: str, model: str, rows: list[dict]) -> None:
+    """Retention against FLOPs ratio, one line per method through its budgets (matplotlib, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for method in sorted({r["method"] for r in rows} - {"full"}):
+        pts = sorted((r["flops_ratio"], r["retention"]) for r in rows
+                     if r["method"] == method and r["retention"] is not None)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("prefill FLOPs / full")
+    ax.set_ylabel("retention (accuracy / full)")
+    ax.set_title(f"{model}: retention against FLOPs")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def boards(results_dir: str) -> dict[tuple[str, str], list[tuple[str, list[dict]]]]:
+    grouped: dict[tuple[str, str], list[tuple[str, list[dict]]]] = {}
+    for name, rows in load_results(results_dir):
+        if rows:
+            grouped.setdefault((rows[0]["model"], rows[0]["task"]), []).append((name, rows))
+    return grouped
+
+
+def render(root: str = LEADERBOARD_DIR, plots: bool = True) -> list[str]:
+    """Write every board's markdown (and plot) under ``root``; returns the paths written."""
+    written = []
+    for (model, task), files in sorted(boards(os.path.join(root, RESULTS_SUBDIR)).items()):
+        text, rows = render_board(model, task, files)
+        path = os.path.join(root, f"{_slug(model, task)}.md")
+        with open(path, "w") as f:
+            f.write(text)
+        written.append(path)
+        if plots:
+            png = os.path.join(root, f"{_slug(model, task)}.png")
+            pareto_png(png, model, rows)
+            written.append(png)
+    return written
+
+
+# -- the check ---------------------------------------------------------------------------------------------------------
+def committed_cells(markdown: str) -> list[list[str]]:
+    """The deterministic columns of the table in a committed board, one list per row."""
+    lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
+    if len(lines) < 3:
+        return []
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    idx = [header.index(c) for c in DETERMINISTIC if c in header]
+    if len(idx) != len(DETERMINISTIC):
+        return []
+    return [[[c.strip() for c in ln.strip("|").split("|")][i] for i in idx] for ln in lines[2:]]
+
+
+def check(fresh_rows: list[dict], root: str = LEADERBOARD_DIR) -> list[str]:
+    """Differences between the deterministic columns of ``fresh_rows`` and the committed board (empty: up to date)."""
+    first = fresh_rows[0]
+    path = os.path.join(root, f"{_slug(first['model'], first['task'])}.md")
+    if not os.path.isfile(path):
+        return [f"{path} does not exist"]
+    with open(path) as f:
+        committed = committed_cells(f.read())
+    fresh = deterministic_cells(fresh_rows)
+    problems = []
+    old = {(c[0], c[1]): c for c in committed}
+    new = {(c[0], c[1]): c for c in fresh}
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            problems.append(f"{key[0]} @ {key[1]}: not in {path}")
+        elif key not in new:
+            problems.append(f"{key[0]} @ {key[1]}: in {path} but no longer produced")
+        else:
+            for col, a, b in zip(DETERMINISTIC, old[key], new[key]):
+                if a != b:
+                    problems.append(f"{key[0]} @ {key[1]}: {col} committed {a}, now {b}")
+    return problems
