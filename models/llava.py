@@ -13,6 +13,8 @@ tokens (24 x 24 patches, CLS dropped by the "default" feature strategy), which s
 
 from __future__ import annotations
 
+import os
+
 from tokenbench.adapter import Batch, ModelAdapter
 from tokenbench.api import Region, VisualLayout, register_model
 
@@ -168,6 +170,17 @@ def llava_7b(revision: str | None = None) -> LlavaAdapter:
 @register_model("llava-1.5-13b")
 def llava_13b(revision: str | None = None) -> LlavaAdapter:
     return LlavaAdapter("llava-hf/llava-1.5-13b-hf", revision, name="llava-1.5-13b")
+
+
+# -- tokenbench-mini: trained on the synthetic task, shipped in the repo (models/mini/) -------------------------------
+MINI_LLAVA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mini", "llava-1.5")
+
+
+@register_model("mini-llava")
+def mini_llava(revision: str | None = None) -> LlavaAdapter:
+    """tokenbench-mini LLaVA-1.5: LLaVA-1.5's architecture (576 visual tokens) at toy width, trained from scratch on the
+    synthetic task (``models/mini/README.md``); the default model, with accuracy worth retaining on a CPU."""
+    return LlavaAdapter(MINI_LLAVA, revision, name="mini-llava")
 
 
 # -- the tiny variant: built offline from a config, saved, and loaded through from_pretrained -------------------------

@@ -7,10 +7,14 @@ random, each hold one shape (square, circle, triangle, cross) of one colour (red
 rest, 80 % or more of the image, is background. Four question
 types, a quarter of the samples each:
 
-* ``color``  "What color is the circle? Answer with one word."  -> ``red``: the image holds exactly one circle
-* ``shape``  "What shape is the blue object? Answer with one word."  -> ``cross``: exactly one blue object
-* ``count``  "How many green shapes are there? Answer with a number."  -> ``2``
-* ``exists`` "Is there a yellow square? Answer yes or no."  -> ``yes`` / ``no`` (half each)
+* ``color``  "Answer with one word. What is the color of the circle?"  -> ``red``: exactly one circle on the image
+* ``shape``  "Answer with one word. Which shape is blue?"  -> ``cross``: exactly one blue object
+* ``count``  "Answer with a number. How many shapes are green?"  -> ``2``
+* ``exists`` "Answer yes or no. Is there a yellow square?"  -> ``yes`` / ``no`` (half each)
+
+The instruction comes first and the word that names what to look for comes last, right before the answer is read
+(the "last key" phrasing that let small models trained from scratch learn the lookup,
+``../shared/docs/transformers-notes.md`` §Q5).
 
 The answer to a ``color``/``shape`` question sits in the visual tokens of one object whose place changes from image
 to image and is found only by reading the question (the only object of a kind); ``count``/``exists`` need every
@@ -110,15 +114,15 @@ def question_for(qtype: str, flag, scene: Scene, target, rng: random.Random) -> 
     if qtype == "color":
         colour, shape = scene[target]
         meta.update(row=target[0] + 1, col=target[1] + 1, shape=shape)
-        return f"What color is the {shape}? Answer with one word.", colour, meta
+        return f"Answer with one word. What is the color of the {shape}?", colour, meta
     if qtype == "shape":
         colour, shape = scene[target]
         meta.update(row=target[0] + 1, col=target[1] + 1, color=colour)
-        return f"What shape is the {colour} object? Answer with one word.", shape, meta
+        return f"Answer with one word. Which shape is {colour}?", shape, meta
     if qtype == "count":
         colour = scene[rng.choice(sorted(scene))][0] if flag else rng.choice(colours)
         meta.update(color=colour)
-        return (f"How many {colour} shapes are there? Answer with a number.",
+        return (f"Answer with a number. How many shapes are {colour}?",
                 str(sum(c == colour for c, _ in scene.values())), meta)
     present = sorted(set(scene.values()))
     if flag:
@@ -126,7 +130,7 @@ def question_for(qtype: str, flag, scene: Scene, target, rng: random.Random) -> 
     else:
         colour, shape = rng.choice([(c, s) for c in colours for s in SHAPES if (c, s) not in present])
     meta.update(color=colour, shape=shape)
-    return f"Is there a {colour} {shape}? Answer yes or no.", "yes" if flag else "no", meta
+    return f"Answer yes or no. Is there a {colour} {shape}?", "yes" if flag else "no", meta
 
 
 @register_task("synthetic")

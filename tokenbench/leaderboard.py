@@ -51,7 +51,7 @@ def suite_spec():
     from tokenbench.registry import BUILTIN
     from tokenbench.runner import Budget, RunSpec, resolve_model
 
-    names = [n for n in METHODS.names() if n != "full" and METHODS.origin(n).name == BUILTIN]
+    names = [n for n in METHODS.names() if n != "full" and METHODS.origin(n).source == BUILTIN]
     options: dict[str, dict[str, Any]] = {n: {} for n in names}
     if "alvts" in options:  # the artefact shipped with the model, never one a local cache happens to hold
         from tokenbench.methods.alvts.fit import shipped_path

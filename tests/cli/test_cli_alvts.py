@@ -20,8 +20,8 @@ def cache(tmp_path_factory):
 
 def test_uncalibrated_alvts_says_so_in_the_output_and_the_row(cache, tmp_path):
     out = tmp_path / "rows.json"
-    proc = subprocess.run([sys.executable, "-m", "tokenbench", "compare", "alvts", "fastv", *FAST, "--json", str(out)],
-                          capture_output=True, text=True, env=_env(cache), timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "tokenbench", "compare", "alvts", "fastv", "-M", "tiny-llava", *FAST,
+                           "--json", str(out)], capture_output=True, text=True, env=_env(cache), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "warning: alvts: no calibration artefact" in proc.stderr
     assert "note (alvts): alvts: no calibration artefact" in proc.stdout  # repeated under the table
@@ -33,18 +33,36 @@ def test_uncalibrated_alvts_says_so_in_the_output_and_the_row(cache, tmp_path):
 
 def test_calibrate_then_compare_uses_the_artefact(cache, tmp_path):
     art = tmp_path / "a.safetensors"
-    result = invoke(cache, "calibrate", "alvts", "-n", "4", "--heldout", "2", "--epochs", "1", "--out", str(art))
+    result = invoke(cache, "calibrate", "alvts", "-M", "tiny-llava", "-n", "4", "--heldout", "2", "--epochs", "1",
+                    "--out", str(art))
     assert result.exit_code == 0, result.output
     assert f"wrote {art}" in result.stdout and "score_error_after" in result.stdout
     rows = tmp_path / "rows.json"
-    result = invoke(cache, "run", "alvts", *FAST, "-a", f"calibration={art}", "--json", str(rows))
+    result = invoke(cache, "run", "alvts", "-M", "tiny-llava", *FAST, "-a", f"calibration={art}", "--json", str(rows))
     assert result.exit_code == 0, result.output
     row = json.loads(rows.read_text())[1]
     assert row["prepared"]["calibration"] == str(art) and row["warnings"] == []
     assert row["prepared"]["samples"] == 4
-    line = assert_cli_error(cache, ["run", "alvts", *FAST, "-a", f"calibration={art}", "-a", "rank=4"],
+    line = assert_cli_error(cache, ["run", "alvts", "-M", "tiny-llava", *FAST, "-a", f"calibration={art}", "-a", "rank=4"],
                             "does not fit this run", "rank: artefact 8, this run 4")
     assert "tokenbench calibrate" in line
+
+
+def test_default_model_runs_alvts_with_its_shipped_calibration(cache, tmp_path):
+    """`tokenbench compare alvts fastv` with no flags: mini-llava, whose directory ships ALVTS's fitted selector."""
+    import os
+
+    from tokenbench.models.llava import MINI_LLAVA
+
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, "-m", "tokenbench", "compare", "alvts", "fastv", *FAST, "--json", str(out)],
+                          capture_output=True, text=True, env=_env(cache), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning:" not in proc.stderr
+    full, alvts, fastv = json.loads(out.read_text())
+    assert full["model"] == "mini-llava" and full["n_visual"] == 144
+    shipped = os.path.join(MINI_LLAVA, "calibration", "alvts", "rank4-mean.safetensors")
+    assert alvts["prepared"]["calibration"] == os.path.abspath(shipped) and alvts["warnings"] == []
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -56,7 +74,7 @@ def test_calibrate_then_compare_uses_the_artefact(cache, tmp_path):
     (["calibrate", "alvts", "--out", "/nonexistent-dir/x.safetensors"], "nonexistent-dir"),
     (["calibrate", "alvtz"], "Did you mean 'alvts'"),
     (["run", "alvts", "-a", "calibration=/no/such/file.safetensors"], "does not exist"),
-    (["run", "alvts", "-a", "layers=(0,9)"], "layers"),
+    (["run", "alvts", "-a", "layers=(0,19)"], "layers"),
     (["flops", "alvts", "-M", "/no/such/dir"], "does not exist"),
     (["flops", "alvts", "--n-text", "0"], "--n-text"),
     (["flops", "alvts", "-k", "999"], "out of range"),

@@ -86,11 +86,11 @@ def test_model_path_that_does_not_exist(cache):
 
 # -- budgets ---------------------------------------------------------------------------------------------------------
 def test_keep_above_the_number_of_visual_tokens(cache):
-    assert_cli_error(cache, ["compare", "fastv", "--keep", "1000", *FAST], "1000", "576")
+    assert_cli_error(cache, ["compare", "fastv", "--keep", "1000", *FAST], "1000", "144")  # mini-llava's 144
 
 
 def test_keep_out_of_range_in_a_list(cache):
-    assert_cli_error(cache, ["compare", "fastv", "--keep", "64,577", *FAST], "577", "576")
+    assert_cli_error(cache, ["compare", "fastv", "--keep", "64,145", *FAST], "145", "144")
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_bad_budget(cache, args, fragment):
 
 
 def test_keep_ratio_that_keeps_nothing(cache):
-    assert_cli_error(cache, ["compare", "fastv", "--keep-ratio", "0.001", *FAST], "576")
+    assert_cli_error(cache, ["compare", "fastv", "--keep-ratio", "0.001", *FAST], "144")
 
 
 # -- method options --------------------------------------------------------------------------------------------------
@@ -136,11 +136,11 @@ def test_option_without_equals(cache):
 
 def test_option_rejected_by_check_for_this_model(cache):
     """layer=0 type-checks but fastv.check rejects it once the 6-layer model's depth is known."""
-    assert_cli_error(cache, ["compare", "fastv", "-a", "fastv.layer=0", *FAST], "layer=0", "1..5")
+    assert_cli_error(cache, ["compare", "fastv", "-a", "fastv.layer=0", *FAST], "layer=0", "1..11")
 
 
 def test_option_beyond_the_models_depth(cache):
-    assert_cli_error(cache, ["compare", "fastv", "-a", "layer=6", *FAST], "layer=6", "1..5")
+    assert_cli_error(cache, ["compare", "fastv", "-a", "layer=12", *FAST], "layer=12", "1..11")
 
 
 def test_method_named_twice(cache):
@@ -193,25 +193,25 @@ def test_compare_end_to_end(cache, tmp_path):
         missing = ROW_KEYS - set(r)
         assert not missing, f"{r['method']} row lacks {sorted(missing)}"
         assert {"tokenbench", "torch", "transformers", "git_commit"} <= set(r["provenance"])
-        assert r["model"] == "tiny-llava" and r["task"] == "synthetic"
+        assert r["model"] == "mini-llava" and r["task"] == "synthetic"  # the defaults
         assert r["n_samples"] == 4
         assert r["device"] == "cpu" and r["dtype"] == "float32"
         assert r["prefill_ms"] > 0 and r["e2e_ms"] > 0
         assert r["peak_mem_mb"] is None  # only measured on CUDA
     full, fastv, rand = rows
-    assert full["keep"] == 576
-    assert full["flops_ratio"] == 1.0
+    assert full["keep"] == 144  # mini-llava: 12 x 12 visual tokens, 12 LLM layers
+    assert full["flops_ratio"] == 1.0 and full["accuracy"] > 0  # the trained mini model answers
     assert full["agreement"] == 1.0 and full["kl_first_token"] == 0.0
-    assert full["tokens_llm_input"] == 576 and full["tokens_avg_layer"] == 576
-    assert fastv["keep"] == 64  # default keep ratio 1/9 of 576
-    assert rand["keep"] == 64
-    assert fastv["params"] == {"layer": 2} and rand["params"] == {"layer": 0}
+    assert full["tokens_llm_input"] == 144 and full["tokens_avg_layer"] == 144
+    assert fastv["keep"] == 16  # default keep ratio 1/9 of 144
+    assert rand["keep"] == 16
+    assert fastv["params"] == {"layer": None} and rand["params"] == {"layer": 0}  # None: K=2 of 32 -> 1 of 12
     assert 0 < fastv["flops_ratio"] < 1
-    assert 0 < rand["flops_ratio"] < fastv["flops_ratio"]  # random prunes from layer 0, fastv from layer 2
-    # fastv: layers 0-1 see all 576 visual tokens, layers 2-5 the 64 kept
-    assert fastv["tokens_llm_input"] == 576
-    assert fastv["tokens_avg_layer"] == pytest.approx((2 * 576 + 4 * 64) / 6)
-    assert rand["tokens_llm_input"] == 64 and rand["tokens_avg_layer"] == 64
+    assert 0 < rand["flops_ratio"] < fastv["flops_ratio"]  # random prunes from layer 0, fastv from layer 1
+    # fastv: layer 0 sees all 144 visual tokens, layers 1-11 the 16 kept
+    assert fastv["tokens_llm_input"] == 144
+    assert fastv["tokens_avg_layer"] == pytest.approx((144 + 11 * 16) / 12)
+    assert rand["tokens_llm_input"] == 16 and rand["tokens_avg_layer"] == 16
 
 
 # -- click's own usage errors follow the same one-line rule ------------------------------------------------------------

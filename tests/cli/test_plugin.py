@@ -141,10 +141,10 @@ def test_plugin_runs_in_compare(plugin):
     kf = rows["keepfirst"]
     assert kf["keep"] == 8
     assert kf["params"] == {"layer": 1}
-    assert kf["tokens_llm_input"] == 576  # layer 0 still sees every visual token
-    assert kf["tokens_avg_layer"] == pytest.approx((576 + 5 * 8) / 6)  # 6 layers, pruned from layer 1
+    assert kf["tokens_llm_input"] == 144  # layer 0 of the default mini-llava still sees every visual token
+    assert kf["tokens_avg_layer"] == pytest.approx((144 + 11 * 8) / 12)  # 12 layers, pruned from layer 1
     assert 0 < kf["flops_ratio"] < 1
-    assert rows["full"]["tokens_avg_layer"] == 576
+    assert rows["full"]["tokens_avg_layer"] == 144
 
 
 def test_plugin_options_are_typed_like_builtins(plugin):

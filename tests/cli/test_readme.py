@@ -29,5 +29,6 @@ def test_ci_runs_the_readme_test_command():
     test_lines = [line for line in README.splitlines() if 'pip install -e ".[test]"' in line]
     assert len(test_lines) == 1 and test_lines[0].rstrip().endswith("python -m pytest")
     assert "grep -m1 -F 'pip install -e \".[test]\"' README.md" in ci and 'eval "$cmd"' in ci
+    assert ci.rstrip().endswith("tokenbench leaderboard --check --quiet")  # and then the leaderboard drift check
     main_lines = [line for line in README.splitlines() if "pip install -e . &&" in line]
     assert len(main_lines) == 1 and main_lines[0].rstrip().endswith("tokenbench compare alvts fastv")

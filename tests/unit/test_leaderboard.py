@@ -84,3 +84,17 @@ def test_committed_board_matches_its_results():
         text, _ = lb.render_board(model, task, files)
         with open(os.path.join(root, f"{lb._slug(model, task)}.md")) as f:
             assert f.read() == text, f"{model}/{task}: regenerate with `tokenbench leaderboard`"
+
+
+def test_mini_suite_is_every_builtin_method_with_alvts_shipped_calibration():
+    from tokenbench.api import METHODS
+    from tokenbench.registry import BUILTIN
+
+    spec = lb.suite_spec()
+    names = [name for name, _ in spec.methods]
+    assert names == [n for n in METHODS.names() if n != "full" and METHODS.origin(n).source == BUILTIN]
+    assert {"alvts", "fastv", "pdrop", "dart", "visionzip", "sparsevlm", "fitprune", "vtw", "random", "pool"} <= set(names)
+    calibration = dict(spec.methods)["alvts"]["calibration"]
+    assert calibration.endswith(os.path.join("mini", "llava-1.5", "calibration", "alvts", "rank4-mean.safetensors"))
+    assert os.path.isfile(calibration) and spec.model == "mini-llava" and spec.task_options == {"n": 500}
+    assert [b.ratio for b in spec.budgets] == [1 / 9, 2 / 9, 1 / 3]

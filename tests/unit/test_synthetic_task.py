@@ -20,10 +20,10 @@ from tokenbench.tasks.synthetic import COLORS, SHAPES, SyntheticTask, render
 WHITE = (255, 255, 255)
 RGB_TO_NAME = {rgb: name for name, rgb in COLORS.items()}
 QUESTION_RE = {
-    "color": re.compile(r"What color is the (\w+)\? Answer with one word\."),
-    "shape": re.compile(r"What shape is the (\w+) object\? Answer with one word\."),
-    "count": re.compile(r"How many (\w+) shapes are there\? Answer with a number\."),
-    "exists": re.compile(r"Is there a (\w+) (\w+)\? Answer yes or no\."),
+    "color": re.compile(r"Answer with one word\. What is the color of the (\w+)\?"),
+    "shape": re.compile(r"Answer with one word\. Which shape is (\w+)\?"),
+    "count": re.compile(r"Answer with a number\. How many shapes are (\w+)\?"),
+    "exists": re.compile(r"Answer yes or no\. Is there a (\w+) (\w+)\?"),
 }
 
 
@@ -304,3 +304,24 @@ def test_score_reuses_the_normalised_first_word():
 def test_module_imports_no_torch():
     code = "import sys, tokenbench.tasks.synthetic; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_training_questions_are_answered_by_their_scene():
+    """qa_pairs (the mini models' packed training turns) asks only answerable questions, with the scene's answers."""
+    from tokenbench.tasks.synthetic import QUESTION_TYPES, qa_pairs, scene_for
+
+    for i in range(40):
+        rng = random.Random(f"qa-{i}")
+        qtype = QUESTION_TYPES[i % 4]
+        scene, target = scene_for(qtype, rng, 6, rng.randint(2, 6))
+        for question, answer in qa_pairs(scene, target, qtype, rng, 12):
+            kind = next(k for k, rx in QUESTION_RE.items() if rx.fullmatch(question))
+            m = QUESTION_RE[kind].fullmatch(question)
+            if kind in ("color", "shape"):
+                asked = 1 if kind == "color" else 0
+                holders = [v for v in scene.values() if v[asked] == m[1]]
+                assert len(holders) == 1 and holders[0][1 - asked] == answer, (question, scene)
+            elif kind == "count":
+                assert answer == str(sum(c == m[1] for c, _ in scene.values()))
+            else:
+                assert answer == ("yes" if (m[1], m[2]) in scene.values() else "no")
