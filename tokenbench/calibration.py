@@ -142,7 +142,7 @@ def run(method_name: str, method_options: dict, model: str, task: str, task_opti
     if out is not None:
         from tokenbench.results import check_writable
 
-        check_writable(out)  # before any compute
+        check_writable(out, "--out")  # before any compute
     factory_params = inspect.signature(TASKS.get(task)).parameters
     if "n" in factory_params and "n" not in task_options:
         task_options = {**task_options, "n": samples + heldout}  # ask a sized task for as many as needed

@@ -70,17 +70,17 @@ def git_info() -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
-def check_writable(path: str) -> None:
-    """Fail before any compute if ``path`` cannot be written."""
+def check_writable(path: str, option: str = "--json") -> None:
+    """Fail before any compute if ``path`` (given as ``option``) cannot be written."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if os.path.exists(directory) and not os.path.isdir(directory):
-        raise ConfigError(f"cannot write --json {path!r}: {directory!r} is a file, not a directory")
+        raise ConfigError(f"cannot write {option} {path!r}: {directory!r} is a file, not a directory")
     if not os.path.isdir(directory):
-        raise ConfigError(f"cannot write --json {path!r}: directory {directory!r} does not exist; create it first")
+        raise ConfigError(f"cannot write {option} {path!r}: directory {directory!r} does not exist; create it first")
     if os.path.isdir(path):
-        raise ConfigError(f"cannot write --json {path!r}: it is a directory; give a file name such as rows.json")
+        raise ConfigError(f"cannot write {option} {path!r}: it is a directory; give a file name")
     if not os.access(directory, os.W_OK):
-        raise ConfigError(f"cannot write --json {path!r}: directory {directory!r} is not writable")
+        raise ConfigError(f"cannot write {option} {path!r}: directory {directory!r} is not writable")
 
 
 def write_rows(path: str, rows: list[dict[str, Any]]) -> None:

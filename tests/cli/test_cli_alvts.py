@@ -71,7 +71,7 @@ def test_default_model_runs_alvts_with_its_shipped_calibration(cache, tmp_path):
     (["calibrate", "alvts", "--lr", "-1"], "positive"),
     (["calibrate", "alvts", "-a", "pooling=sum", "-n", "2", "--heldout", "1"], "pooling"),
     (["calibrate", "alvts", "-T", "n=3", "-n", "4", "--heldout", "1"], "has 3 samples"),
-    (["calibrate", "alvts", "--out", "/nonexistent-dir/x.safetensors"], "nonexistent-dir"),
+    (["calibrate", "alvts", "--out", "/nonexistent-dir/x.safetensors"], "cannot write --out '/nonexistent-dir"),
     (["calibrate", "alvtz"], "Did you mean 'alvts'"),
     (["run", "alvts", "-a", "calibration=/no/such/file.safetensors"], "does not exist"),
     (["run", "alvts", "-a", "layers=(0,19)"], "layers"),
