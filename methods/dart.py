@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from tokenbench.api import Need, Step, TokenReducer, register_method
 from tokenbench.errors import ConfigError
-from tokenbench.schedule import at_depth
+from tokenbench.schedule import layer_at_depth
 
 
 @register_method("dart")
@@ -46,7 +46,7 @@ class DART(TokenReducer):
                 Need("final_normed", layer=k), Need("final_normed", layer=k, tokens="text"))
 
     def steps(self, n_layers):
-        k = self.layer if self.layer is not None else at_depth((2,), n_layers)[0]
+        k = layer_at_depth(self.layer, 2, n_layers)
         return (Step(k, needs=self._needs(k)),)
 
     def select(self, ctx):

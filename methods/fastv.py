@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tokenbench.api import Need, Step, TokenReducer, register_method
 from tokenbench.errors import ConfigError
-from tokenbench.schedule import at_depth
+from tokenbench.schedule import layer_at_depth
 
 
 @register_method("fastv")
@@ -33,7 +33,7 @@ class FastV(TokenReducer):
             )
 
     def steps(self, n_layers):
-        k = self.layer if self.layer is not None else at_depth((2,), n_layers)[0]
+        k = layer_at_depth(self.layer, 2, n_layers)
         return (Step(k, needs=(Need("attn", layer=k - 1, queries="last"),)),)
 
     def select(self, ctx):

@@ -33,7 +33,7 @@ from tokenbench.errors import ConfigError
 
 #: official v2 per-stage counts (score.py), for LLaVA-1.5's 576 visual tokens, keyed by the nominal budget
 V2_COUNTS = {64: (66, 34, 20), 96: (246, 54, 28), 128: (238, 108, 60), 192: (300, 200, 118)}
-REFERENCE_TOKENS, REFERENCE_DEPTH = 576, 32
+REFERENCE_TOKENS = 576
 VERSIONS = ("2.0", "1.0")
 
 
@@ -62,7 +62,7 @@ class SparseVLM(TokenReducer):
         l + 1, and that layer is placed by the rule every method shares (:func:`tokenbench.schedule.at_depth`)."""
         from tokenbench.schedule import at_depth
 
-        return tuple(x - 1 for x in at_depth(tuple(x + 1 for x in self.layers), n_layers, REFERENCE_DEPTH))
+        return tuple(x - 1 for x in at_depth(tuple(x + 1 for x in self.layers), n_layers))
 
     @staticmethod
     def _needs(signal_layer: int) -> tuple[Need, ...]:

@@ -165,8 +165,6 @@ class ModelAdapter:
         """Read access to the decoder's weights for ``TokenReducer.prepare``."""
         from tokenbench.api import ModelWeights
 
-        import os
-
         return ModelWeights(self.decoder_layers(), self.text_config(), f"{self.name}@{self.source}",
                             revision=getattr(self.model.config, "_commit_hash", None),
                             source_dir=self.source if self.source and os.path.isdir(self.source) else None)

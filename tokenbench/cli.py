@@ -423,7 +423,6 @@ def leaderboard(update, check, root, quiet) -> None:
         from tokenbench.runner import compare as run_compare
 
         _quiet_transformers()
-        rows: list[dict] = []
         if update:
             path = os.path.join(root, lb.RESULTS_SUBDIR, lb.MINI_RESULTS)
             os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -57,8 +57,8 @@ def suite_spec():
         from tokenbench.methods.alvts.fit import shipped_path
 
         alvts = METHODS.get("alvts")()
-        hidden = resolve_model(MINI_SUITE["model"]).load_config().text_config().hidden_size
-        shipped = shipped_path(resolve_model(MINI_SUITE["model"]).source, alvts, alvts.resolved_rank(hidden))
+        adapter = resolve_model(MINI_SUITE["model"]).load_config()
+        shipped = shipped_path(adapter.source, alvts, alvts.resolved_rank(adapter.text_config().hidden_size))
         options["alvts"] = {"calibration": shipped if os.path.isfile(shipped) else "svd"}
     return RunSpec(
         methods=tuple((n, options[n]) for n in names), model=MINI_SUITE["model"], task=MINI_SUITE["task"],

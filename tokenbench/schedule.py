@@ -60,6 +60,12 @@ def fit(family: Callable[[float], Stages], target: float, n_visual: int, n_layer
 REFERENCE_DEPTH = 32
 
 
+def layer_at_depth(layer: int | None, reference: int, n_layers: int) -> int:
+    """A method's layer option: an explicit ``layer`` is taken as given; ``None`` places the paper's ``reference``
+    layer (given for 32 layers) by :func:`at_depth`."""
+    return layer if layer is not None else at_depth((reference,), n_layers)[0]
+
+
 def at_depth(layers: tuple[int, ...], n_layers: int, reference_depth: int = REFERENCE_DEPTH) -> tuple[int, ...]:
     """The one rule every method uses to place layers given for the 32-layer reference in an ``n_layers`` model.
 

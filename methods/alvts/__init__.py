@@ -82,9 +82,9 @@ class ALVTS(TokenReducer):
 
     def selected_layers(self, n_layers: int) -> tuple[int, ...]:
         if self.static:
-            from tokenbench.schedule import at_depth
+            from tokenbench.schedule import layer_at_depth
 
-            return (self.static_layer,) if self.static_layer is not None else at_depth((2,), n_layers)
+            return (layer_at_depth(self.static_layer, 2, n_layers),)
         return tuple(sorted(self.layers)) if self.layers is not None else tuple(range(n_layers))
 
     # -- plan ----------------------------------------------------------------------------------------------------------
