@@ -27,9 +27,23 @@ def tiny_model_names() -> list[str]:
 
 
 def method_names() -> list[str]:
+    """Every registered method, plus the variants the contract suite also covers (``VARIANTS``)."""
     from tokenbench.api import METHODS
 
-    return METHODS.names()
+    return [*METHODS.names(), *VARIANTS]
+
+
+#: method configurations that change what the engine does, run through the contract suite as their own entries:
+#: ALVTS's skipped tokens leaving the layer (the default keeps them as keys and values)
+VARIANTS = {"alvts[skipped_as_kv=False]": ("alvts", {"skipped_as_kv": False})}
+
+
+def make_method(spec: str):
+    """A configured method from a name or a ``VARIANTS`` key."""
+    from tokenbench.api import build_method
+
+    name, options = VARIANTS.get(spec, (spec, {}))
+    return build_method(name, options)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -32,11 +32,20 @@ def overhead_by_layer(lm: flops.LMDims, n_text: int, record, method=None) -> dic
     return out
 
 
+def kv_counts(record, visual_per_layer: list[int]) -> list[int]:
+    """The visual tokens each layer attended to and cached: the record's ``kv_per_layer`` (a Record or a Plan), else
+    what each layer processed."""
+    kv = getattr(record, "kv_per_layer", None) if record is not None else None
+    return list(kv) if kv else list(visual_per_layer)
+
+
 def prefill_count(lm: flops.LMDims, encoder: dict[str, int], n_text: int, visual_per_layer: list[int],
                   record=None, method=None) -> flops.PrefillCount:
     """``record`` is the router's :class:`~tokenbench.engine.router.Record` (``None`` for an unreduced run) and
-    ``method`` the method that ran (its ``select_macs``)."""
-    per_layer = flops.llm_prefill_macs(lm, [n_text + v for v in visual_per_layer])
+    ``method`` the method that ran (its ``select_macs``). A layer whose keys cover more visual tokens than its queries
+    (``record.kv_per_layer``: ALVTS with skipped tokens as keys) is counted with both."""
+    per_layer = flops.llm_prefill_macs(lm, [n_text + v for v in visual_per_layer],
+                                       [n_text + v for v in kv_counts(record, visual_per_layer)])
     overhead = 0
     if record is not None:
         overhead = record.pre_llm_macs + sum(overhead_by_layer(lm, n_text, record, method).values())
@@ -47,15 +56,15 @@ def prefill_count(lm: flops.LMDims, encoder: dict[str, int], n_text: int, visual
     )
 
 
-def decode_count(lm: flops.LMDims, n_text: int, visual_per_layer: list[int], n_steps: int) -> tuple[list[int], int]:
-    """(per-layer MACs, lm_head MACs) of ``n_steps`` decode steps after a prefill in which layer ``l`` processed (and
-    cached) ``n_text + visual_per_layer[l]`` tokens."""
-    return (flops.decode_macs(lm, [n_text + v for v in visual_per_layer], n_steps), flops.lm_head_macs(lm, n_steps))
+def decode_count(lm: flops.LMDims, n_text: int, cached_per_layer: list[int], n_steps: int) -> tuple[list[int], int]:
+    """(per-layer MACs, lm_head MACs) of ``n_steps`` decode steps after a prefill in which layer ``l`` cached
+    ``n_text + cached_per_layer[l]`` tokens (:func:`kv_counts`)."""
+    return (flops.decode_macs(lm, [n_text + v for v in cached_per_layer], n_steps), flops.lm_head_macs(lm, n_steps))
 
 
-def decode_flops(lm: flops.LMDims, n_text: int, visual_per_layer: list[int], n_steps: int) -> int:
+def decode_flops(lm: flops.LMDims, n_text: int, cached_per_layer: list[int], n_steps: int) -> int:
     """Total FLOPs (2 x MACs) of :func:`decode_count`: every layer and the lm_head."""
-    layers, head = decode_count(lm, n_text, visual_per_layer, n_steps)
+    layers, head = decode_count(lm, n_text, cached_per_layer, n_steps)
     return 2 * (sum(layers) + head)
 
 
@@ -66,6 +75,7 @@ class Plan:
     router enforces it) and the plan counts no pre-LLM signal cost (adapter-specific, e.g. the CLS row)."""
 
     visual_per_layer: list[int] = field(default_factory=list)
+    kv_per_layer: list[int] = field(default_factory=list)
     probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)
     select_calls: list[tuple[int, int]] = field(default_factory=list)
     pre_llm_macs: int = 0
@@ -77,6 +87,7 @@ def plan(method, n_layers: int, n_visual: int, keep: int) -> Plan:
     out = Plan(n_visual=n_visual)
     if not method.reduces(keep, n_visual):
         out.visual_per_layer = [n_visual] * n_layers
+        out.kv_per_layer = [n_visual] * n_layers
         return out
     steps = {s.layer: s for s in method.plan(keep, n_visual, n_layers)}
     needs_at: dict[int, list] = {}
@@ -98,16 +109,18 @@ def plan(method, n_layers: int, n_visual: int, keep: int) -> Plan:
         for need in needs_at.get(layer, ()):
             if need in now:  # the step's own signals before it, the rest after (as the router)
                 probe(layer, need)
-        computed = active
+        computed = seen = active
         if step is not None:
             out.select_calls.append((layer, active))
             k = keep if step.keep is None else step.keep
             if (step.stage or method.stage) == "prune":
-                active = computed = k
-            elif not step.skipped_as_kv:
+                active = computed = seen = k
+            else:  # route: k go through the layer; with skipped_as_kv every active token stays a key
                 computed = k
+                seen = active if step.skipped_as_kv else k
         for need in needs_at.get(layer, ()):
             if need not in now:
                 probe(layer, need)
         out.visual_per_layer.append(computed)
+        out.kv_per_layer.append(seen)
     return out

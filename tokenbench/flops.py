@@ -213,27 +213,34 @@ def mlp_projector_macs(dims: Sequence[int], n_tokens: int) -> int:
     return sum(linear_macs(n_tokens, a, b) for a, b in zip(dims[:-1], dims[1:]))
 
 
-def llm_layer_macs(lm: LMDims, n_q: int, n_kv: int) -> int:
+def llm_layer_macs(lm: LMDims, n_q: int, n_kv: int, n_kv_new: int | None = None) -> int:
     """One decoder layer on ``n_q`` new tokens attending to ``n_kv`` keys (``n_kv = n_q`` in a cache-less
     prefill; ``n_kv = cache + n_q`` with a KV cache)::
 
         q, o      : 2 * n_q * d * (H * hd)
-        k, v      : 2 * n_q * d * (Hkv * hd)     only new tokens are projected
-        QK^T, AV  : 2 * n_q * n_kv * H * hd      full rectangle, as FlopCounterMode
-        SwiGLU FFN: 3 * n_q * d * m              gate, up, down
+        k, v      : 2 * n_kv_new * d * (Hkv * hd)   the tokens projected to keys/values here (default n_q)
+        QK^T, AV  : 2 * n_q * n_kv * H * hd         full rectangle, as FlopCounterMode
+        SwiGLU FFN: 3 * n_q * d * m                 gate, up, down
+
+    ``n_kv_new > n_q`` is a layer whose keys include tokens that are not its queries (ALVTS with skipped tokens as
+    keys and values: their K/V are projected, nothing else).
     """
     _check_count("n_q", n_q)
     _check_count("n_kv", n_kv)
+    n_new = n_q if n_kv_new is None else _check_count("n_kv_new", n_kv_new)
     d = lm.hidden
-    proj = 2 * n_q * d * lm.q_dim + 2 * n_q * d * lm.kv_dim
+    proj = 2 * n_q * d * lm.q_dim + 2 * n_new * d * lm.kv_dim
     attn = 2 * n_q * n_kv * lm.q_dim
     ffn = 3 * n_q * d * lm.intermediate
     return proj + attn + ffn
 
 
-def llm_prefill_macs(lm: LMDims, tokens_per_layer: Sequence[int]) -> list[int]:
+def llm_prefill_macs(lm: LMDims, tokens_per_layer: Sequence[int],
+                     kv_tokens_per_layer: Sequence[int] | None = None) -> list[int]:
     """Per-layer MACs of a prefill without KV cache where layer ``i`` processes ``tokens_per_layer[i]``
     tokens (``n_q = n_kv`` = that count). ``tokens_per_layer`` must have one entry per layer.
+    ``kv_tokens_per_layer`` gives layers whose keys/values cover more tokens than their queries (every such token's
+    K/V projected, ``n_kv`` = that count); by default each layer's keys are its queries.
 
     Unpruned: ``[n] * lm.n_layers``. FastV (K=2, keep k of v image tokens):
     ``[n] * 2 + [n - v + k] * (lm.n_layers - 2)``. The method's own scoring cost (for example
@@ -245,7 +252,10 @@ def llm_prefill_macs(lm: LMDims, tokens_per_layer: Sequence[int]) -> list[int]:
             f"tokens_per_layer has {len(counts)} entries but the model has {lm.n_layers} layers; "
             f"give one token count per decoder layer"
         )
-    return [llm_layer_macs(lm, n, n) for n in counts]
+    kv = counts if kv_tokens_per_layer is None else list(kv_tokens_per_layer)
+    if len(kv) != len(counts):
+        raise ValueError(f"kv_tokens_per_layer has {len(kv)} entries but the model has {lm.n_layers} layers")
+    return [llm_layer_macs(lm, n, c, c) for n, c in zip(counts, kv)]
 
 
 def lm_head_macs(lm: LMDims, n_logits: int) -> int:
@@ -391,15 +401,20 @@ def fastv_convention_macs(n: int, d: int, m: int, n_layers: int) -> int:
     return n_layers * (4 * n * d * d + 2 * n * n * d + 2 * n * d * m)
 
 
-def fastv_formula_macs(lm: LMDims, tokens_per_layer: Sequence[int]) -> int:
+def fastv_formula_macs(lm: LMDims, tokens_per_layer: Sequence[int],
+                       kv_tokens_per_layer: Sequence[int] | None = None) -> int:
     """The FastV formula applied layer by layer, each layer with its own token count ``n_l``::
 
         sum over layers of 4 n_l d^2 + 2 n_l^2 d + 2 n_l d m
 
     This is how the papers compute a pruned model's "FLOPs" (FastV's Eq. for K full layers and T - K pruned ones);
-    with every ``n_l = n`` it equals :func:`fastv_convention_macs`."""
+    with every ``n_l = n`` it equals :func:`fastv_convention_macs`. A layer whose keys cover ``c_l > n_l`` tokens
+    (``kv_tokens_per_layer``) counts its parts separately, 2 n_l d^2 (q, o) + 2 c_l d^2 (k, v) + 2 n_l c_l d +
+    2 n_l d m, which is the same formula when ``c_l = n_l``."""
     d, m = lm.hidden, lm.intermediate
-    return sum(4 * n * d * d + 2 * n * n * d + 2 * n * d * m for n in (_check_count("n", x) for x in tokens_per_layer))
+    counts = [_check_count("n", x) for x in tokens_per_layer]
+    kv = counts if kv_tokens_per_layer is None else [_check_count("n", x) for x in kv_tokens_per_layer]
+    return sum(2 * n * d * d + 2 * c * d * d + 2 * n * c * d + 2 * n * d * m for n, c in zip(counts, kv))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -242,7 +242,7 @@ class _Context:
         import torch
         from tqdm.auto import tqdm
 
-        from tokenbench.accounting import decode_flops, prefill_count
+        from tokenbench.accounting import decode_flops, kv_counts, prefill_count
         from tokenbench.flops import fastv_formula_macs
 
         n = len(self.samples)
@@ -262,15 +262,16 @@ class _Context:
                 rec = router.record if router is not None else None
                 n_visual = batch.layout.n_visual
                 per_layer = rec.visual_per_layer if rec is not None else [n_visual] * n_layers
+                cached = kv_counts(rec, per_layer)  # what each layer attended to and cached (keys)
                 encoder = self.adapter.encoder_macs(tuple(chunk[0].image.size))
                 first = torch.log_softmax(gen.first_logits.float(), dim=-1)
                 for j, (i, s, text, n_text) in enumerate(zip(idx, chunk, gen.texts, batch.n_text)):
                     answers[i], correct[i] = text, self.task.score(s, text)
                     vpl[i], keeps[i], n_vis[i] = list(per_layer), budget.resolve(n_visual), n_visual
                     fl[i] = prefill_count(self.lm, encoder, n_text, per_layer, rec, method)
-                    dec[i] = (decode_flops(self.lm, n_text, per_layer, len(gen.token_ids[j]) - 1),
-                              decode_flops(self.lm, n_text, per_layer, 1))
-                    fastv[i] = fastv_formula_macs(self.lm, [n_text + v for v in per_layer])
+                    dec[i] = (decode_flops(self.lm, n_text, cached, len(gen.token_ids[j]) - 1),
+                              decode_flops(self.lm, n_text, cached, 1))
+                    fastv[i] = fastv_formula_macs(self.lm, [n_text + v for v in per_layer], [n_text + v for v in cached])
                     logprobs[i] = first[j]
                 kv += gen.kv_cache_bytes
                 bar.update(len(chunk))

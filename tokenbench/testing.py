@@ -138,7 +138,7 @@ def counted_vs_measured_flops(adapter, method, keep: int, sample, new_tokens: in
     [(counted, measured) for each LLM layer]}``. A layer's count is its prefill work, the method's own work there
     (signals, ``select``) and its decode steps. Equal when every matmul the method causes is counted where it runs."""
     from tokenbench import flopcount
-    from tokenbench.accounting import decode_count, overhead_by_layer, prefill_count
+    from tokenbench.accounting import decode_count, kv_counts, overhead_by_layer, prefill_count
 
     if isinstance(method, str):
         method = build_method(method)
@@ -151,7 +151,7 @@ def counted_vs_measured_flops(adapter, method, keep: int, sample, new_tokens: in
     lm, n_text = adapter.lm_dims(), batch.n_text[0]
     per_layer = record.visual_per_layer if record is not None else [batch.layout.n_visual] * adapter.n_layers
     prefill = prefill_count(lm, adapter.encoder_macs(tuple(sample.image.size)), n_text, per_layer, record, method)
-    decode_layers, decode_head = decode_count(lm, n_text, per_layer, new_tokens - 1)
+    decode_layers, decode_head = decode_count(lm, n_text, kv_counts(record, per_layer), new_tokens - 1)
     at = overhead_by_layer(lm, n_text, record, method) if record is not None else {}
     names = {id(m): f"{type(adapter.model).__name__}.{n}" for n, m in adapter.model.named_modules()}
     layers = [(2 * (p + at.get(i, 0) + d), by_module.get(names[id(layer)], 0))

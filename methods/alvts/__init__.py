@@ -52,7 +52,7 @@ class ALVTS(TokenReducer):
     stage = "route"
     rank: int = 0  # R; 0 = hidden/16 (paper: 256 for LLaVA-1.5-7B, 128 for Qwen2.5-VL-3B)
     layers: tuple[int, ...] | None = None  # None = every layer, as in the paper
-    skipped_as_kv: bool = False  # skipped tokens leave the layer entirely ([N3]); True keeps them as keys/values
+    skipped_as_kv: bool = True  # skipped tokens stay keys/values of the layer they skip; False: they leave it entirely
     pooling: str = "mean"  # mean | max over heads
     causal: bool = True  # the selector's mask, like the layer's
     rope: bool = True  # the selector's positions, like the layer's
@@ -69,8 +69,6 @@ class ALVTS(TokenReducer):
         if self.static:
             if self.static_layer is not None and not 0 <= self.static_layer < n_layers:
                 raise ConfigError(f"alvts: static_layer={self.static_layer} must be in 0..{n_layers - 1}")
-            if self.skipped_as_kv:
-                raise ConfigError("alvts: skipped_as_kv applies to routing; the static ablation drops tokens for good")
         for layer in self.layers or ():
             if not 0 <= layer < n_layers:
                 raise ConfigError(f"alvts: layers contains {layer}; this model has layers 0..{n_layers - 1}")
@@ -91,7 +89,8 @@ class ALVTS(TokenReducer):
     def steps(self, n_layers):
         stage = "prune" if self.static else None
         return tuple(
-            Step(layer, needs=(Need("layer_input", layer=layer),), stage=stage, skipped_as_kv=self.skipped_as_kv)
+            Step(layer, needs=(Need("layer_input", layer=layer),), stage=stage,
+                 skipped_as_kv=self.skipped_as_kv and not self.static)  # the static ablation drops tokens for good
             for layer in self.selected_layers(n_layers)
         )
 
@@ -109,7 +108,7 @@ class ALVTS(TokenReducer):
     def select_macs(self, dims, n_text: int, n_active: int, layer: int, n_visual: int = 0) -> int:
         from tokenbench.methods.alvts.selector import selector_macs
 
-        return selector_macs(dims, self.resolved_rank(dims.hidden), n_text + n_active)
+        return selector_macs(dims, self.resolved_rank(dims.hidden), n_text + n_active, self.pooling, self.causal)
 
     # -- factors -------------------------------------------------------------------------------------------------------
     def prepare(self, weights):
@@ -119,8 +118,7 @@ class ALVTS(TokenReducer):
 
     def calibration_steps(self, n_layers):
         return tuple(
-            Step(layer, needs=(Need("layer_input", layer=layer), Need("attn", layer=layer, queries="visual"),
-                               Need("attn", layer=layer, queries="text")))
+            Step(layer, needs=(Need("layer_input", layer=layer),))
             for layer in range(n_layers)
         )
 

@@ -1,7 +1,7 @@
 """ALVTS's factors: the SVD initialisation, loading a calibrated artefact, and calibration (importance consistency).
 
 Calibration (eq. 9) fits each layer's factors, the LVLM frozen, so that the selector's scores match the oracle S*:
-the same score computed from the layer's *exact* attention (recomputed by the harness, ``Need("attn")``) on the
+the same score computed by the same code from the layer's *exact* W_Q and W_K (``selector.exact_scores``) on the
 unreduced model's layer inputs. Layers are independent (each loss reaches only its own layer's factors). Scores are
 normalised to mean 1 before the MSE (raw products are ~1/N^2) and everything runs in float32. The paper reports
 neither optimiser nor schedule; we use Adam with a learning rate relative to each factor's RMS, a few epochs.
@@ -17,7 +17,7 @@ import torch
 from tokenbench import calibration
 from tokenbench.api import Calibrated, Need, Prepared
 from tokenbench.errors import ConfigError
-from tokenbench.methods.alvts.selector import FACTORS, importance, normalise, selector_scores, svd_init
+from tokenbench.methods.alvts.selector import FACTORS, compute_dtype, exact_scores, normalise, selector_scores, svd_init
 
 METHOD = "alvts"
 CACHE_LIMIT_BYTES = 2 * 2**30  # cache the frozen model's layer inputs across epochs below this; re-run it above
@@ -31,9 +31,11 @@ class Factors:
         self._moved: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
     def factors(self, layer: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        key = (layer, like.device, like.dtype)
+        """Layer ``layer``'s factors on ``like``'s device, in the selector's compute dtype for it."""
+        dtype = compute_dtype(like)
+        key = (layer, like.device, dtype)
         if key not in self._moved:
-            self._moved[key] = tuple(self.tensors[f"{layer}.{n}"].to(like.device, like.dtype) for n in FACTORS)
+            self._moved[key] = tuple(self.tensors[f"{layer}.{n}"].to(like.device, dtype) for n in FACTORS)
         return self._moved[key]
 
 
@@ -87,13 +89,16 @@ def prepare(method, weights) -> Prepared:
 
 
 # -- calibration -------------------------------------------------------------------------------------------------------------
-def _pairs(method, batch: dict) -> list[tuple[int, object, torch.Tensor]]:
-    """(layer, LayerInput, oracle score S*) for each layer of one visited batch."""
+def _pairs(method, weights, batch: dict) -> list[tuple[int, object, torch.Tensor]]:
+    """(layer, LayerInput, oracle score S*) for each layer of one visited batch: S* is the selector's own code on the
+    layer's full-rank W_Q, W_K (:func:`exact_scores`)."""
     out = []
-    for layer, ctx in sorted(batch.items()):
-        target = importance(ctx.signal(Need("attn", layer=layer, queries="visual")),
-                            ctx.signal(Need("attn", layer=layer, queries="text")), ctx.text_query_mask, method.pooling)
-        out.append((layer, ctx.signal(Need("layer_input", layer=layer)), target))
+    with torch.no_grad():
+        for layer, ctx in sorted(batch.items()):
+            inp = ctx.signal(Need("layer_input", layer=layer))
+            wq, wk = (weights.layer_weight(layer, name).to(inp.normed.device) for name in ("q_proj", "k_proj"))
+            target = exact_scores(inp, wq, wk, method.pooling, method.causal, method.rope)
+            out.append((layer, inp, target))
     return out
 
 
@@ -126,7 +131,7 @@ def calibrate(method, weights, data, epochs: int = 3, lr: float = 1e-2, log=prin
     def heldout(p):
         totals = [0.0, 0.0, 0]
         for batch in data.heldout():
-            for i, x in enumerate(_error(method, _pairs(method, batch), p)):
+            for i, x in enumerate(_error(method, _pairs(method, weights, batch), p)):
                 totals[i] += x
         return totals[0] / totals[2], totals[1] / totals[2]
 
@@ -140,7 +145,7 @@ def calibrate(method, weights, data, epochs: int = 3, lr: float = 1e-2, log=prin
     for epoch in range(epochs):
         source = cached if cached and epoch > 0 else None
         total, count, size = 0.0, 0, 0
-        for pairs in source if source is not None else (_pairs(method, b) for b in data.train()):
+        for pairs in source if source is not None else (_pairs(method, weights, b) for b in data.train()):
             loss = sum(((normalise(_scores(method, inp, params, layer)) - normalise(target)) ** 2).mean()
                        for layer, inp, target in pairs) / len(pairs)
             opt.zero_grad()

@@ -9,7 +9,15 @@ head_dim`` wide on GQA models) approximate the layer's attention on its normed i
     S(i) = S_V2V(i) * S_T2V(i)                          mean attention visual token i receives from the visual
                                                         queries, times the mean it receives from the text queries
 
-The same :func:`importance` turns the layer's *exact* attention rows (the oracle S* of calibration) into scores.
+S_V2V and S_T2V are column sums, over chosen query rows, of a row softmax. :func:`received_attention` computes them
+without the (T x T) map: row blocks of float32 logits over the keys each row may see, the rows' log-sum-exp, and one
+small matmul per block that sums the normalised rows of each group into the visual columns (memory linear in T;
+causal blocks skip the keys after their rows). The projections run in the model's dtype, except on a CPU without
+native bfloat16/float16 matmul, where they run in float32 (:func:`compute_dtype`). The calibration oracle S*
+(:func:`exact_scores`) is the same code on the layer's full-rank W_Q, W_K. A fused attention kernel was measured
+and not adopted: torch's CPU kernel that returns the log-sum-exp (``_scaled_dot_product_flash_attention_for_cpu``)
+needs values as wide as the keys and a second, transposed pass for the column sums, and was slower than the blocks
+here (README, "ALVTS's selector").
 """
 
 from __future__ import annotations
@@ -43,32 +51,105 @@ def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     return x.view(b, n, -1, head_dim).transpose(1, 2)
 
 
-def selector_attention(inp, uq, vq, uk, vk, causal: bool = True, rope: bool = True) -> torch.Tensor:
-    """A~ for every token of ``inp`` (a :class:`tokenbench.api.LayerInput`) as queries and keys: (B, H, T, T), float32.
+#: float32 values of one row block, per sample: heads x rows x keys (16 MiB). Memory is linear in T for a fixed block.
+BLOCK_ELEMENTS = 1 << 22
+MIN_BLOCK_ROWS = 16
 
-    The projections run in the factors' dtype; the logits and softmax in float32."""
-    x = inp.normed.to(uq.dtype)
-    q, k = (x @ vq.T) @ uq.T, (x @ vk.T) @ uk.T
-    if inp.q_bias is not None:  # the layer's own biases (Qwen2): only the weights are factorised
+
+def row_blocks(n_tokens: int, n_heads: int, causal: bool = True) -> list[tuple[int, int, int]]:
+    """The row blocks of :func:`received_attention`: ``(first row, end row, keys)`` for ``n_tokens`` queries. Rows are
+    sequence-ordered, so under the causal mask a block's rows see only the keys before its end. Depends only on the
+    sample's size (never on the batch), so the FLOPs of a sample are the same in any batch."""
+    rows = max(MIN_BLOCK_ROWS, min(n_tokens, BLOCK_ELEMENTS // max(1, n_heads * n_tokens)))
+    return [(r0, min(n_tokens, r0 + rows), min(n_tokens, r0 + rows) if causal else n_tokens)
+            for r0 in range(0, n_tokens, rows)]
+
+
+def compute_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype of the selector's projections: the model's, except on a CPU without native bfloat16/float16 matmul
+    units, where torch emulates them (several times slower than float32) and float32 is both faster and exact-er."""
+    if like.dtype in (torch.bfloat16, torch.float16) and like.device.type == "cpu":
+        native = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}[like.dtype]
+        check = getattr(torch.ops.mkldnn, native, None)
+        if check is None or not check():
+            return torch.float32
+    return like.dtype
+
+
+def received_attention(q: torch.Tensor, k: torch.Tensor, inp, causal: bool = True, pooling: str = "mean"):
+    """(S_V2V, S_T2V), each (B, n_active) float32: the attention each active visual key receives from the visual query
+    rows and from the (valid) text query rows of ``softmax(q k^T * scaling)``, heads pooled by ``pooling``, rows
+    averaged (eq. 5).
+
+    ``q`` (B, H, T, hd) and ``k`` (B, Hkv, T, hd) are the rotated queries and keys of every token of ``inp`` (a
+    :class:`tokenbench.api.LayerInput`). The (T x T) map is never built: rows go in blocks (:func:`row_blocks`); each
+    block's logits over every key it may see are computed in float32, its rows' log-sum-exp normalises them, and a
+    small matmul sums the probabilities over the rows of each group, straight into per-key column sums. Peak memory is
+    one block, linear in T. Causal and padding masks as in the layer; padding rows carry no weight.
+    """
+    b, n_heads, n_tok, hd = q.shape
+    groups = n_heads // k.shape[1]
+    inplace = not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))  # calibration needs autograd
+    q = (q.float() * inp.scaling).view(b, k.shape[1], groups, n_tok, hd)  # GQA: each KV head serves `groups` q heads
+    kt = k.float().transpose(-1, -2)  # (B, Hkv, hd, T)
+    # row weights: 1/N on the visual rows (group 0), 1/#valid on the valid text rows (group 1)
+    weights = torch.zeros(b, 2, n_tok, dtype=torch.float32, device=q.device)
+    weights[:, 0].scatter_(1, inp.visual, 1.0 / max(1, inp.visual.shape[1]))
+    text_valid = inp.valid.gather(1, inp.text).float()
+    weights[:, 1].scatter_(1, inp.text, text_valid / text_valid.sum(dim=1, keepdim=True).clamp_min(1.0))
+    padded = not bool(inp.valid.all())
+    lowest = torch.finfo(torch.float32).min
+    cols = []
+    for r0, r1, n_keys in row_blocks(n_tok, n_heads, causal):
+        rows = r1 - r0
+        logits = torch.matmul(q[:, :, :, r0:r1].reshape(b, k.shape[1], groups * rows, hd), kt[..., :n_keys])
+        logits = logits.view(b, n_heads, rows, n_keys)
+        if causal:  # only the block's own square has keys after its rows
+            future = torch.ones(rows, rows, dtype=torch.bool, device=q.device).triu(1)
+            square = logits[..., r0:r1]
+            square = square.masked_fill_(future, lowest) if inplace else square.masked_fill(future, lowest)
+            logits = torch.cat([logits[..., :r0], square], dim=-1) if not inplace else logits
+        if padded:
+            hidden = ~inp.valid[:, None, None, :n_keys]
+            logits = logits.masked_fill_(hidden, lowest) if inplace else logits.masked_fill(hidden, lowest)
+        peak = logits.amax(dim=-1, keepdim=True)
+        probs = logits.sub_(peak).exp_() if inplace else (logits - peak).exp()
+        total = probs.sum(dim=-1, keepdim=True)  # (B, H, rows, 1): each row's softmax denominator
+        w = weights[:, :, r0:r1]  # (B, 2, rows)
+        if pooling == "mean":  # sum over heads of w_j p_hji = sum_h (w_j / total_hj) e_hji, one batched matmul
+            col = torch.matmul(w[:, None] / total.transpose(-1, -2), probs).sum(dim=1)
+        else:  # max over heads of the probabilities, then the rows' weighted sum
+            col = torch.matmul(w, (probs / total).amax(dim=1))
+        cols.append(torch.nn.functional.pad(col, (0, n_tok - n_keys)))
+    col = torch.stack(cols).sum(dim=0) if len(cols) > 1 else cols[0]  # (B, 2, T)
+    if pooling == "mean":
+        col = col / n_heads
+    col = col.gather(2, inp.visual[:, None, :].expand(-1, 2, -1))
+    return col[:, 0], col[:, 1]
+
+
+def _rotated(inp, q: torch.Tensor, k: torch.Tensor, rope: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected (B, T, H*hd) queries and keys with the layer's own biases (Qwen2's; Llama has none), split into heads
+    and rotated at the tokens' original positions."""
+    if inp.q_bias is not None:
         q = q + inp.q_bias.to(q.dtype)
     if inp.k_bias is not None:
         k = k + inp.k_bias.to(k.dtype)
     q, k = _heads(q, inp.head_dim), _heads(k, inp.head_dim)
-    if rope:
-        q, k = inp.rope(q), inp.rope(k)
-    k = k.repeat_interleave(inp.n_heads // inp.n_kv_heads, dim=1)  # GQA: each KV head serves a group of q heads
-    logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * inp.scaling
-    allowed = inp.valid[:, None, :].expand(-1, inp.valid.shape[1], -1)
-    if causal:
-        allowed = allowed & (inp.positions[:, None, :] <= inp.positions[:, :, None])
-    # padding rows (all keys masked when causal) stay finite; they are never read
-    logits = logits.masked_fill(~allowed[:, None], torch.finfo(logits.dtype).min)
-    return logits.softmax(dim=-1)
+    return (inp.rope(q), inp.rope(k)) if rope else (q, k)
+
+
+def project(inp, uq, vq, uk, vk, rope: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The selector's rotated queries (B, H, T, hd) and keys (B, Hkv, T, hd): ``(X V^T) U^T + b`` for Q and K, in the
+    factors' dtype; the rank-R product U V is never formed and only the weights are factorised."""
+    x = inp.normed.to(uq.dtype)
+    return _rotated(inp, (x @ vq.T) @ uq.T, (x @ vk.T) @ uk.T, rope)
 
 
 def importance(visual_rows: torch.Tensor, text_rows: torch.Tensor, text_valid: torch.Tensor,
                pooling: str = "mean") -> torch.Tensor:
-    """S = S_V2V * S_T2V (eq. 5-6) from attention rows to the visual keys.
+    """S = S_V2V * S_T2V (eq. 5-6) from materialised attention rows to the visual keys (the definition, used by tests
+    and by anything that already holds the rows; the selector itself never builds them).
 
     ``visual_rows`` (B, H, N, N): visual queries; ``text_rows`` (B, H, M, N): text queries, of which ``text_valid``
     (B, M) marks the real ones (padding rows are excluded from the mean). Heads are pooled first (``mean``: the
@@ -83,30 +164,34 @@ def importance(visual_rows: torch.Tensor, text_rows: torch.Tensor, text_valid: t
 def selector_scores(inp, factors: tuple[torch.Tensor, ...], pooling: str = "mean", causal: bool = True,
                     rope: bool = True) -> torch.Tensor:
     """The selector's importance S (B, n_active) of the active visual tokens of ``inp``, in ``ctx.active`` order."""
-    probs = selector_attention(inp, *factors, causal=causal, rope=rope)
-    # pool the heads first (the same result as importance() pooling them, on H times fewer elements)
-    probs = probs.mean(dim=1, keepdim=True) if pooling == "mean" else probs.amax(dim=1, keepdim=True)
-    vis = inp.visual
-    cols = vis[:, None, None, :].expand(-1, probs.shape[1], -1, -1)
-
-    def rows_to_visual(rows):
-        picked = probs.gather(2, rows[:, None, :, None].expand(-1, probs.shape[1], -1, probs.shape[3]))
-        return picked.gather(3, cols.expand(-1, -1, rows.shape[1], -1))
-
-    return importance(rows_to_visual(vis), rows_to_visual(inp.text), inp.valid.gather(1, inp.text), pooling)
+    v2v, t2v = received_attention(*project(inp, *factors, rope=rope), inp, causal, pooling)
+    return v2v * t2v
 
 
-def selector_macs(dims, rank: int, n_tokens: int) -> int:
-    """MACs of :func:`selector_attention` for one sample of ``n_tokens`` (text + active visual), tokenbench.flops
-    convention (matmuls only; norm, RoPE and softmax are elementwise)::
+def exact_scores(inp, wq: torch.Tensor, wk: torch.Tensor, pooling: str = "mean", causal: bool = True,
+                 rope: bool = True) -> torch.Tensor:
+    """The oracle S* (eq. 9): the same score from the layer's own full-rank W_Q and W_K (and biases), by the same code."""
+    x = inp.normed.to(wq.dtype)
+    v2v, t2v = received_attention(*_rotated(inp, x @ wq.T, x @ wk.T, rope), inp, causal, pooling)
+    return v2v * t2v
 
-        q~ : n*D*Rq + n*Rq*(H*hd)      k~ : n*D*Rk + n*Rk*(Hkv*hd)      logits : n*n*(H*hd)
 
-    with Rq, Rk the rank ``rank`` capped at each matrix's own rank (W_K is only Hkv*hd wide on GQA models).
+def selector_macs(dims, rank: int, n_tokens: int, pooling: str = "mean", causal: bool = True) -> int:
+    """MACs of :func:`selector_scores` for one sample of ``n_tokens`` (text + active visual), tokenbench.flops
+    convention (matmuls only; norm, RoPE, masks, exp and sums are elementwise)::
+
+        q~ : n*D*Rq + n*Rq*(H*hd)      k~ : n*D*Rk + n*Rk*(Hkv*hd)
+        per row block of b rows and K keys (row_blocks; K = the block's end when causal, else n):
+            logits b*K*(H*hd)      row groups' column sums 2*b*K*H (mean pooling) or 2*b*K (max over heads first)
+
+    with Rq, Rk the rank ``rank`` capped at each matrix's own rank (W_K is only Hkv*hd wide on GQA models). Causal
+    blocks skip the keys after their last row, so the logits cost about half of the n*n*(H*hd) square.
     """
     n, d = n_tokens, dims.hidden
     rq, rk = min(rank, dims.q_dim, d), min(rank, dims.kv_dim, d)
-    return n * rq * (d + dims.q_dim) + n * rk * (d + dims.kv_dim) + n * n * dims.q_dim
+    sums = 2 * dims.n_heads if pooling == "mean" else 2
+    blocks = sum((r1 - r0) * keys * (dims.q_dim + sums) for r0, r1, keys in row_blocks(n, dims.n_heads, causal))
+    return n * rq * (d + dims.q_dim) + n * rk * (d + dims.kv_dim) + blocks
 
 
 def normalise(scores: torch.Tensor) -> torch.Tensor:

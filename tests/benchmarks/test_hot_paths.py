@@ -38,18 +38,38 @@ def layer_setup():
     return layer, hidden, cos, sin, visual, other
 
 
-def test_alvts_selector_scores(benchmark, layer_setup):
-    """ALVTS's importance scores of the visual tokens from a rank-256 selector (its per-layer cost)."""
+@pytest.fixture(scope="module")
+def selector_input(layer_setup):
     from tokenbench.engine import probe
-    from tokenbench.methods.alvts.selector import selector_scores
 
     layer, hidden, cos, sin, visual, other = layer_setup
     inp = probe.layer_input(layer, hidden, cos, sin, other, visual, torch.ones(1, hidden.shape[1], dtype=torch.bool))
     g = torch.Generator().manual_seed(0)
     factors = tuple(torch.randn(*shape, generator=g, dtype=DTYPE) / 64 for shape in
                     ((HEADS * HEAD_DIM, RANK), (RANK, D), (HEADS * HEAD_DIM, RANK), (RANK, D)))
+    return inp, factors
+
+
+@pytest.mark.benchmark(group="alvts-selector")
+@pytest.mark.parametrize("impl", ["blockwise", "reference"])
+def test_alvts_selector_scores(benchmark, selector_input, impl):
+    """ALVTS's importance scores of the visual tokens from a rank-256 selector (its per-layer cost), as the method runs
+    it (``blockwise``: the factors in the selector's compute dtype, no T x T map) and as it ran before the rewrite
+    (``reference``: tests/alvts_reference.py, the float32 (B, H, T, T) map). Both in one run, one group: the ratio of
+    their medians is the speed-up. The blockwise scores must equal the reference's to float tolerance."""
+    import alvts_reference
+    from tokenbench.methods.alvts.selector import compute_dtype, selector_scores
+
+    inp, factors = selector_input
     with torch.inference_mode():
-        scores = benchmark(selector_scores, inp, factors)
+        expected = alvts_reference.selector_scores(inp, factors)
+        if impl == "blockwise":
+            ours = tuple(f.to(compute_dtype(inp.normed)) for f in factors)  # as fit.Factors caches them for a run
+            scores = benchmark(selector_scores, inp, ours)
+            torch.testing.assert_close(scores, expected, rtol=2e-2, atol=1e-9)  # bf16 projections vs float32 ones
+            assert set(scores.topk(KEEP).indices[0].tolist()) == set(expected.topk(KEEP).indices[0].tolist())
+        else:
+            scores = benchmark(alvts_reference.selector_scores, inp, factors)
     assert scores.shape == (1, N_VISUAL) and torch.isfinite(scores).all()
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import method_names, tiny_model_names
+from conftest import make_method, method_names, tiny_model_names
 from tokenbench import testing
-from tokenbench.api import build_method
 
 MODELS = tiny_model_names()
 METHODS = method_names()
-REDUCING = [m for m in METHODS if build_method(m).reduces(1, 576)]
+REDUCING = [m for m in METHODS if make_method(m).reduces(1, 576)]
 SIZE = (392, 280)
 
 
@@ -30,7 +29,7 @@ def compatible(method: str, adapter):
     from tokenbench.errors import IncompatibleError
 
     try:
-        adapter.check_compatible(build_method(method))
+        adapter.check_compatible(make_method(method))
     except IncompatibleError as exc:
         pytest.skip(f"refused by design: {exc}")
     return adapter
@@ -51,7 +50,7 @@ def test_keep_all_reproduces_full_exactly(method, model, adapter_factory, sample
     adapter = compatible(method, adapter_factory(model))
     n = n_visual(adapter)
     ref, _, _ = testing.run(adapter, "full", n, samples, max_new_tokens=6)
-    gen, _, _ = testing.run(adapter, method, n, samples, max_new_tokens=6)
+    gen, _, _ = testing.run(adapter, make_method(method), n, samples, max_new_tokens=6)
     assert torch.equal(gen.first_logits, ref.first_logits)
     for ours, theirs in zip(gen.step_logits, ref.step_logits):
         assert torch.equal(ours, theirs)
@@ -67,7 +66,7 @@ def test_budget_is_honoured(method, model, share, adapter_factory, samples):
     adapter = compatible(method, adapter_factory(model))
     n, n_layers = n_visual(adapter), adapter.n_layers
     keep = {"one": 1, "ninth": n // 9, "half": n // 2, "all-but-one": n - 1}[share]
-    m = build_method(method)
+    m = make_method(method)
     _, record, _ = testing.run(adapter, m, keep, samples)
     planned = {s.layer: keep if s.keep is None else s.keep for s in m.plan(keep, n, n_layers)}
     assert set(record.selections) == set(planned)
@@ -86,7 +85,7 @@ def test_budget_is_honoured(method, model, share, adapter_factory, samples):
 def test_router_equals_mask_reference_with_cache(method, model, adapter_factory, samples):
     """Prefill logits and every cached decode step equal a no-cache recomputation that masks instead of gathers."""
     adapter = compatible(method, adapter_factory(model))
-    gen, record, batch = testing.run(adapter, method, max(1, n_visual(adapter) // 12), samples, max_new_tokens=5,
+    gen, record, batch = testing.run(adapter, make_method(method), max(1, n_visual(adapter) // 12), samples, max_new_tokens=5,
                                      ignore_eos=True)
     ref = testing.mask_reference(adapter, batch, record, gen.token_ids)
     assert ref.shape[1] >= 2, "the reference must cover at least one decode step"
@@ -103,9 +102,9 @@ def test_batch_equals_one_by_one(method, model, adapter_factory):
     samples = testing.synthetic_samples(4, seed=2, size=SIZE)  # questions of different lengths: left padded
     assert len({len(s.question) for s in samples}) > 1
     keep = budget(method, adapter)
-    gen, record, _ = testing.run(adapter, method, keep, samples, max_new_tokens=5)
+    gen, record, _ = testing.run(adapter, make_method(method), keep, samples, max_new_tokens=5)
     for i, s in enumerate(samples):
-        one, rec1, _ = testing.run(adapter, method, keep, [s], max_new_tokens=5)
+        one, rec1, _ = testing.run(adapter, make_method(method), keep, [s], max_new_tokens=5)
         assert one.token_ids[0] == gen.token_ids[i]
         torch.testing.assert_close(one.first_logits[0], gen.first_logits[i], atol=1e-5, rtol=1e-4)
         if record is not None:
@@ -120,7 +119,7 @@ def test_counted_flops_equal_flopcounter(method, model, adapter_factory, samples
     layers a method shrinks, its signals and its own select() work (and nothing it does not cause), and each decode
     step against the KV cache the prefill left (3 tokens generated: the prefill and 2 decode steps)."""
     adapter = compatible(method, adapter_factory(model))
-    flops = testing.counted_vs_measured_flops(adapter, method, budget(method, adapter), samples[0], new_tokens=3)
+    flops = testing.counted_vs_measured_flops(adapter, make_method(method), budget(method, adapter), samples[0], new_tokens=3)
     assert flops["total"][0] == flops["total"][1]
     for layer, (counted, measured) in enumerate(flops["layers"]):
         assert counted == measured, f"layer {layer}: counted {counted}, FlopCounterMode {measured}"
@@ -134,7 +133,7 @@ def test_planned_schedule_equals_the_routers_record(method, model, adapter_facto
 
     adapter = compatible(method, adapter_factory(model))
     keep, n = budget(method, adapter), n_visual(adapter)
-    m = build_method(method)
+    m = make_method(method)
     _, record, batch = testing.run(adapter, m, keep, samples[:1])
     planned = plan(m, adapter.n_layers, n, keep)
     actual = record.visual_per_layer if record is not None else [n] * adapter.n_layers
@@ -167,6 +166,6 @@ def test_incompatible_pairs_are_refused_before_compute(method, model, adapter_fa
 
     adapter = adapter_factory(model)
     try:
-        adapter.check_compatible(build_method(method))
+        adapter.check_compatible(make_method(method))
     except IncompatibleError as exc:
-        assert method in str(exc) and "cannot provide (" in str(exc), str(exc)
+        assert make_method(method).name in str(exc) and "cannot provide (" in str(exc), str(exc)

@@ -37,10 +37,17 @@ def samples():
 @pytest.fixture(scope="module")
 def frozen_signals(adapter, samples):
     """The unreduced model's per-layer inputs and exact attention rows, as calibration sees them."""
-    method = build_method("alvts")
-    visit = calibration.visitor(adapter, method.calibration_steps(adapter.n_layers), {"s": samples}, batch_size=8)
+    visit = calibration.visitor(adapter, exact_steps(adapter.n_layers), {"s": samples}, batch_size=8)
     (batch,) = list(visit("s"))
     return batch
+
+
+def exact_steps(n_layers):
+    """Each layer's input and its exact attention rows (the probe's, independent of the selector's code)."""
+    from tokenbench.api import Step
+
+    return tuple(Step(layer, needs=(Need("layer_input", layer=layer), Need("attn", layer=layer, queries="visual"),
+                                    Need("attn", layer=layer, queries="text"))) for layer in range(n_layers))
 
 
 def _prepared(adapter, **opts):
@@ -68,7 +75,7 @@ def test_full_rank_selector_is_exact_on_qwen_with_its_biases_and_mrope(adapter_f
     """The same on Qwen2.5-VL: q/k biases (not factorised, added back) and 3-D M-RoPE positions."""
     qwen = adapter_factory("tiny-qwen2.5-vl")
     samples = testing.synthetic_samples(2, seed=4, size=(392, 280))
-    visit = calibration.visitor(qwen, build_method("alvts").calibration_steps(qwen.n_layers), {"s": samples}, 8)
+    visit = calibration.visitor(qwen, exact_steps(qwen.n_layers), {"s": samples}, 8)
     assert qwen.decoder_layers()[0].self_attn.q_proj.bias is not None
     _check_full_rank(qwen, next(iter(visit("s"))))
 
@@ -114,22 +121,21 @@ def test_keep_all_through_the_router_reproduces_full_exactly(adapter, samples):
     assert gen.token_ids == ref.token_ids
 
 
-def test_each_layer_routes_exactly_k_and_the_choice_changes_across_layers(adapter, samples):
-    import dataclasses
+@pytest.mark.parametrize("skipped_as_kv", [True, False])
+def test_each_layer_routes_exactly_k_and_the_choice_changes_across_layers(adapter_factory, skipped_as_kv):
+    """On the trained mini-llava with its shipped calibration (random-weight tiny models score the same tokens highest
+    at every layer, so only a trained model can show the choice moving), at 1/9."""
+    from tokenbench.api import TASKS
 
-    import numpy as np
-    from PIL import Image
-
-    # noise images: on the task's mostly white images a random-weight model scores the identical background tokens
-    # alike at every layer, so only content everywhere can show the choice changing
-    rng = np.random.default_rng(0)
-    samples = [dataclasses.replace(s, image=Image.fromarray(rng.integers(0, 256, (336, 336, 3), dtype=np.uint8)))
-               for s in samples]
-    gen, record, _ = testing.run(adapter, build_method("alvts", {"calibration": "svd"}), KEEP, samples)
-    assert record.visual_per_layer == [KEEP] * adapter.n_layers
-    assert all(v.shape == (len(samples), KEEP) for v in record.layer_visual)
-    sets = [frozenset(v[0].tolist()) for v in record.layer_visual]
-    assert len(set(sets)) > 1, "a per-layer selector should not pick the same tokens at every layer"
+    mini = adapter_factory("mini-llava")
+    samples = TASKS.get("synthetic")(n=4, seed=0).samples(3)
+    keep = mini.layout().n_visual // 9
+    _, record, _ = testing.run(mini, build_method("alvts", {"skipped_as_kv": skipped_as_kv}), keep, samples)
+    assert record.visual_per_layer == [keep] * mini.n_layers
+    assert all(v.shape == (len(samples), keep) for v in record.layer_visual)
+    distinct = [len({frozenset(v[b].tolist()) for v in record.layer_visual}) for b in range(len(samples))]
+    assert min(distinct) > 1 and max(distinct) > mini.n_layers // 2, (
+        f"a per-layer selector should pick different tokens at different layers; distinct sets per sample: {distinct}")
 
 
 def test_the_router_routes_what_the_selector_ranks_highest(adapter, samples, frozen_signals):
@@ -190,7 +196,8 @@ def test_variant_schedules(adapter, samples):
     assert rec.visual_per_layer == [n if i not in (1, 4) else KEEP for i in range(layers)]
     _, rec, _ = testing.run(adapter, build_method("alvts", {"calibration": "svd", "skipped_as_kv": True}), KEEP,
                             samples)
-    assert rec.visual_per_layer == [n] * layers  # the layer computes on every token (only k are updated)
+    assert rec.visual_per_layer == [KEEP] * layers  # queries, o_proj and the MLP run on the routed tokens only
+    assert rec.kv_per_layer == [n] * layers  # every visual token stays a key and value of every layer
     assert all(v.shape[1] == KEEP for v in rec.layer_visual) and all(k.shape[1] == n for k in rec.layer_keys)
 
 
@@ -281,3 +288,49 @@ def test_auto_uses_the_default_location_or_says_it_runs_uncalibrated(adapter, ca
         assert prep.info["calibration"] == default and not prep.warning
     finally:
         os.remove(default)
+
+
+# -- one artefact for every dtype ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def adapters_by_dtype(adapter):
+    """tiny-llava's same weights loaded in each run dtype (float32 is the module's adapter)."""
+    from tokenbench.runner import resolve_model
+
+    return {"float32": adapter} | {dt: resolve_model("tiny-llava").load("cpu", dt) for dt in ("bfloat16", "float16")}
+
+
+def test_the_weights_fingerprint_does_not_depend_on_the_run_dtype(adapters_by_dtype):
+    fps = {dt: a.weights().fingerprint() for dt, a in adapters_by_dtype.items()}
+    assert adapters_by_dtype["bfloat16"].decoder_layers()[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    assert adapters_by_dtype["float16"].decoder_layers()[0].self_attn.q_proj.weight.dtype == torch.float16
+    assert fps["float32"] == fps["bfloat16"] == fps["float16"], fps
+
+
+@pytest.mark.parametrize("layer,name", [(0, "q_proj"), (-1, "k_proj")])
+def test_the_weights_fingerprint_changes_when_one_weight_flips_sign(adapter, layer, name):
+    import copy
+
+    from tokenbench.api import ModelWeights
+
+    layers = copy.deepcopy(list(adapter.decoder_layers()))
+    w = getattr(layers[layer].self_attn, name).weight
+    i = int(w.detach().reshape(-1).abs().argmax())  # a clearly non-zero element
+    with torch.no_grad():
+        w.view(-1)[i] = -w.view(-1)[i]
+    original = adapter.weights()
+    flipped = ModelWeights(layers, adapter.text_config(), original.model_id)
+    assert flipped.fingerprint()["config_hash"] == original.fingerprint()["config_hash"]
+    assert flipped.fingerprint()["weights_hash"] != original.fingerprint()["weights_hash"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_a_float32_artefact_is_accepted_by_runs_in_every_dtype(adapters_by_dtype, calibrated, samples, dtype):
+    """The artefact was calibrated in float32; a bfloat16 or float16 run of the same weights loads it and runs."""
+    path, meta = calibrated
+    assert meta["dtype"] == "float32"
+    run = adapters_by_dtype[dtype]
+    method = build_method("alvts", {"calibration": path})
+    prep = Prepared.of(method.prepare(run.weights()))
+    assert prep.info["calibration"] == os.path.abspath(path) and not prep.warning
+    _, record, _ = testing.run(run, method, KEEP, samples[:1], max_new_tokens=2)
+    assert record.visual_per_layer == [KEEP] * run.n_layers

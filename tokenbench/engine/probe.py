@@ -17,8 +17,10 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x (B, H, n, hd); cos/sin (B, n, hd), the same formula as transformers' apply_rotary_pos_emb
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    # x (B, H, n, hd); cos/sin (B, n, hd), the same formula as transformers' apply_rotary_pos_emb. cos/sin are cast to
+    # x's dtype first (a float32 selector on a bfloat16 model): the same values as type promotion, without the slow
+    # mixed-dtype elementwise kernels
+    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
     return x * cos + _rotate_half(x) * sin
 
 

@@ -10,8 +10,13 @@ and adds a pre-hook on the language model, and removes all of them on exit. Insi
 * the layer runs on all non-visual tokens plus that subset, gathered in their original order with their own
   position embeddings and the matching rows/columns of the 4-D mask (``None`` stays ``None``: causal over a sorted
   subset is still causal); the outputs are scattered back, so skipped tokens pass through unchanged;
-* with a cache, layer ``l`` stores K/V only for what it processed; ``kv_pos[l]`` records their positions, and every
-  decode step's mask is sliced to them, so each new token attends to what that layer kept.
+* at a route step with ``skipped_as_kv`` the skipped tokens stay keys and values of the layer: queries, the output
+  projection and the MLP run on the routed tokens only, while K/V are computed for every active token (the skipped
+  ones from their unchanged hidden states, at their own positions) and joined in sequence order inside the layer's
+  own attention (``run_subset(keys=...)``);
+* with a cache, layer ``l`` stores K/V for the tokens it attended to (what it processed; every active token with
+  ``skipped_as_kv``); ``kv_pos[l]`` records their positions, and every decode step's mask is sliced to them, so each
+  new token attends to what that layer kept.
 
 A ``pre_llm`` step runs in a pre-hook on the language model: it may replace the kept visual embeddings (merging),
 and the unselected tokens are pruned from layer 0 on. Kept tokens keep their original position ids throughout.
@@ -34,7 +39,9 @@ from tokenbench.errors import PluginValidationError
 class Record:
     """What the router saw and did during one prefill; the runner turns it into token counts and FLOPs."""
 
-    visual_per_layer: list[int] = field(default_factory=list)  # visual tokens each LLM layer processed
+    visual_per_layer: list[int] = field(default_factory=list)  # visual tokens each LLM layer processed (its queries)
+    kv_per_layer: list[int] = field(default_factory=list)  # visual tokens each layer saw as keys/values and cached:
+    # visual_per_layer except at route steps with skipped_as_kv, where every active token is a key
     layer_visual: list[torch.Tensor] = field(default_factory=list)  # (B, n) original visual indices, per layer
     layer_keys: list[torch.Tensor] = field(default_factory=list)  # (B, n') visual tokens visible as keys, per layer
     # (equal to layer_visual except at route steps with skipped_as_kv, where every active token is a key)
@@ -158,6 +165,7 @@ class Router:
         if not self.method.reduces(self.keep, n) or not self.steps:
             self.tokens = None
             self.record.visual_per_layer = [n] * self.n_layers
+            self.record.kv_per_layer = [n] * self.n_layers
             return
         self.tokens = tokens
         self.active = torch.arange(n, device=tokens.visual.device).expand(b, n)
@@ -351,21 +359,16 @@ class Router:
             visual = self.active
         if step is None or not step.skipped_as_kv:
             keys = visual
-        self.record.visual_per_layer.append(int(keys.shape[1]))  # what the layer computes on
+        self.record.visual_per_layer.append(int(visual.shape[1]))  # the visual tokens the layer computes (queries)
+        self.record.kv_per_layer.append(int(keys.shape[1]))  # the visual tokens it attends to (and caches)
         self.record.layer_visual.append(visual)
         self.record.layer_keys.append(keys)
         sel = torch.cat([t.other, t.visual.gather(1, keys)], dim=1).sort(dim=1).values
         if kwargs.get("use_cache") and self._cache_of(kwargs) is not None:
             self.kv_pos[idx] = sel
-        if keys is not visual:  # skipped_as_kv: run on every key, then undo the skipped tokens' update
-            out = run_subset(original, hidden, sel, cos, sin, args, kwargs)
-            skipped = torch.ones(b, self.layout.n_visual, dtype=torch.bool, device=hidden.device)
-            skipped.scatter_(1, visual, False)
-            restore = torch.zeros(b, length, dtype=torch.bool, device=hidden.device)
-            restore.scatter_(1, t.visual, skipped)
-            out_h = out[0] if isinstance(out, tuple) else out
-            out_h = torch.where(restore[..., None], hidden, out_h)
-            return (out_h, *out[1:]) if isinstance(out, tuple) else out_h
+        if keys is not visual:  # skipped_as_kv: queries for the routed tokens only, keys/values for every key
+            routed = torch.cat([t.other, t.visual.gather(1, visual)], dim=1).sort(dim=1).values
+            return run_subset(original, hidden, routed, cos, sin, args, kwargs, keys=sel, layer=layer)
         return run_subset(original, hidden, sel, cos, sin, args, kwargs)
 
     def _decode_layer(self, idx, original, hidden, args, kwargs):
@@ -427,10 +430,18 @@ class Router:
         self.record.overhead_spans.append((t0, self.record.clock.mark()))
 
 
-def run_subset(original, hidden, sel, cos, sin, args, kwargs):
+def run_subset(original, hidden, sel, cos, sin, args, kwargs, keys=None, layer=None):
     """Run the layer ``original`` on the tokens at ``sel`` (B, n) only, with their own position embeddings (``cos``,
-    ``sin`` expanded to the batch), position ids and mask rows/columns; scatter the outputs back into ``hidden``."""
+    ``sin`` expanded to the batch), position ids and mask rows/columns; scatter the outputs back into ``hidden``.
+
+    ``keys`` (B, n_kv), a superset of ``sel`` (sequence positions, ascending), makes the tokens of ``keys`` that are
+    not in ``sel`` keys and values of the layer without being its queries: their K/V come from their current hidden
+    states at their own positions (``layer``'s input norm, k/v projections and RoPE, as the layer computes them), and
+    join the routed tokens' K/V in sequence order inside the layer's own attention (:class:`_WithKeysOnly`), so the
+    routed tokens attend to all of them, on the layer's own attention backend. Queries, the output projection and the
+    MLP run on ``sel`` only; with a cache the layer stores K/V for every key."""
     b, length = hidden.shape[:2]
+    cols = sel if keys is None else keys
     if sel.shape[1] == length:  # nothing removed at this layer: run it untouched
         return original(hidden, *args, **kwargs)
     kwargs = dict(kwargs)
@@ -444,11 +455,59 @@ def run_subset(original, hidden, sel, cos, sin, args, kwargs):
     if isinstance(mask, torch.Tensor):
         mask = mask.expand(b, *mask.shape[1:])
         rows = mask.gather(2, sel[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[3]))
-        kwargs["attention_mask"] = rows.gather(3, sel[:, None, None, :].expand(-1, mask.shape[1], sel.shape[1], -1))
+        kwargs["attention_mask"] = rows.gather(3, cols[:, None, None, :].expand(-1, mask.shape[1], sel.shape[1], -1))
+    elif keys is not None:  # no mask means causal over equal query and key sets; here the key set is larger
+        allowed = keys[:, None, None, :] <= sel[:, None, :, None]
+        if getattr(layer.self_attn.config, "_attn_implementation", "sdpa") == "eager":  # eager adds its mask
+            allowed = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device).masked_fill_(
+                ~allowed, torch.finfo(hidden.dtype).min)
+        kwargs["attention_mask"] = allowed
+    if keys is not None:
+        name = _cache_kwarg(layer)
+        kwargs[name] = _WithKeysOnly(kwargs.get(name), layer, hidden, sel, keys, cos, sin)
     out = original(probe._take(hidden, sel), *args, **kwargs)
     out_h = out[0] if isinstance(out, tuple) else out
     merged = hidden.scatter(1, sel[..., None].expand(-1, -1, hidden.shape[-1]), out_h)
     return (merged, *out[1:]) if isinstance(out, tuple) else merged
+
+
+def _cache_kwarg(layer) -> str:
+    """The decoder layer's name for its cache argument: ``cache`` (transformers 5.24) or ``past_key_values`` (5.17)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(type(layer).forward).parameters else "past_key_values"
+
+
+class _WithKeysOnly:
+    """Stands in for the layer's cache during one routed prefill call: the attention hands it the routed tokens' K/V
+    (as it hands any cache) and gets back K/V for every key, in sequence order: the routed tokens' own, and those of
+    the keys-only tokens, computed here from their unchanged hidden states. With a real cache, the joined K/V are what
+    it stores for the layer (so decoding attends to every key); without one they are only returned."""
+
+    def __init__(self, cache, layer, hidden, sel, keys, cos, sin) -> None:
+        only = torch.ones(keys.shape, dtype=torch.bool, device=keys.device)
+        only.scatter_(1, torch.searchsorted(keys, sel), False)
+        self.cache, self.n_keys = cache, keys.shape[1]
+        self.at_sel = torch.searchsorted(keys, sel)
+        self.at_only = only.nonzero()[:, 1].view(keys.shape[0], -1)  # columns (in keys) of the keys-only tokens
+        pos = keys.gather(1, self.at_only)
+        attn = layer.self_attn
+        x = layer.input_layernorm(probe._take(hidden, pos))
+        self.k = probe._rope(probe._heads(attn.k_proj(x), attn.head_dim), probe._take(cos, pos), probe._take(sin, pos))
+        self.v = probe._heads(attn.v_proj(x), attn.head_dim)
+
+    def _join(self, routed: torch.Tensor, only: torch.Tensor) -> torch.Tensor:
+        b, h, _, d = routed.shape
+        out = routed.new_empty(b, h, self.n_keys, d)
+        out.scatter_(2, self.at_sel[:, None, :, None].expand(-1, h, -1, d), routed)
+        out.scatter_(2, self.at_only[:, None, :, None].expand(-1, h, -1, d), only.to(routed.dtype))
+        return out
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        keys, values = self._join(key_states, self.k), self._join(value_states, self.v)
+        if self.cache is not None:
+            return self.cache.update(keys, values, layer_idx, *args, **kwargs)
+        return keys, values
 
 
 def hash_seed(seed: int, key: str) -> int:
