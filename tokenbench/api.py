@@ -449,18 +449,31 @@ class ModelWeights:
         """What a calibration artefact is keyed by: ``model_id``, ``revision``, a hash of the LLM's architecture
         (``config_hash``) and a hash of the first and last layers' q/k weights (``weights_hash``), so an artefact is
         refused on a model with other weights even when it has the same name, and accepted on a copy of the same
-        model saved elsewhere."""
+        model saved elsewhere.
+
+        Both hashes are fingerprinted independently of the run's dtype, so one artefact serves float32, bfloat16 and
+        float16 runs of the same weights. ``config_hash`` leaves the dtype keys out. ``weights_hash`` covers the
+        shapes and the sign pattern (the IEEE sign bit of every element, packed with ``numpy.packbits``, sha256) of
+        the first and last decoder layers' q_proj and k_proj weights, which rounding to bfloat16/float16 preserves:
+        rounding never changes a sign bit, whether a value underflows to -0.0 or overflows to -inf. Other or
+        fine-tuned weights flip signs and hash differently. (A hash of the values themselves would change with the
+        dtype the model was cast to.)"""
         if self._fingerprint is None:
             import hashlib
             import json
 
+            import numpy as np
+            import torch
+
             cfg = self.text_config.to_dict()
             arch = {k: v for k, v in sorted(cfg.items()) if not k.startswith("_") and k not in _NOT_ARCHITECTURE}
             config_hash = hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()[:16]
-            h = hashlib.sha256()
+            h = hashlib.sha256(b"tokenbench weights_hash: sign bits/1\n")
             for layer in sorted({0, self.n_layers - 1}):
                 for name in ("q_proj", "k_proj"):
-                    h.update(self.layer_weight(layer, name).cpu().numpy().tobytes())
+                    w = self.layer_weight(layer, name)
+                    h.update(f"{layer}.{name} {tuple(w.shape)}\n".encode())
+                    h.update(np.packbits(torch.signbit(w).cpu().numpy().reshape(-1)).tobytes())
             self._fingerprint = {"model_id": self.model_id, "revision": self.revision or "",
                                  "config_hash": config_hash, "weights_hash": h.hexdigest()[:16]}
         return dict(self._fingerprint)
