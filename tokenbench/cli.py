@@ -531,35 +531,63 @@ def _quiet_transformers() -> None:
     logging.set_verbosity_error()
 
 
+def _ms(x: float | None) -> str | None:
+    """A time in ms with at least 3 significant figures (and at least one decimal), so ratios of printed times agree
+    with the ratios of the measured ones to within rounding: 26.3, 5.04, 0.512, 1234.5 (None stays None: "-")."""
+    import math
+
+    if x is None:
+        return None
+    decimals = 1 if x == 0 else min(6, max(1, 2 - math.floor(math.log10(abs(x)))))
+    return f"{x:.{decimals}f}"
+
+
+#: what each timing column of :func:`format_table` is, printed under the table
+TIMING_NOTE = ("timings: 'prefill ms', 'decode ms/tok', 'e2e ms' and 'overhead ms' are this row's medians over the "
+               "timed rounds; each method's rounds alternate with full's (same process and sample, rotating order), "
+               "'full ms (paired)' is full's prefill median from those same rounds, and speed-up = full ms (paired) / "
+               "prefill ms. full's own row is timed alone, in rounds of its own, so its prefill ms may differ from "
+               "the paired figures.")
+
+
 def format_table(rows: list[dict]) -> str:
+    """The rows as ``tokenbench compare`` prints them. A method's prefill speed-up is printed beside the two paired
+    medians it is the ratio of (``full_prefill_ms_paired`` / ``prefill_ms``), never beside full's separate run."""
     from tabulate import tabulate
 
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}"
 
+    def paired_full(r):
+        return None if r["method"] == "full" else r.get("full_prefill_ms_paired")
+
+    def speedup(r):
+        return None if r.get("speedup_prefill") is None else f"{r['speedup_prefill']:.2f}"
+
     table = [
         (
             r["method"], f"{r['keep']}{'*' if r.get('budget_kind') == 'layer_mean' else ''}", pct(r["accuracy"]), pct(r["retention"]), pct(r["agreement"]),
             f"{r['kl_first_token']:.4f}", f"{r['tokens_llm_input']:.0f}", f"{r['tokens_avg_layer']:.1f}",
-            f"{r['flops_prefill'] / 1e9:.3f}", f"{r['flops_ratio']:.3f}", f"{r['prefill_ms']:.1f}",
-            f"{r['speedup_prefill']:.2f}", "-" if r["decode_ms"] is None else f"{r['decode_ms']:.2f}",
+            f"{r['flops_prefill'] / 1e9:.3f}", f"{r['flops_ratio']:.3f}", _ms(r["prefill_ms"]), _ms(paired_full(r)),
+            speedup(r), "-" if r["decode_ms"] is None else f"{r['decode_ms']:.2f}",
             f"{r['e2e_ms']:.1f}", f"{r['overhead_ms']:.2f}",
         )
         for r in rows
     ]
     headers = ("method", "keep", "acc %", "retention %", "agree %", "KL 1st tok", "vis tok in", "vis tok avg",
-               "GFLOPs", "FLOPs ratio", "prefill ms", "speed-up", "decode ms/tok", "e2e ms", "overhead ms")
+               "GFLOPs", "FLOPs ratio", "prefill ms", "full ms (paired)", "speed-up", "decode ms/tok", "e2e ms",
+               "overhead ms")
     first = rows[0]
     head = (f"model={first['model']} task={first['task']} samples={first['n_samples']} device={first['device']} "
             f"dtype={first['dtype']} attn={first['attn_implementation']} "
             f"(timings: batch 1, {first['decode_tokens']} tokens decoded, median of {first['timing_repeats']})")
-    notes = []
+    notes = [TIMING_NOTE]
     if any(r.get("budget_kind") == "layer_mean" for r in rows):
         notes.append("keep*: a layer-mean budget (visual tokens per LLM layer, averaged over layers: multi-stage methods); "
                      "otherwise the visual tokens left after the reduction. 'vis tok avg' is what each run reached")
     for r in rows:
         notes += [f"note ({r['method']}): {w}" for w in r.get("warnings", ()) if f"note ({r['method']}): {w}" not in notes]
-    return "\n".join([head, tabulate(table, headers=headers, tablefmt="github"), *notes])
+    return "\n".join([head, tabulate(table, headers=headers, tablefmt="github", missingval="-"), *notes])
 
 
 if __name__ == "__main__":  # pragma: no cover
