@@ -275,7 +275,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     """
     from tabulate import tabulate
 
-    from tokenbench.accounting import decode_flops, plan, prefill_count
+    from tokenbench.accounting import decode_flops, kv_counts, plan, prefill_count
     from tokenbench.api import build_method
     from tokenbench.flops import fastv_formula_macs
     from tokenbench.errors import ConfigError
@@ -303,8 +303,10 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
             full_total = full_total or count.total_flops
             rows.append({"method": m.name, "keep": k, "budget_kind": m.budget_kind, "flops_prefill": count.total_flops,
                          "flops_ratio": count.total_flops / full_total, "flops_breakdown": count.as_flops_dict(),
-                         "flops_decode_step": decode_flops(lm, n_text, p.visual_per_layer, 1),
-                         "fastv_formula_llm_macs": fastv_formula_macs(lm, [n_text + v for v in p.visual_per_layer]),
+                         "flops_decode_step": decode_flops(lm, n_text, kv_counts(p, p.visual_per_layer), 1),
+                         "fastv_formula_llm_macs": fastv_formula_macs(
+                             lm, [n_text + v for v in p.visual_per_layer],
+                             [n_text + v for v in kv_counts(p, p.visual_per_layer)]),
                          "flops_convention": FLOPS_CONVENTION,
                          "selector_share": count.overhead / count.total_macs,
                          "tokens_avg_layer": sum(p.visual_per_layer) / lm.n_layers, "n_text": n_text,
@@ -566,7 +568,8 @@ def format_table(rows: list[dict]) -> str:
 
     table = [
         (
-            r["method"], f"{r['keep']}{'*' if r.get('budget_kind') == 'layer_mean' else ''}", pct(r["accuracy"]), pct(r["retention"]), pct(r["agreement"]),
+            r.get("label") or r["method"], f"{r['keep']}{'*' if r.get('budget_kind') == 'layer_mean' else ''}",
+            pct(r["accuracy"]), pct(r["retention"]), pct(r["agreement"]),
             f"{r['kl_first_token']:.4f}", f"{r['tokens_llm_input']:.0f}", f"{r['tokens_avg_layer']:.1f}",
             f"{r['flops_prefill'] / 1e9:.3f}", f"{r['flops_ratio']:.3f}", _ms(r["prefill_ms"]), _ms(paired_full(r)),
             speedup(r), "-" if r["decode_ms"] is None else f"{r['decode_ms']:.2f}",

@@ -43,6 +43,10 @@ MINI_SUITE: dict[str, Any] = {
 }
 
 
+#: ALVTS's open choice that decides its accuracy, shown on the board as its own rows beside the default
+ALVTS_VARIANTS: dict[str, dict[str, Any]] = {"alvts[skipped_as_kv=False]": {"skipped_as_kv": False}}
+
+
 # -- the suite -------------------------------------------------------------------------------------------------------
 def suite_spec():
     """The :class:`tokenbench.runner.RunSpec` of the mini suite: every built-in method (plugins are not part of the
@@ -52,16 +56,20 @@ def suite_spec():
     from tokenbench.runner import Budget, RunSpec, resolve_model
 
     names = [n for n in METHODS.names() if n != "full" and METHODS.origin(n).source == BUILTIN]
-    options: dict[str, dict[str, Any]] = {n: {} for n in names}
-    if "alvts" in options:  # the artefact shipped with the model, never one a local cache happens to hold
+    specs: list[tuple] = [(n, {}) for n in names]
+    if "alvts" in names:  # the artefact shipped with the model, never one a local cache happens to hold
         from tokenbench.methods.alvts.fit import shipped_path
 
         alvts = METHODS.get("alvts")()
         adapter = resolve_model(MINI_SUITE["model"]).load_config()
         shipped = shipped_path(adapter.source, alvts, alvts.resolved_rank(adapter.text_config().hidden_size))
-        options["alvts"] = {"calibration": shipped if os.path.isfile(shipped) else "svd"}
+        calibrated = {"calibration": shipped if os.path.isfile(shipped) else "svd"}
+        at = names.index("alvts")
+        specs[at] = ("alvts", calibrated)
+        for variant, options in ALVTS_VARIANTS.items():  # the open choices, each as its own rows
+            specs.insert(at + 1, ("alvts", calibrated | options, variant))
     return RunSpec(
-        methods=tuple((n, options[n]) for n in names), model=MINI_SUITE["model"], task=MINI_SUITE["task"],
+        methods=tuple(specs), model=MINI_SUITE["model"], task=MINI_SUITE["task"],
         budgets=tuple(Budget(ratio=r) for r in MINI_SUITE["keep_ratio"]), seed=MINI_SUITE["seed"],
         batch_size=MINI_SUITE["batch_size"], warmup=MINI_SUITE["warmup"], repeats=MINI_SUITE["repeats"],
         task_options=dict(MINI_SUITE["task_options"]),
@@ -118,8 +126,14 @@ def retention_interval(method: str, full: str, resamples: int = 1000, seed: int 
 
 
 # -- rendering ---------------------------------------------------------------------------------------------------------
+def label(row: dict) -> str:
+    """A row's name on the board: its ``label`` (a method run in several configurations, e.g.
+    ``alvts[skipped_as_kv=False]``), else its method (result files from before labels existed)."""
+    return row.get("label") or row["method"]
+
+
 def _budget_key(row: dict) -> tuple:
-    return (row["method"] != "full", row["method"], -1.0 if row["budget"] == "all" else float(row["keep_ratio"]))
+    return (row["method"] != "full", label(row), -1.0 if row["budget"] == "all" else float(row["keep_ratio"]))
 
 
 def _budget(label: str) -> str:
@@ -147,7 +161,7 @@ def deterministic_cells(rows: list[dict]) -> list[list[str]]:
         if ci is not None and r["method"] != "full":
             retention += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
         star = "*" if r.get("budget_kind") == "layer_mean" else ""
-        out.append([r["method"], _budget(r["budget"]) + star if r["budget"] != "all" else "all", _fmt(r["keep"], "g"),
+        out.append([label(r), _budget(r["budget"]) + star if r["budget"] != "all" else "all", _fmt(r["keep"], "g"),
                     _fmt(r["accuracy"]), retention, _fmt(r["agreement"]), f"{r['tokens_avg_layer']:.1f}",
                     _fmt(r["flops_ratio"])])
     return out
@@ -160,7 +174,7 @@ def _table(header: list[str], body: list[list[str]]) -> str:
 
 
 def _cell_key(row: dict) -> tuple[str, str]:
-    return row["method"], row["budget"]
+    return label(row), row["budget"]
 
 
 def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
@@ -219,9 +233,9 @@ def pareto_png(path: str, model: str, rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    for method in sorted({r["method"] for r in rows} - {"full"}):
+    for method in sorted({label(r) for r in rows} - {"full"}):
         pts = sorted((r["flops_ratio"], r["retention"]) for r in rows
-                     if r["method"] == method and r["retention"] is not None)
+                     if label(r) == method and r["retention"] is not None)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")

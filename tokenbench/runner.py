@@ -133,7 +133,9 @@ def _adapter_for_directory(path: str):
 # -- the run -------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunSpec:
-    methods: tuple[tuple[str, dict[str, Any]], ...]
+    #: (name, options) per method, or (name, options, label) to run one method in several configurations side by side
+    #: (the rows' ``label``; by default the name)
+    methods: tuple[tuple[Any, ...], ...]
     model: str = "mini-llava"
     task: str = "synthetic"
     budgets: tuple[Budget, ...] = (Budget(ratio=1 / 9),)
@@ -163,8 +165,18 @@ class MethodRun:
     n_visual: list[int]  # each sample's visual tokens before reduction
 
 
-def build_methods(specs: tuple[tuple[str, dict[str, Any]], ...]) -> list[TokenReducer]:
-    return [build_method(name, opts) for name, opts in specs]
+def build_methods(specs: tuple[tuple[Any, ...], ...]) -> list[TokenReducer]:
+    return [build_method(spec[0], spec[1]) for spec in specs]
+
+
+def method_labels(specs: tuple[tuple[Any, ...], ...]) -> list[str]:
+    """Each spec's row label: its own (third element) or the method's name; labels must be distinct."""
+    labels = [spec[2] if len(spec) > 2 else spec[0] for spec in specs]
+    repeated = sorted({x for x in labels if labels.count(x) > 1})
+    if repeated:
+        raise ConfigError(f"method {repeated[0]!r} is listed twice; name each method once (its options apply to all "
+                          "of its rows)")
+    return labels
 
 
 def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
@@ -176,6 +188,7 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     import torch
 
     methods = build_methods(spec.methods)  # rejects unknown names and bad options before any compute
+    labels = method_labels(spec.methods)
     if spec.limit is not None and spec.limit < 1:
         raise ConfigError(f"--limit {spec.limit} must be at least 1")
     from tokenbench.api import BUDGET_SCOPES
@@ -198,12 +211,12 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     from tokenbench.results import provenance
 
     prov = provenance(spec.device, spec.seed)
-    prepared = {}
+    prepared = []
     for m in methods:  # before any run, so that a bad artefact is refused before anything is computed
         t0 = time.perf_counter()
-        prepared[m.name] = (Prepared.of(m.prepare(adapter.weights())), time.perf_counter() - t0)
-        if prepared[m.name][0].warning and on_warning:
-            on_warning(prepared[m.name][0].warning)
+        prepared.append((Prepared.of(m.prepare(adapter.weights())), time.perf_counter() - t0))
+        if prepared[-1][0].warning and on_warning:
+            on_warning(prepared[-1][0].warning)
     full = build_method("full")
     ctx = _Context(spec, task, adapter, samples, prov, progress)
     everything = Budget()
@@ -212,12 +225,12 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
             | {"prepare_s": 0.0, "prepared": {}, "warnings": []}]
     if on_row:
         on_row(rows[-1])
-    for m in methods:
+    for m, label, (prep, prepare_s) in zip(methods, labels, prepared):  # prepared: one-off, reading the weights
         if m.name == "full":
             continue
-        prep, prepare_s = prepared[m.name]  # one-off, with read access to the weights
         ctx.artefact = prep.artefact
-        extra = {"prepare_s": prepare_s, "prepared": prep.info, "warnings": [prep.warning] if prep.warning else []}
+        extra = {"label": label, "prepare_s": prepare_s, "prepared": prep.info,
+                 "warnings": [prep.warning] if prep.warning else []}
         for budget in spec.budgets:
             run = ctx.run(m, budget)
             timing = ctx.time(m, budget)
@@ -317,6 +330,7 @@ class _Context:
 
         return {
             "method": method.name,
+            "label": method.name,  # the row's name in tables and boards (RunSpec labels variants of one method)
             "model": self.adapter.name,
             "task": spec.task,
             "budget": budget.label(),

@@ -5,7 +5,8 @@ notes [N1][N2]) and makes every choice the paper leaves open an option.
 Rule: before each selected decoder layer, a low-rank selector scores the active visual tokens with
 S(i) = S_V2V(i) * S_T2V(i) computed on an approximation of that layer's attention (``selector.py``); the top
 ``keep`` = floor(r * N) of them and every text token go through the layer, the others skip it unchanged and rejoin in
-their original order before the next layer. Every token keeps its original position id. The selector's factors come
+their original order before the next layer; by default a skipped token stays a key and value of the layer it skips
+(``skipped_as_kv``, below). Every token keeps its original position id. The selector's factors come
 from a truncated SVD of W_Q and W_K (singular values split as square roots), optionally fitted so that the selector's
 scores match the true attention's (``tokenbench calibrate alvts``; ``fit.py``). The LVLM itself is never changed.
 
@@ -17,9 +18,18 @@ option             meaning
 rank=0             R of the factors; 0 = hidden/16, which gives the paper's R=256 on LLaVA-1.5-7B (4096) and R=128 on
                    Qwen2.5-VL-3B (2048); 8 on tiny-llava (128)
 layers=None        layers with a selector; None = every layer ("before each decoder layer" [N1][N2])
-skipped_as_kv=F    False: a skipped token is neither query nor key/value at that layer ("skips the layer entirely" [N3]);
-                   True: it stays visible as key/value (its own update is still skipped; that layer then runs on every
-                   token, so it saves no compute here)
+skipped_as_kv=T    True: a skipped token stays a key and value of the layer it skips; only the routed tokens (text and
+                   the selected visual ones) get queries, the output projection and the MLP, while K/V are computed
+                   for every active token (the skipped ones from their unchanged hidden states, at their own
+                   positions) and the routed tokens attend to all of them. False: a skipped token is neither query
+                   nor key/value there ("skips the layer entirely" [N3]). The sources do not settle it (methods.md
+                   §1.4); the default is the variant that reproduces what the paper reports. Evidence (mini-llava,
+                   500 held-out samples, accuracy at keep 16/32/48 of 144, i.e. 1/9, 2/9, 1/3; full 0.986):
+                   True 0.966/0.968/0.968 (98 % retention at 89 % fewer tokens, the paper's headline shape: 96.7 %);
+                   False 0.552/0.620/0.686, below FastV's 0.590/0.732/0.778. A second trained LLaVA the project had
+                   never seen (4 layers, 64 visual tokens, 7 kept, 400 samples) splits the same way: full 0.88,
+                   True 0.80, False 0.46, FastV 0.62. Routing from a later first layer changes neither. The leaderboard
+                   shows both variants as their own rows
 pooling=mean       heads pooled by mean (the head-averaged map the score is defined on); ``max`` is FitPrune's pooling
 causal=True        the selector masks causally, like the layer it approximates (the oracle S* is causal)
 rope=True          the selector rotates q~/k~ with the layer's own RoPE (M-RoPE on Qwen2.5-VL), as the layer does
@@ -32,7 +42,9 @@ calibration=auto   ``auto``: the artefact at the default location for this model
 =================  =====================================================================================================
 
 Decode (not switchable): the selection is fixed by the prefill, and each layer's KV cache holds the tokens that layer
-processed (all of them with skipped_as_kv). Re-selecting per generated token would need every visual token's K/V at
+attended to: text and every active visual token with skipped_as_kv (the K/V it computed anyway), text and the routed
+visual tokens without. FLOPs count exactly what runs: q/o/MLP for the routed tokens, k/v for every key, attention as
+routed x keys, and the selector (``selector.selector_macs``). Re-selecting per generated token would need every visual token's K/V at
 every layer and give up the memory saving (docs/methods.md §1.4).
 """
 

@@ -54,6 +54,7 @@ def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
 #: float32 values of one row block, per sample: heads x rows x keys (16 MiB). Memory is linear in T for a fixed block.
 BLOCK_ELEMENTS = 1 << 22
 MIN_BLOCK_ROWS = 16
+EXP_FLOOR = -80.0  # logits more than 80 below their row's peak: exp() < 2e-35 of the peak's, no denormals
 
 
 def row_blocks(n_tokens: int, n_heads: int, causal: bool = True) -> list[tuple[int, int, int]]:
@@ -113,8 +114,23 @@ def received_attention(q: torch.Tensor, k: torch.Tensor, inp, causal: bool = Tru
             hidden = ~inp.valid[:, None, None, :n_keys]
             logits = logits.masked_fill_(hidden, lowest) if inplace else logits.masked_fill(hidden, lowest)
         peak = logits.amax(dim=-1, keepdim=True)
-        probs = logits.sub_(peak).exp_() if inplace else (logits - peak).exp()
-        total = probs.sum(dim=-1, keepdim=True)  # (B, H, rows, 1): each row's softmax denominator
+        # exp of a value far below the row's peak is 0 to float precision but takes x86's slow underflow path (10-30x
+        # slower per element), and most of a causal block is far below or masked: clamp at -80 (exp = 1.8e-35, a
+        # normal float), then zero the masked keys again, so they receive exactly nothing
+        if inplace:
+            probs = logits.sub_(peak).clamp_(min=EXP_FLOOR).exp_()
+        else:
+            probs = (logits - peak).clamp(min=EXP_FLOOR).exp()
+        if causal:
+            square = probs[..., r0:r1]
+            if inplace:
+                square.masked_fill_(future, 0.0)
+            else:
+                probs = torch.cat([probs[..., :r0], square.masked_fill(future, 0.0)], dim=-1)
+        if padded:
+            probs = probs.masked_fill_(hidden, 0.0) if inplace else probs.masked_fill(hidden, 0.0)
+        # (B, H, rows, 1): each row's softmax denominator (0 for a padding row that sees no key; it carries no weight)
+        total = probs.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         w = weights[:, :, r0:r1]  # (B, 2, rows)
         if pooling == "mean":  # sum over heads of w_j p_hji = sum_h (w_j / total_hj) e_hji, one batched matmul
             col = torch.matmul(w[:, None] / total.transpose(-1, -2), probs).sum(dim=1)

@@ -95,6 +95,13 @@ def test_flops_from_the_7b_config_without_weights(cache, tmp_path):
     assert full["flops_breakdown"]["llm"] == 2 * 32 * (2 * 636 * 4096**2 + 2 * 636 * 4096**2 + 2 * 636**2 * 4096
                                                        + 3 * 636 * 4096 * 11008)
     alvts64 = rows[1]
-    r, n, d = 256, 636, 4096  # the paper's rank for 7B = hidden/16
-    assert alvts64["flops_breakdown"]["overhead"] == 2 * 32 * (n * r * 4 * d + n * n * d)
+    r, n, d, h = 256, 636, 4096, 32  # the paper's rank for 7B = hidden/16
+    # the selector's row blocks at n = 636, 32 heads: 2**22 // (32 * 636) = 206 rows, each seeing the keys up to its
+    # end (causal): 206 x 206, 206 x 412, 206 x 618, 18 x 636; per row and key, q.k over 32 x 128 and 2 x 32 group sums
+    blocks = 206 * 206 + 206 * 412 + 206 * 618 + 18 * 636
+    assert alvts64["flops_breakdown"]["overhead"] == 2 * 32 * (n * r * 4 * d + blocks * (d + 2 * h))
+    # skipped tokens stay keys and values: q, o and the MLP on 60 + 64 tokens, k and v on all 636
+    q = 60 + 64
+    assert alvts64["flops_breakdown"]["llm"] == 2 * 32 * (2 * q * d**2 + 2 * n * d**2 + 2 * q * n * d
+                                                          + 3 * q * d * 11008)
     assert all(0 < x["flops_ratio"] < 1 for x in rows[1:])

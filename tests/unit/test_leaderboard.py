@@ -89,12 +89,42 @@ def test_committed_board_matches_its_results():
 def test_mini_suite_is_every_builtin_method_with_alvts_shipped_calibration():
     from tokenbench.api import METHODS
     from tokenbench.registry import BUILTIN
+    from tokenbench.runner import method_labels
 
     spec = lb.suite_spec()
-    names = [name for name, _ in spec.methods]
-    assert names == [n for n in METHODS.names() if n != "full" and METHODS.origin(n).source == BUILTIN]
+    names = [spec_[0] for spec_ in spec.methods]
+    assert list(dict.fromkeys(names)) == [n for n in METHODS.names() if n != "full" and METHODS.origin(n).source == BUILTIN]
     assert {"alvts", "fastv", "pdrop", "dart", "visionzip", "sparsevlm", "fitprune", "vtw", "random", "pool"} <= set(names)
-    calibration = dict(spec.methods)["alvts"]["calibration"]
-    assert calibration.endswith(os.path.join("mini", "llava-1.5", "calibration", "alvts", "rank4-mean.safetensors"))
-    assert os.path.isfile(calibration) and spec.model == "mini-llava" and spec.task_options == {"n": 500}
+    labels = method_labels(spec.methods)
+    assert "alvts" in labels and "alvts[skipped_as_kv=False]" in labels  # ALVTS's open choice, as rows of its own
+    options = dict(zip(labels, (s[1] for s in spec.methods)))
+    assert options["alvts[skipped_as_kv=False]"]["skipped_as_kv"] is False and "skipped_as_kv" not in options["alvts"]
+    for label in ("alvts", "alvts[skipped_as_kv=False]"):
+        calibration = options[label]["calibration"]
+        assert calibration.endswith(os.path.join("mini", "llava-1.5", "calibration", "alvts", "rank4-mean.safetensors"))
+        assert os.path.isfile(calibration)
+    assert spec.model == "mini-llava" and spec.task_options == {"n": 500}
     assert [b.ratio for b in spec.budgets] == [1 / 9, 2 / 9, 1 / 3]
+
+
+def test_variant_rows_render_under_their_own_label(tmp_path):
+    (tmp_path / "results").mkdir()
+    variant = dict(_row("alvts", "64", 64, "1110000000" * 5, FULL), label="alvts[skipped_as_kv=False]")
+    rows = [*ROWS, dict(_row("alvts", "64", 64, "1111111000" * 5, FULL), label="alvts"), variant]
+    (tmp_path / "results" / "cpu.json").write_text(json.dumps(rows))
+    lb.render(str(tmp_path), plots=False)
+    text = (tmp_path / "m--t.md").read_text()
+    assert len([ln for ln in text.splitlines() if ln.startswith("| alvts ")]) == 1
+    assert len([ln for ln in text.splitlines() if ln.startswith("| alvts[skipped_as_kv=False] ")]) == 1
+    assert lb.check(rows, str(tmp_path)) == []
+    changed = [*rows[:-1], dict(variant, accuracy=0.1)]
+    assert any(p.startswith("alvts[skipped_as_kv=False] @ 64: accuracy") for p in lb.check(changed, str(tmp_path)))
+
+
+def test_a_method_listed_twice_is_refused():
+    from tokenbench.runner import method_labels
+
+    with pytest.raises(ConfigError, match="listed twice"):
+        method_labels((("fastv", {}), ("fastv", {"layer": 3})))
+    assert method_labels((("alvts", {}), ("alvts", {"skipped_as_kv": False}, "alvts[skipped_as_kv=False]"))) == [
+        "alvts", "alvts[skipped_as_kv=False]"]
