@@ -9,6 +9,14 @@ import torch
 from tokenbench.methods.alvts.selector import importance
 
 
+def _rope_then(inp, x: torch.Tensor) -> torch.Tensor:
+    """The probe's RoPE as it was then (``x * cos + rotate_half(x) * sin`` with a concatenated rotate_half, cos/sin
+    promoted by the multiply), on the cos/sin ``inp.rope`` holds; the same values as today's, at its old cost."""
+    cos, sin = inp.rope.keywords["cos"].unsqueeze(1), inp.rope.keywords["sin"].unsqueeze(1)
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
 def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     b, n, _ = x.shape
     return x.view(b, n, -1, head_dim).transpose(1, 2)
@@ -23,7 +31,7 @@ def selector_attention(inp, uq, vq, uk, vk, causal: bool = True, rope: bool = Tr
         k = k + inp.k_bias.to(k.dtype)
     q, k = _heads(q, inp.head_dim), _heads(k, inp.head_dim)
     if rope:
-        q, k = inp.rope(q), inp.rope(k)
+        q, k = _rope_then(inp, q), _rope_then(inp, k)
     k = k.repeat_interleave(inp.n_heads // inp.n_kv_heads, dim=1)
     logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * inp.scaling
     allowed = inp.valid[:, None, :].expand(-1, inp.valid.shape[1], -1)

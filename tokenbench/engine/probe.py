@@ -11,17 +11,18 @@ from __future__ import annotations
 import torch
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x (B, H, n, hd); cos/sin (B, n, hd), the same formula as transformers' apply_rotary_pos_emb. cos/sin are cast to
-    # x's dtype first (a float32 selector on a bfloat16 model): the same values as type promotion, without the slow
-    # mixed-dtype elementwise kernels
+    """x (B, H, n, hd) rotated by cos/sin (B, n, hd): transformers' ``x * cos + rotate_half(x) * sin``, written half by
+    half into one output (no concatenated copy of ``rotate_half``), bit for bit the same values. cos/sin are cast to
+    x's dtype first (a float32 selector on a bfloat16 model): the same values as type promotion, without the slow
+    mixed-dtype elementwise kernels."""
     cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
-    return x * cos + _rotate_half(x) * sin
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    out = torch.empty(torch.broadcast_shapes(x.shape, cos.shape), dtype=x.dtype, device=x.device)
+    torch.mul(x1, cos[..., :half], out=out[..., :half]).sub_(x2 * sin[..., :half])  # x1 c1 + (-x2) s1
+    torch.mul(x2, cos[..., half:], out=out[..., half:]).add_(x1 * sin[..., half:])  # x2 c2 + x1 s2
+    return out
 
 
 def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
