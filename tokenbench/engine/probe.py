@@ -19,6 +19,9 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
+    if torch.is_grad_enabled() and x.requires_grad:  # calibration: autograd cannot go through out=
+        return torch.cat((x1 * cos[..., :half] - x2 * sin[..., :half], x2 * cos[..., half:] + x1 * sin[..., half:]),
+                         dim=-1)
     out = torch.empty(torch.broadcast_shapes(x.shape, cos.shape), dtype=x.dtype, device=x.device)
     torch.mul(x1, cos[..., :half], out=out[..., :half]).sub_(x2 * sin[..., :half])  # x1 c1 + (-x2) s1
     torch.mul(x2, cos[..., half:], out=out[..., half:]).add_(x1 * sin[..., half:])  # x2 c2 + x1 s2
