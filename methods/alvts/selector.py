@@ -14,10 +14,10 @@ without the (T x T) map: row blocks of float32 logits over the keys each row may
 small matmul per block that sums the normalised rows of each group into the visual columns (memory linear in T;
 causal blocks skip the keys after their rows). The projections run in the model's dtype, except on a CPU without
 native bfloat16/float16 matmul, where they run in float32 (:func:`compute_dtype`). The calibration oracle S*
-(:func:`exact_scores`) is the same code on the layer's full-rank W_Q, W_K. A fused attention kernel was measured
-and not adopted: torch's CPU kernel that returns the log-sum-exp (``_scaled_dot_product_flash_attention_for_cpu``)
-needs values as wide as the keys and a second, transposed pass for the column sums, and was slower than the blocks
-here (README, "ALVTS's selector").
+(:func:`exact_scores`) is the same code on the layer's full-rank W_Q, W_K. A fused attention kernel was tried and
+not adopted: torch's CPU kernel that returns the log-sum-exp (``_scaled_dot_product_flash_attention_for_cpu``) needs
+values as wide as the keys and a second, transposed pass for the column sums, cannot pool heads by max, and was no
+faster than the blocks in a first (loaded, not conclusive) timing (README, "The selector's cost").
 """
 
 from __future__ import annotations
