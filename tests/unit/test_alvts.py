@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tokenbench import calibration, testing
-from tokenbench.api import Need, Prepared, build_method
+from tokenbench.api import Need, Prepared, Step, build_method
 from tokenbench.engine.probe import _take
 from tokenbench.engine.router import Router
 from tokenbench.errors import ConfigError
@@ -334,3 +334,38 @@ def test_a_float32_artefact_is_accepted_by_runs_in_every_dtype(adapters_by_dtype
     assert prep.info["calibration"] == os.path.abspath(path) and not prep.warning
     _, record, _ = testing.run(run, method, KEEP, samples[:1], max_new_tokens=2)
     assert record.visual_per_layer == [KEEP] * run.n_layers
+
+
+@pytest.mark.parametrize("pooling,causal", [("mean", True), ("max", True), ("mean", False)])
+@pytest.mark.parametrize("model", ["tiny-llava", "tiny-llava-next", "tiny-qwen2.5-vl"])
+def test_blockwise_selector_equals_the_old_implementation_on_contract_inputs(adapter_factory, model, pooling, causal):
+    """The blockwise selector against the one it replaced (tests/alvts_reference.py, the T x T map), on the contract
+    suite's inputs (three 392 x 280 samples, left padded in one batch), at every layer's unreduced input: the same
+    top-k at 1/9, 1/12 and 1/2 of the visual tokens, and scores equal to float tolerance."""
+    import alvts_reference
+
+    from tokenbench.methods.alvts.selector import svd_init
+
+    adapter = adapter_factory(model)
+    samples = testing.synthetic_samples(3, seed=1, size=(392, 280))
+    steps = tuple(Step(layer, needs=(Need("layer_input", layer=layer),)) for layer in range(adapter.n_layers))
+    (batch,) = list(calibration.visitor(adapter, steps, {"s": samples}, batch_size=3)("s"))
+    weights = adapter.weights()
+    factors = svd_init(weights, build_method("alvts").resolved_rank(weights.text_config.hidden_size),
+                       range(adapter.n_layers))
+    for layer, ctx in batch.items():
+        inp = ctx.signal(Need("layer_input", layer=layer))
+        f = tuple(factors[f"{layer}.{n}"] for n in FACTORS)
+        ours = selector_scores(inp, f, pooling, causal)
+        theirs = alvts_reference.selector_scores(inp, f, pooling, causal)
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-10)
+        n = ours.shape[-1]
+        for k in (n // 9, n // 12, n // 2):
+            for b in range(ours.shape[0]):
+                mine, ref = set(ours[b].topk(k).indices.tolist()), set(theirs[b].topk(k).indices.tolist())
+                # identical, except where two tokens tie at the cut to float precision (random-weight models score
+                # the white background's tokens alike): then either order of arithmetic may pick either
+                cut = theirs[b].topk(k).values[-1]
+                swapped = torch.tensor(sorted(mine ^ ref), dtype=torch.long)
+                assert not swapped.numel() or torch.allclose(theirs[b][swapped], cut.expand(len(swapped)),
+                                                             rtol=1e-5, atol=0), (layer, k, b, swapped)
