@@ -35,7 +35,13 @@ def method_names() -> list[str]:
 
 #: method configurations that change what the engine does, run through the contract suite as their own entries:
 #: ALVTS's skipped tokens leaving the layer (the default keeps them as keys and values)
-VARIANTS = {"alvts[skipped_as_kv=False]": ("alvts", {"skipped_as_kv": False})}
+def _variants() -> dict:
+    from tokenbench.leaderboard import ALVTS_VARIANTS  # the same variants the leaderboard shows as rows
+
+    return {label: ("alvts", options) for label, options in ALVTS_VARIANTS.items()}
+
+
+VARIANTS = _variants()
 
 
 def make_method(spec: str):

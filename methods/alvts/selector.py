@@ -22,6 +22,8 @@ faster than the blocks in a first (loaded, not conclusive) timing (README, "The 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 #: The four factors of one layer, by name; an artefact stores them as ``"{layer}.{name}"``.
@@ -69,12 +71,16 @@ def row_blocks(n_tokens: int, n_heads: int, causal: bool = True) -> list[tuple[i
 def compute_dtype(like: torch.Tensor) -> torch.dtype:
     """The dtype of the selector's projections: the model's, except on a CPU without native bfloat16/float16 matmul
     units, where torch emulates them (several times slower than float32) and float32 is both faster and exact-er."""
-    if like.dtype in (torch.bfloat16, torch.float16) and like.device.type == "cpu":
-        native = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}[like.dtype]
-        check = getattr(torch.ops.mkldnn, native, None)
-        if check is None or not check():
-            return torch.float32
+    if like.dtype in (torch.bfloat16, torch.float16) and like.device.type == "cpu" and not _cpu_native(like.dtype):
+        return torch.float32
     return like.dtype
+
+
+@functools.cache
+def _cpu_native(dtype: torch.dtype) -> bool:  # asked once per dtype, not on every select
+    native = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}[dtype]
+    check = getattr(torch.ops.mkldnn, native, None)
+    return check is not None and bool(check())
 
 
 def received_attention(q: torch.Tensor, k: torch.Tensor, inp, causal: bool = True, pooling: str = "mean"):
@@ -99,20 +105,27 @@ def received_attention(q: torch.Tensor, k: torch.Tensor, inp, causal: bool = Tru
     text_valid = inp.valid.gather(1, inp.text).float()
     weights[:, 1].scatter_(1, inp.text, text_valid / text_valid.sum(dim=1, keepdim=True).clamp_min(1.0))
     padded = not bool(inp.valid.all())
-    lowest = torch.finfo(torch.float32).min
     cols = []
     for r0, r1, n_keys in row_blocks(n_tok, n_heads, causal):
         rows = r1 - r0
+        future = torch.ones(rows, rows, dtype=torch.bool, device=q.device).triu(1) if causal else None
+        pad = ~inp.valid[:, None, None, :n_keys] if padded else None
+
+        def hide(t: torch.Tensor, value: float) -> torch.Tensor:
+            """``t`` with the block's masked keys set to ``value``: those after each row (only the block's own square
+            has them) and padding."""
+            if causal:
+                square = t[..., r0:r1]
+                if inplace:
+                    square.masked_fill_(future, value)
+                else:
+                    t = torch.cat([t[..., :r0], square.masked_fill(future, value)], dim=-1)
+            if padded:
+                t = t.masked_fill_(pad, value) if inplace else t.masked_fill(pad, value)
+            return t
+
         logits = torch.matmul(q[:, :, :, r0:r1].reshape(b, k.shape[1], groups * rows, hd), kt[..., :n_keys])
-        logits = logits.view(b, n_heads, rows, n_keys)
-        if causal:  # only the block's own square has keys after its rows
-            future = torch.ones(rows, rows, dtype=torch.bool, device=q.device).triu(1)
-            square = logits[..., r0:r1]
-            square = square.masked_fill_(future, lowest) if inplace else square.masked_fill(future, lowest)
-            logits = torch.cat([logits[..., :r0], square], dim=-1) if not inplace else logits
-        if padded:
-            hidden = ~inp.valid[:, None, None, :n_keys]
-            logits = logits.masked_fill_(hidden, lowest) if inplace else logits.masked_fill(hidden, lowest)
+        logits = hide(logits.view(b, n_heads, rows, n_keys), torch.finfo(torch.float32).min)
         peak = logits.amax(dim=-1, keepdim=True)
         # exp of a value far below the row's peak is 0 to float precision but takes x86's slow underflow path (10-30x
         # slower per element), and most of a causal block is far below or masked: clamp at -80 (exp = 1.8e-35, a
@@ -121,14 +134,7 @@ def received_attention(q: torch.Tensor, k: torch.Tensor, inp, causal: bool = Tru
             probs = logits.sub_(peak).clamp_(min=EXP_FLOOR).exp_()
         else:
             probs = (logits - peak).clamp(min=EXP_FLOOR).exp()
-        if causal:
-            square = probs[..., r0:r1]
-            if inplace:
-                square.masked_fill_(future, 0.0)
-            else:
-                probs = torch.cat([probs[..., :r0], square.masked_fill(future, 0.0)], dim=-1)
-        if padded:
-            probs = probs.masked_fill_(hidden, 0.0) if inplace else probs.masked_fill(hidden, 0.0)
+        probs = hide(probs, 0.0)
         # (B, H, rows, 1): each row's softmax denominator (0 for a padding row that sees no key; it carries no weight)
         total = probs.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         w = weights[:, :, r0:r1]  # (B, 2, rows)

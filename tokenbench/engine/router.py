@@ -24,6 +24,7 @@ and the unselected tokens are pruned from layer 0 on. Kept tokens keep their ori
 
 from __future__ import annotations
 
+import functools
 import types
 from dataclasses import dataclass, field
 from typing import Callable
@@ -342,7 +343,7 @@ class Router:
     def _prefill_layer(self, idx, layer, original, hidden, args, kwargs):
         t = self.tokens
         cos, sin = kwargs["position_embeddings"]
-        b, length = hidden.shape[:2]
+        b = hidden.shape[0]
         cos, sin = cos.expand(b, *cos.shape[1:]), sin.expand(b, *sin.shape[1:])
         step = self.steps.get(idx)
         keys = self.active  # before this layer's step: a skipped_as_kv step keeps every active token as a key
@@ -473,9 +474,14 @@ def run_subset(original, hidden, sel, cos, sin, args, kwargs, keys=None, layer=N
 
 def _cache_kwarg(layer) -> str:
     """The decoder layer's name for its cache argument: ``cache`` (transformers 5.24) or ``past_key_values`` (5.17)."""
+    return _cache_kwarg_of(type(layer))
+
+
+@functools.cache
+def _cache_kwarg_of(layer_class) -> str:  # read once per class, not on every routed layer call
     import inspect
 
-    return "cache" if "cache" in inspect.signature(type(layer).forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(layer_class.forward).parameters else "past_key_values"
 
 
 class _WithKeysOnly:
@@ -485,14 +491,14 @@ class _WithKeysOnly:
     it stores for the layer (so decoding attends to every key); without one they are only returned."""
 
     def __init__(self, cache, layer, hidden, sel, keys, cos, sin) -> None:
-        only = torch.ones(keys.shape, dtype=torch.bool, device=keys.device)
-        only.scatter_(1, torch.searchsorted(keys, sel), False)
         self.cache, self.n_keys = cache, keys.shape[1]
-        self.at_sel = torch.searchsorted(keys, sel)
+        self.at_sel = torch.searchsorted(keys, sel)  # columns (in keys) of the routed tokens
+        only = torch.ones(keys.shape, dtype=torch.bool, device=keys.device)
+        only.scatter_(1, self.at_sel, False)
         self.at_only = only.nonzero()[:, 1].view(keys.shape[0], -1)  # columns (in keys) of the keys-only tokens
         pos = keys.gather(1, self.at_only)
         attn = layer.self_attn
-        x = layer.input_layernorm(probe._take(hidden, pos))
+        x = probe.normed(layer, hidden, pos)
         self.k = probe._rope(probe._heads(attn.k_proj(x), attn.head_dim), probe._take(cos, pos), probe._take(sin, pos))
         self.v = probe._heads(attn.v_proj(x), attn.head_dim)
 
