@@ -66,7 +66,7 @@ class LlavaAdapter(ModelAdapter):
         layout = self._one_layout(samples)
         enc = self.processor(
             images=[s.image for s in samples],
-            text=[self.prompt(s.question) for s in samples],
+            text=[self.chat(s.question) for s in samples],
             return_tensors="pt",
             padding=True,
         )

@@ -163,7 +163,7 @@ class QwenVLAdapter(ModelAdapter):
         import torch
 
         layout = self._one_layout(samples)
-        enc = self.processor(images=[s.image for s in samples], text=[self.prompt(s.question) for s in samples],
+        enc = self.processor(images=[s.image for s in samples], text=[self.chat(s.question) for s in samples],
                              return_tensors="pt", padding=True)
         names = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
         inputs = {k: enc[k].to(self.device) for k in names}

@@ -72,7 +72,18 @@ class ModelAdapter:
         raise NotImplementedError
 
     def prompt(self, question: str) -> str:
+        """The adapter's preset prompt for one user turn (an image, then ``question``): used when the checkpoint's
+        processor ships no chat template."""
         raise NotImplementedError
+
+    def chat(self, question: str) -> str:
+        """The prompt of one user turn (an image, then ``question``) with the assistant's turn opened: the processor's
+        own chat template where the checkpoint ships one (``apply_chat_template``, the ecosystem's convention), else
+        :meth:`prompt`."""
+        if getattr(self.processor, "chat_template", None):
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.prompt(question)
 
     def encode(self, samples) -> Batch:
         """Tokenise and preprocess ``samples``, which must share one layout (see :meth:`batches`)."""

@@ -187,3 +187,56 @@ def check_method(name: str, model: str = "tiny-llava", keeps=(1, 64, 575), n_sam
         for where, (counted, measured) in [("total", flops["total"]), *enumerate(flops["layers"])]:
             assert counted == measured, (f"{name}: FLOPs counted {counted} != measured by FlopCounterMode {measured} "
                                          f"({'layer ' if where != 'total' else ''}{where})")
+
+
+# -- tasks -----------------------------------------------------------------------------------------------------------
+def write_task_data(dataset, directory: str, forms=("save_to_disk", "parquet", "jsonl")) -> dict[str, str]:
+    """Write ``dataset`` (a ``datasets.Dataset`` in a task's hub schema) under ``directory`` in each local form
+    ``--data`` accepts; returns form -> the path to pass as ``--data``.
+
+    ``save_to_disk``: a directory written by ``save_to_disk``; ``parquet``: one parquet file (images embedded);
+    ``jsonl``: ``data.jsonl`` with every image column replaced by a path relative to it, the images in ``images/``."""
+    import json
+    import os
+
+    import datasets
+
+    os.makedirs(directory, exist_ok=True)
+    out = {}
+    if "save_to_disk" in forms:
+        out["save_to_disk"] = os.path.join(directory, "saved")
+        dataset.save_to_disk(out["save_to_disk"])
+    if "parquet" in forms:
+        out["parquet"] = os.path.join(directory, "data.parquet")
+        dataset.to_parquet(out["parquet"])
+    if "jsonl" in forms:
+        images = [k for k, f in dataset.features.items() if isinstance(f, datasets.Image)]
+        raw = dataset.cast(datasets.Features({k: datasets.Image(decode=False) if k in images else f
+                                              for k, f in dataset.features.items()}))
+        os.makedirs(os.path.join(directory, "images"), exist_ok=True)
+        out["jsonl"] = os.path.join(directory, "data.jsonl")
+        with open(out["jsonl"], "w") as fh:
+            for i, row in enumerate(raw):
+                for k in images:
+                    if row[k] is not None:
+                        rel = os.path.join("images", f"{i}-{k}.png")
+                        with open(os.path.join(directory, rel), "wb") as img:
+                            img.write(row[k]["bytes"])
+                        row[k] = rel
+                fh.write(json.dumps(row, default=str) + "\n")
+    return out
+
+
+def fixture_image(seed: int, size: tuple[int, int] = (64, 48)):
+    """A small RGB test image (a coloured rectangle on grey), different for each ``seed``."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(f"fixture-image-{seed}")
+    image = Image.new("RGB", size, (128, 128, 128))
+    w, h = size
+    x0, y0 = rng.randrange(w // 2), rng.randrange(h // 2)
+    ImageDraw.Draw(image).rectangle((x0, y0, x0 + w // 3, y0 + h // 3),
+                                    fill=tuple(rng.randrange(256) for _ in range(3)))
+    return image
