@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from tokenbench.adapter import Batch, ModelAdapter
+from tokenbench.task import as_pil
 from tokenbench.api import Region, VisualLayout, register_model
 
 
@@ -65,7 +66,7 @@ class LlavaAdapter(ModelAdapter):
 
         layout = self._one_layout(samples)
         enc = self.processor(
-            images=[s.image for s in samples],
+            images=[as_pil(s.image) for s in samples],
             text=[self.chat(s.question) for s in samples],
             return_tensors="pt",
             padding=True,

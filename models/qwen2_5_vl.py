@@ -28,6 +28,7 @@ import json
 import os
 
 from tokenbench.adapter import ModelAdapter
+from tokenbench.task import as_pil
 from tokenbench.api import Region, VisualLayout, register_model
 
 SYSTEM = "You are a helpful assistant."
@@ -163,7 +164,7 @@ class QwenVLAdapter(ModelAdapter):
         import torch
 
         layout = self._one_layout(samples)
-        enc = self.processor(images=[s.image for s in samples], text=[self.chat(s.question) for s in samples],
+        enc = self.processor(images=[as_pil(s.image) for s in samples], text=[self.chat(s.question) for s in samples],
                              return_tensors="pt", padding=True)
         names = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
         inputs = {k: enc[k].to(self.device) for k in names}

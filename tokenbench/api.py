@@ -593,8 +593,9 @@ def _type_name(f: dataclasses.Field) -> str:
     return t if isinstance(t, str) else getattr(t, "__name__", str(t))
 
 
-def coerce_option(method: str, f: dataclasses.Field, value: Any) -> Any:
-    """Check ``value`` against the field's declared type (``int``, ``float``, ``bool``, ``str`` or a tuple of ints)."""
+def coerce_option(method: str, f: dataclasses.Field, value: Any, kind: str = "method", flag: str = "-a") -> Any:
+    """Check ``value`` against the field's declared type (``int``, ``float``, ``bool``, ``str`` or a tuple of ints);
+    ``kind``/``flag`` name the owner in the message (``"task"``, ``"-T"`` for a task's options)."""
     t = _type_name(f).replace(" ", "")
     ok = {
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -607,9 +608,11 @@ def coerce_option(method: str, f: dataclasses.Field, value: Any) -> Any:
         or (isinstance(v, (tuple, list)) and all(isinstance(x, int) for x in v)),
     }.get(t)
     if ok is not None and not ok(value):
+        example = {"int": 3, "float": 0.5, "bool": True, "str": "text"}.get(t.replace("|None", ""), f.default)
+        prefix = f"{method}." if kind == "method" else ""
         raise ConfigError(
-            f"method {method!r} option {f.name!r} expects {t}, got {value!r} ({type(value).__name__}). "
-            f"Example: -a {method}.{f.name}={f.default!r}"
+            f"{kind} {method!r} option {f.name!r} expects {t}, got {value!r} ({type(value).__name__}). "
+            f"Example: {flag} {prefix}{f.name}={example}"
         )
     if t == "float":
         return float(value)

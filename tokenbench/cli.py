@@ -86,9 +86,21 @@ def list_cmd(kind: str | None) -> None:
     for name in [kind] if kind else list(registries):
         reg = registries[name]
         rows = [(n, str(reg.origin(n)), reg.origin(n).location) for n in reg.names()]
+        headers: tuple[str, ...] = ("name", "origin", "defined at")
+        if name == "tasks":  # what each task reports and where its data comes from
+            rows = [(n, *_task_facts(reg.get(n)), *rest) for n, *rest in rows]
+            headers = ("name", "primary metric", "default dataset", "origin", "defined at")
         click.echo(f"{name}:")
-        click.echo(tabulate(rows, headers=("name", "origin", "defined at"), tablefmt="simple"))
+        click.echo(tabulate(rows, headers=headers, tablefmt="simple"))
         click.echo()
+
+
+def _task_facts(factory) -> tuple[str, str]:
+    """(primary metric, default dataset id) of a task class (a factory function shows what it declares, else -)."""
+    metric = getattr(factory, "primary_metric", "-")
+    dataset = factory.default_dataset() if hasattr(factory, "default_dataset") else getattr(factory, "dataset", "") or (
+        "generated" if getattr(factory, "primary_metric", None) else "-")
+    return str(metric), str(dataset)
 
 
 # -- run / compare ----------------------------------------------------------------------------------------------------------
@@ -97,7 +109,13 @@ def _common(fn):
         click.option("--model", "-M", default="mini-llava", show_default=True,
                      help="Registered name, family:<hub id or directory> (e.g. llava:llava-hf/llava-1.5-7b-hf), "
                           "or a local checkpoint directory."),
-        click.option("--task", "-t", default="synthetic", show_default=True, help="Registered task name."),
+        click.option("--task", "-t", default="synthetic", show_default=True,
+                     help="Registered task name, or several: pope,textvqa,gqa (then the papers' average retention is "
+                          "printed too). See `tokenbench list tasks`."),
+        click.option("--data", "data", multiple=True, metavar="[TASK=]PATH",
+                     help="A local copy of the task's dataset instead of the hub: a save_to_disk directory, a copy of "
+                          "the hub repository, a parquet/jsonl file or folder. With several tasks: pope=PATH. "
+                          "Repeatable."),
         click.option("--keep", "-k", default=None, help="Visual tokens kept, one value or a list: 64,128,192."),
         click.option("--keep-ratio", "-r", default=None,
                      help="Share of visual tokens kept, floor(r*N), one value or a list. Default: 1/9 (64 of 576)."),
@@ -156,7 +174,7 @@ def run(method, **opts) -> None:
 
 
 def _run(methods, model, task, keep, keep_ratio, budget_scope, limit, device, dtype, seed, batch_size, repeats, warmup,
-         args, task_args, json_path, quiet) -> None:
+         args, task_args, data, json_path, quiet) -> None:
     from tokenbench.errors import ConfigError
 
     options = _method_options(methods, args)
@@ -167,7 +185,7 @@ def _run(methods, model, task, keep, keep_ratio, budget_scope, limit, device, dt
     spec = RunSpec(
         methods=tuple((m, options.get(m, {})) for m in methods), model=model, task=task,
         budgets=parse_budgets(keep, keep_ratio), limit=limit, device=device, dtype=dtype, seed=seed,
-        batch_size=batch_size, warmup=warmup, repeats=repeats, task_options=parse_task_args(task_args),
+        batch_size=batch_size, warmup=warmup, repeats=repeats, task_options=parse_task_args(task_args) | _data_args(data),
         budget_scope=budget_scope,
     )
     _rows_as_they_finish(json_path, format_table, lambda on_row: run_compare(
@@ -480,6 +498,25 @@ def _method_options(methods: tuple[str, ...], args: tuple[str, ...]) -> dict[str
     return parse_method_args(args, methods)
 
 
+def _data_args(data: tuple[str, ...]) -> dict[str, Any]:
+    """``--data PATH`` -> the task option ``data``; ``--data pope=PATH`` -> ``pope.data`` (one task of several)."""
+    import os
+
+    from tokenbench.errors import ConfigError
+
+    out = {}
+    for item in data:
+        if not item.strip():
+            raise ConfigError("--data is empty; give a path (a save_to_disk directory, a parquet/jsonl file or folder)")
+        task, eq, path = item.partition("=")
+        key, value = (f"{task}.data", path) if eq and not os.path.exists(item) else ("data", item)
+        if key in out:
+            raise ConfigError(f"--data is given twice for {key.split('.')[0] if '.' in key else 'the task'}; give it "
+                              "once (with several tasks: --data pope=PATH --data gqa=PATH)")
+        out[key] = value
+    return out
+
+
 def parse_task_args(args: tuple[str, ...]) -> dict[str, Any]:
     from tokenbench.errors import ConfigError
 
@@ -553,8 +590,23 @@ TIMING_NOTE = ("timings: 'prefill ms', 'decode ms/tok', 'e2e ms' and 'overhead m
 
 
 def format_table(rows: list[dict]) -> str:
-    """The rows as ``tokenbench compare`` prints them. A method's prefill speed-up is printed beside the two paired
-    medians it is the ratio of (``full_prefill_ms_paired`` / ``prefill_ms``), never beside full's separate run."""
+    """The rows as ``tokenbench compare`` prints them: one table per task (with the task's official metrics under it
+    when it has several), then, for several tasks, the papers' average retention. A method's prefill speed-up is
+    printed beside the two paired medians it is the ratio of (``full_prefill_ms_paired`` / ``prefill_ms``), never
+    beside full's separate run."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    if len(tasks) > 1:
+        return "\n\n".join([*(_task_table([r for r in rows if r["task"] == t]) for t in tasks), format_average(rows)])
+    return _task_table(rows)
+
+
+def _metric_value(r: dict, value) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" if r.get("metric_percent", True) else f"{value:.4g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _task_table(rows: list[dict]) -> str:
     from tabulate import tabulate
 
     def pct(x):
@@ -569,7 +621,7 @@ def format_table(rows: list[dict]) -> str:
     table = [
         (
             r.get("label") or r["method"], f"{r['keep']}{'*' if r.get('budget_kind') == 'layer_mean' else ''}",
-            pct(r["accuracy"]), pct(r["retention"]), pct(r["agreement"]),
+            _metric_value(r, r.get("score", r["accuracy"])), pct(r["retention"]), pct(r["agreement"]),
             f"{r['kl_first_token']:.4f}", f"{r['tokens_llm_input']:.0f}", f"{r['tokens_avg_layer']:.1f}",
             f"{r['flops_prefill'] / 1e9:.3f}", f"{r['flops_ratio']:.3f}", _ms(r["prefill_ms"]), _ms(paired_full(r)),
             speedup(r), "-" if r["decode_ms"] is None else f"{r['decode_ms']:.2f}",
@@ -577,10 +629,14 @@ def format_table(rows: list[dict]) -> str:
         )
         for r in rows
     ]
-    headers = ("method", "keep", "acc %", "retention %", "agree %", "KL 1st tok", "vis tok in", "vis tok avg",
+    first = rows[0]
+    metric = first.get("metric", "accuracy")
+    headers = ("method", "keep", f"{metric}{' %' if first.get('metric_percent', True) else ''}", "retention %", "agree %", "KL 1st tok", "vis tok in", "vis tok avg",
                "GFLOPs", "FLOPs ratio", "prefill ms", "full ms (paired)", "speed-up", "decode ms/tok", "e2e ms",
                "overhead ms")
-    first = rows[0]
+    if any(r.get("n_failed") for r in rows):
+        table = [(*t, r.get("n_failed", 0)) for t, r in zip(table, rows)]
+        headers = (*headers, "failed")
     head = (f"model={first['model']} task={first['task']} samples={first['n_samples']} device={first['device']} "
             f"dtype={first['dtype']} attn={first['attn_implementation']} "
             f"(timings: batch 1, {first['decode_tokens']} tokens decoded, median of {first['timing_repeats']})")
@@ -590,7 +646,49 @@ def format_table(rows: list[dict]) -> str:
                      "otherwise the visual tokens left after the reduction. 'vis tok avg' is what each run reached")
     for r in rows:
         notes += [f"note ({r['method']}): {w}" for w in r.get("warnings", ()) if f"note ({r['method']}): {w}" not in notes]
-    return "\n".join([head, tabulate(table, headers=headers, tablefmt="github", missingval="-"), *notes])
+    failed = first.get("failed_to_load") or {}
+    if failed:
+        sid, why = next(iter(failed.items()))
+        notes.append(f"failed: {len(failed)} sample(s) could not be loaded and were left out of every run (e.g. {sid}: "
+                     f"{why}); the rest of 'failed' are answers the task's rule could not parse (scored as it says)")
+    elif any(r.get("n_failed") for r in rows):
+        notes.append("failed: answers the task's rule could not parse (scored as the rule says; ids in the rows' "
+                     "'unparsed')")
+    parts = [head, tabulate(table, headers=headers, tablefmt="github", missingval="-")]
+    if any(len(r.get("metrics", {})) > 1 for r in rows):
+        parts.append(_metrics_table(rows))
+    return "\n".join([*parts, *notes])
+
+
+def _metrics_table(rows: list[dict]) -> str:
+    """The task's official metrics, one line each, one column per (method, budget)."""
+    from tabulate import tabulate
+
+    names = list(dict.fromkeys(k for r in rows for k in r.get("metrics", {})))
+    cols = [f"{r.get('label') or r['method']}@{r['keep']}" if r["method"] != "full" else "full" for r in rows]
+    unit = " (%)" if rows[0].get("metric_percent", True) else ""
+    table = [(k, *(_metric_value(r, r.get("metrics", {}).get(k)) for r in rows)) for k in names]
+    return f"\n{rows[0]['task']} metrics{unit}:\n" + tabulate(table, headers=("metric", *cols), tablefmt="github")
+
+
+def format_average(rows: list[dict]) -> str:
+    """The papers' average: the mean over tasks of each (method, budget)'s per-task retention."""
+    from tabulate import tabulate
+
+    from tokenbench.runner import average_retention
+
+    avg = average_retention(rows)
+    if not avg:
+        return "average: no (method, budget) finished on every task"
+    tasks = avg[0]["tasks"]
+    table = [(a["label"], a["budget"], *(f"{100 * a['retention'][t]:.1f}" for t in tasks),
+              f"{100 * a['mean_retention']:.1f}") for a in avg]
+    return (f"average retention % over {len(tasks)} tasks ({', '.join(tasks)}): the mean of the per-task retentions "
+            f"(each task's primary metric against full's)\n"
+            + tabulate(table, headers=("method", "budget", *tasks, "mean"), tablefmt="github"))
+
+
+
 
 
 if __name__ == "__main__":  # pragma: no cover

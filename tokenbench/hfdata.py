@@ -19,6 +19,7 @@ sample at a time: an image that is missing or cannot be decoded gives a sample w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from tokenbench.errors import ConfigError
-from tokenbench.task import Sample, Task
+from tokenbench.task import ImageRef, Sample, Task
 
 #: lmms-eval's dataset namespaces, newest first (lmms-eval PR #1416 moved them on 2026-07-30)
 NAMESPACES = ("lmms-lab-encoder", "lmms-lab")
@@ -218,11 +219,18 @@ class DatasetTask(Task):
         out = []
         for i in range(n):
             row = ds[i]
-            image, error = self.image_of(row, base)
+            image, error = self.image_of(row, base)  # decoded once here: a corrupt image is found before any run
             sample = self.row_sample(row, i)
             meta = {**sample.meta, "error": error} if error else sample.meta
-            out.append(Sample(sample.id, image, sample.question, sample.answer, meta))
+            ref = None if error else ImageRef(functools.partial(self._reopen, i), image.size)
+            out.append(Sample(sample.id, ref, sample.question, sample.answer, meta))
         return out
+
+    def _reopen(self, index: int):
+        image, error = self.image_of(self.rows()[index], self._base)
+        if error:
+            raise RuntimeError(f"task {self.name!r}: the image of row {index} could be read before and not now: {error}")
+        return image
 
     def image_of(self, row: dict, base: str):
         """(image, None) or (None, reason) for ``row``'s image."""
@@ -233,7 +241,8 @@ class DatasetTask(Task):
         return (self.image_column,)
 
     def row_sample(self, row: dict, index: int) -> Sample:
-        """The sample of one row (its ``image`` is filled in by :meth:`samples`)."""
+        """The sample of one row (its ``image`` is filled in by :meth:`samples`: an :class:`~tokenbench.task.ImageRef`
+        read from the dataset again whenever a batch is encoded)."""
         raise NotImplementedError
 
     # -- prompting -----------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ against it on the same samples, and timings are measured side by side in the sam
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -99,21 +100,74 @@ def resolve_model(spec: str):
     raise UnknownNameError(unknown_name_message("model", spec, MODELS.names()))
 
 
-def build_task(name: str, options: dict[str, Any], seed: int):
-    """Instantiate task ``name``; ``--seed`` seeds its split unless ``options`` set ``seed`` explicitly."""
+def parse_tasks(spec: str) -> list[str]:
+    """``pope,textvqa`` -> the registered task names, each once (unknown names are refused)."""
+    names = [t.strip() for t in spec.split(",") if t.strip()]
+    if not names:
+        raise ConfigError(f"--task {spec!r} names no task; give one or a comma-separated list (e.g. pope,textvqa)")
+    repeated = sorted({t for t in names if names.count(t) > 1})
+    if repeated:
+        raise ConfigError(f"--task lists {repeated[0]!r} twice; name each task once")
+    for t in names:
+        TASKS.get(t)
+    return names
+
+
+def task_options(name: str, options: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The options of task ``name``: ``key`` applies to every listed task that has the option, ``task.key`` to one."""
+    out = {}
+    for key, value in options.items():
+        owner, _, k = key.rpartition(".")
+        if owner:
+            if owner not in names:
+                raise ConfigError(f"task option {key!r} names task {owner!r}, which is not in --task "
+                                  f"({', '.join(names)})")
+            if owner == name:
+                out[k] = value
+        elif k in task_option_names(name) or len(names) == 1:
+            out[k] = value
+        elif not any(k in task_option_names(t) for t in names):
+            raise ConfigError(f"no task in --task ({', '.join(names)}) has option {k!r}; "
+                              + "; ".join(f"{t}: {', '.join(task_option_names(t)) or '(none)'}" for t in names))
+    return out
+
+
+def task_option_names(name: str) -> list[str]:
+    import dataclasses
     import inspect
 
     factory = TASKS.get(name)
-    params = inspect.signature(factory).parameters
+    if dataclasses.is_dataclass(factory):
+        return [f.name for f in dataclasses.fields(factory) if f.init]
+    return [p for p in inspect.signature(factory).parameters if p != "self"]
+
+
+def build_task(name: str, options: dict[str, Any], seed: int):
+    """Instantiate task ``name`` with typed ``options`` (checked against its dataclass fields as a method's are);
+    ``--seed`` seeds its split unless ``options`` set ``seed`` explicitly."""
+    import dataclasses
+    import difflib
+
+    from tokenbench.api import coerce_option
+
+    factory = TASKS.get(name)
+    params = task_option_names(name)
     unknown = [k for k in options if k not in params]
     if unknown:
-        valid = ", ".join(p for p in params if p != "self") or "(none)"
-        raise ConfigError(f"task {name!r} has no option {unknown[0]!r}; its options: {valid}")
+        close = difflib.get_close_matches(unknown[0], params, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"task {name!r} has no option {unknown[0]!r}.{hint} Its options: "
+                          f"{', '.join(params) or '(none)'}")
+    if dataclasses.is_dataclass(factory):
+        fields = {f.name: f for f in dataclasses.fields(factory)}
+        options = {k: coerce_option(name, fields[k], v, kind="task", flag="-T") for k, v in options.items()}
     if "seed" in params and "seed" not in options:
         options = {**options, "seed": seed}
     try:
         return factory(**options)
-    except TypeError as exc:
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"task {name!r}: {exc}") from exc
 
 
@@ -163,6 +217,7 @@ class MethodRun:
     kv_bytes: float  # per sample
     keeps: list[int]  # the budget resolved for each sample's image
     n_visual: list[int]  # each sample's visual tokens before reduction
+    scored: Any = None  # the task's tokenbench.task.Scored
 
 
 def build_methods(specs: tuple[tuple[Any, ...], ...]) -> list[TokenReducer]:
@@ -195,14 +250,16 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
 
     if spec.budget_scope not in BUDGET_SCOPES:
         raise ConfigError(f"--budget-scope {spec.budget_scope!r} is not one of {', '.join(BUDGET_SCOPES)}")
-    task = build_task(spec.task, spec.task_options, spec.seed)
+    names = parse_tasks(spec.task)
+    tasks = [build_task(t, task_options(t, spec.task_options, names), spec.seed) for t in names]
     adapter = resolve_model(spec.model)
-    samples = task.samples(spec.limit)
+    splits = [_split(task, task.samples(spec.limit)) for task in tasks]  # data problems surface before the model loads
     adapter.load(spec.device, spec.dtype, spec.attn_implementation)
     n_layers = adapter.n_layers
-    for n in sorted({adapter.layout_of(s).n_visual for s in samples}):  # every budget fits every image, or stop here
-        for b in spec.budgets:
-            b.resolve(n)
+    for samples, _ in splits:  # every budget fits every image, or stop here
+        for n in sorted({adapter.layout_of(s).n_visual for s in samples}):
+            for b in spec.budgets:
+                b.resolve(n)
     for m in methods:
         m.check(n_layers)
         adapter.check_compatible(m)
@@ -217,36 +274,67 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
         prepared.append((Prepared.of(m.prepare(adapter.weights())), time.perf_counter() - t0))
         if prepared[-1][0].warning and on_warning:
             on_warning(prepared[-1][0].warning)
-    full = build_method("full")
-    ctx = _Context(spec, task, adapter, samples, prov, progress)
-    everything = Budget()
-    reference = ctx.run(full, everything)
-    rows = [ctx.row(full, everything, reference, reference, ctx.time(full, everything))
-            | {"prepare_s": 0.0, "prepared": {}, "warnings": []}]
-    if on_row:
-        on_row(rows[-1])
-    for m, label, (prep, prepare_s) in zip(methods, labels, prepared):  # prepared: one-off, reading the weights
-        if m.name == "full":
-            continue
-        ctx.artefact = prep.artefact
-        extra = {"label": label, "prepare_s": prepare_s, "prepared": prep.info,
-                 "warnings": [prep.warning] if prep.warning else []}
-        for budget in spec.budgets:
-            run = ctx.run(m, budget)
-            timing = ctx.time(m, budget)
-            rows.append(ctx.row(m, budget, run, reference, timing) | extra)
-            if on_row:
-                on_row(rows[-1])
+    rows = []
+    for task, (samples, failed) in zip(tasks, splits):
+        samples = [dataclasses.replace(s, question=task.prompt(s, adapter.family)) for s in samples]
+        ctx = _Context(spec, task, adapter, samples, prov, progress, failed)
+        full = build_method("full")
+        everything = Budget()
+        reference = ctx.run(full, everything)
+        rows.append(ctx.row(full, everything, reference, reference, ctx.time(full, everything))
+                    | {"prepare_s": 0.0, "prepared": {}, "warnings": []})
+        if on_row:
+            on_row(rows[-1])
+        for m, label, (prep, prepare_s) in zip(methods, labels, prepared):  # prepared: one-off, reading the weights
+            if m.name == "full":
+                continue
+            ctx.artefact = prep.artefact
+            extra = {"label": label, "prepare_s": prepare_s, "prepared": prep.info,
+                     "warnings": [prep.warning] if prep.warning else []}
+            for budget in spec.budgets:
+                run = ctx.run(m, budget)
+                timing = ctx.time(m, budget)
+                rows.append(ctx.row(m, budget, run, reference, timing) | extra)
+                if on_row:
+                    on_row(rows[-1])
     return rows
+
+
+def _split(task, samples) -> tuple[list, dict[str, str]]:
+    """(the samples that can run, {sample id: why not} for those whose image could not be read)."""
+    failed = {s.id: s.meta.get("error", "no image") for s in samples if s.image is None}
+    good = [s for s in samples if s.image is not None]
+    if not good:
+        first = next(iter(failed.items()), ("-", "the split is empty"))
+        raise ConfigError(f"task {task.name!r}: no sample can run: {len(failed)} of {len(samples)} failed to load "
+                          f"(e.g. {first[0]}: {first[1]})")
+    return good, failed
+
+
+def average_retention(rows: list[dict]) -> list[dict]:
+    """The papers' average over tasks: for each (label, budget) present on every task, the mean over tasks of its
+    per-task retention (primary metric against full's on the same task). Rows of one comparison."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    cells: dict[tuple, dict[str, float | None]] = {}
+    for r in rows:
+        cells.setdefault((r.get("label") or r["method"], r["budget"]), {})[r["task"]] = r["retention"]
+    out = []
+    for (label, budget), per_task in cells.items():
+        if set(per_task) != set(tasks) or any(v is None for v in per_task.values()):
+            continue
+        out.append({"label": label, "budget": budget, "tasks": tasks, "retention": per_task,
+                    "mean_retention": sum(per_task.values()) / len(tasks)})
+    return out
 
 
 evaluate = compare
 
 
 class _Context:
-    def __init__(self, spec, task, adapter, samples, prov, progress):
+    def __init__(self, spec, task, adapter, samples, prov, progress, failed=None):
         self.spec, self.task, self.adapter, self.samples, self.prov = spec, task, adapter, samples, prov
         self.progress = progress
+        self.failed = failed or {}  # sample id -> why it could not run (left out of every method's run)
         self.lm = adapter.lm_dims()
         self.artefact = None  # the current method's prepared artefact
 
@@ -259,7 +347,7 @@ class _Context:
         from tokenbench.flops import fastv_formula_macs
 
         n = len(self.samples)
-        answers, correct, logprobs = [None] * n, [0.0] * n, [None] * n
+        answers, logprobs = [None] * n, [None] * n
         vpl, fl, keeps, n_vis = [None] * n, [None] * n, [0] * n, [0] * n
         dec, fastv = [(0, 0)] * n, [0] * n
         kv = 0.0
@@ -279,7 +367,7 @@ class _Context:
                 encoder = self.adapter.encoder_macs(tuple(chunk[0].image.size))
                 first = torch.log_softmax(gen.first_logits.float(), dim=-1)
                 for j, (i, s, text, n_text) in enumerate(zip(idx, chunk, gen.texts, batch.n_text)):
-                    answers[i], correct[i] = text, self.task.score(s, text)
+                    answers[i] = text
                     vpl[i], keeps[i], n_vis[i] = list(per_layer), budget.resolve(n_visual), n_visual
                     fl[i] = prefill_count(self.lm, encoder, n_text, per_layer, rec, method)
                     dec[i] = (decode_flops(self.lm, n_text, cached, len(gen.token_ids[j]) - 1),
@@ -289,7 +377,11 @@ class _Context:
                 kv += gen.kv_cache_bytes
                 bar.update(len(chunk))
         bar.close()
-        return MethodRun(answers, correct, torch.stack(logprobs), vpl, fl, dec, fastv, kv / n, keeps, n_vis)
+        scored = self.task.evaluate(self.samples, answers)
+        if len(scored.per_sample) != n:
+            raise ValueError(f"task {self.task.name!r}: evaluate() gave {len(scored.per_sample)} scores for {n} samples")
+        return MethodRun(answers, list(scored.per_sample), torch.stack(logprobs), vpl, fl, dec, fastv, kv / n, keeps,
+                         n_vis, scored)
 
     def time(self, method: TokenReducer, budget: Budget) -> dict[str, Any]:
         """Batch-1 latency on the first sample by the protocol of :mod:`tokenbench.latency` (stages vision, prefill =
@@ -316,8 +408,10 @@ class _Context:
         from tokenbench.latency import attention_backends, paired, summary
 
         n = len(run.answers)
-        acc = sum(run.correct) / n
-        ref_acc = sum(ref.correct) / n
+        task = self.task
+        metric = task.primary_metric
+        score, ref_score = run.scored.metrics[metric], ref.scored.metrics[metric]
+        binary = all(c in (0.0, 1.0) for c in run.correct)
         flops = sum(f.total_flops for f in run.flops) / n
         ref_flops = sum(f.total_flops for f in ref.flops) / n
         kl = torch.nn.functional.kl_div(run.first_logprobs, ref.first_logprobs, log_target=True, reduction="none")
@@ -340,10 +434,20 @@ class _Context:
             "keep_ratio": sum(k / v for k, v in zip(run.keeps, run.n_visual)) / n,
             "n_visual": mean(run.n_visual),
             "n_samples": n,
-            "accuracy": acc,
-            "retention": acc / ref_acc if ref_acc > 0 else None,
+            "metric": metric,  # the task's primary metric: what retention is the ratio of
+            "score": score,
+            "metric_percent": task.percent,  # True: metrics are shares in [0, 1]
+            "metrics": dict(run.scored.metrics),  # the task's official metrics (per category where it has them)
+            "accuracy": run.scored.metrics.get("accuracy", sum(run.correct) / n),
+            "mean_score": sum(run.correct) / n,  # the mean per-sample score (what the retention interval resamples)
+            "retention": score / ref_score if ref_score > 0 else None,
             "agreement": sum(a == b for a, b in zip(run.answers, ref.answers)) / n,
-            "per_sample_correct": "".join("1" if c else "0" for c in run.correct),  # sample order; for intervals
+            "per_sample_scores": [round(c, 6) for c in run.correct],  # sample order; for paired intervals
+            **({"per_sample_correct": "".join("1" if c else "0" for c in run.correct)} if binary else {}),
+            "sample_ids": [smp.id for smp in self.samples],
+            "n_failed": len(self.failed) + len(run.scored.unparsed),
+            "failed_to_load": dict(self.failed),  # sample id -> why (left out of every method's run)
+            "unparsed": {self.samples[i].id: why for i, why in run.scored.unparsed.items()},  # scored by the task's rule
             "kl_first_token": float(kl.sum(-1).mean()),
             "tokens_llm_input": sum(v[0] for v in run.visual_per_layer) / n,
             "tokens_avg_layer": sum(sum(v) / len(v) for v in run.visual_per_layer) / n,
@@ -365,7 +469,17 @@ class _Context:
             **attention_backends(spec.device, spec.attn_implementation),
             "batch_size": spec.batch_size,
             "params": method.params(),
-            "task_version": self.task.version,
+            "task_version": task.version,
+            "task_options": _options_of(task),
+            "dataset": getattr(task, "dataset_ids", lambda: (task.dataset,))()[0] if not getattr(task, "data", "")
+            else f"local:{os.path.abspath(task.data)}",
             "model_source": self.adapter.source,
             "provenance": self.prov,
         }
+
+
+def _options_of(task) -> dict[str, Any]:
+    """The task's options as they were resolved (its dataclass fields), for the rows."""
+    if not dataclasses.is_dataclass(task):
+        return {}
+    return {f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.init}

@@ -20,13 +20,30 @@ The simplest task overrides ``samples`` and, when exact match on the first word 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
+
+
+class ImageRef:
+    """An image decoded on demand: ``size`` is known up front (it decides the visual layout), the pixels are read when
+    a batch is encoded and dropped afterwards, so a split of thousands of images is not held decoded in memory."""
+
+    def __init__(self, read: Callable[[], Any], size: tuple[int, int]) -> None:
+        self._read, self.size = read, tuple(size)
+
+    def open(self):
+        """The image as a PIL RGB image."""
+        return self._read()
+
+
+def as_pil(image):
+    """A sample's image as a PIL image (adapters call this on ``Sample.image``, a PIL image or an :class:`ImageRef`)."""
+    return image.open() if isinstance(image, ImageRef) else image
 
 
 @dataclass(frozen=True)
 class Sample:
     id: str
-    image: Any  # PIL.Image.Image (RGB), or None when it could not be read (meta["error"] says why)
+    image: Any  # PIL.Image.Image (RGB) or ImageRef; None when it could not be read (meta["error"] says why)
     question: str  # the question as the user would type it, including the answer-format instruction
     answer: Any  # the gold answer: a string, or the task's own form (e.g. the ten VQA answers, reference captions)
     meta: dict[str, Any] = field(default_factory=dict, compare=False)  # e.g. the question type, the category

@@ -240,3 +240,49 @@ def fixture_image(seed: int, size: tuple[int, int] = (64, 48)):
     ImageDraw.Draw(image).rectangle((x0, y0, x0 + w // 3, y0 + h // 3),
                                     fill=tuple(rng.randrange(256) for _ in range(3)))
     return image
+
+
+def check_task(name: str, options: dict[str, Any] | None = None, limit: int = 4,
+               families: tuple[str, ...] = ("llava", "llava-next", "qwen2.5-vl")) -> None:
+    """Check registered task ``name`` (built with ``options``, e.g. ``{"data": "fixture/"}``) against the contract of
+    :mod:`tokenbench.task`, offline and without a model; raises ``AssertionError`` naming what is wrong.
+
+    Checks: typed options build; ``samples(limit)`` is a list of at most ``limit`` samples with unique string ids, a
+    PIL image or :class:`~tokenbench.task.ImageRef` (or ``None`` with ``meta["error"]``), the same on a second call;
+    ``prompt`` gives text for every family; ``evaluate`` on empty answers returns one finite score per sample and the
+    primary metric, and ``unparsed`` indexes samples; ``version``, ``max_new_tokens`` and ``primary_metric`` are set."""
+    import math
+
+    from tokenbench.runner import build_task
+    from tokenbench.task import ImageRef, Scored
+
+    task = build_task(name, dict(options or {}), seed=0)
+    samples = task.samples(limit)
+    assert isinstance(samples, list) and 0 < len(samples) <= limit, f"{name}: samples({limit}) gave {len(samples)}"
+    ids = [s.id for s in samples]
+    assert all(isinstance(i, str) and i for i in ids), f"{name}: sample ids must be non-empty strings: {ids}"
+    assert len(set(ids)) == len(ids), f"{name}: sample ids repeat: {ids}"
+    assert [s.id for s in task.samples(limit)] == ids, f"{name}: samples() is not deterministic"
+    for s in samples:
+        if s.image is None:
+            assert s.meta.get("error"), f"{name}: sample {s.id} has no image and no meta['error'] saying why"
+        else:
+            assert isinstance(s.image, ImageRef) or hasattr(s.image, "convert"), f"{name}: {s.id}'s image is no image"
+            w, h = s.image.size
+            assert w > 0 and h > 0, f"{name}: {s.id}'s image has size {s.image.size}"
+        for family in families:
+            text = task.prompt(s, family)
+            assert isinstance(text, str) and text.strip(), f"{name}: empty prompt for {s.id} on {family}"
+    assert isinstance(task.max_new_tokens, int) and task.max_new_tokens >= 1, f"{name}: max_new_tokens must be >= 1"
+    assert isinstance(task.version, str) and task.version, f"{name}: version must be a non-empty string"
+    again = build_task(name, dict(options or {}), seed=0)
+    again.samples(limit)
+    assert again.version == task.version, f"{name}: version differs between two tasks built and loaded the same way"
+    scored = task.evaluate(samples, [""] * len(samples))
+    assert isinstance(scored, Scored), f"{name}: evaluate() must return tokenbench.task.Scored"
+    assert len(scored.per_sample) == len(samples), f"{name}: evaluate() gave {len(scored.per_sample)} scores"
+    assert all(math.isfinite(float(x)) for x in scored.per_sample), f"{name}: non-finite per-sample score"
+    assert task.primary_metric in scored.metrics, \
+        f"{name}: evaluate().metrics lacks the primary metric {task.primary_metric!r}: {sorted(scored.metrics)}"
+    assert all(math.isfinite(float(v)) for v in scored.metrics.values()), f"{name}: a metric is not finite"
+    assert all(0 <= i < len(samples) for i in scored.unparsed), f"{name}: unparsed indexes no sample"
