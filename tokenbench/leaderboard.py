@@ -104,14 +104,16 @@ def device_label(row: dict) -> str:
 
 
 # -- statistics --------------------------------------------------------------------------------------------------------
-def retention_interval(method: str, full: str, resamples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
-    """95 % paired-bootstrap percentile interval of accuracy(method) / accuracy(full) over the samples, from the rows'
-    per-sample correctness strings ("1"/"0" per sample, same order). Deterministic (fixed seed)."""
+def retention_interval(method, full, resamples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
+    """95 % paired-bootstrap percentile interval of mean score(method) / mean score(full) over the samples, from the
+    rows' per-sample scores (``per_sample_scores``, or the correctness strings "1"/"0" of ``per_sample_correct``, same
+    order). For a task whose primary metric is the mean per-sample score (accuracy, VQA accuracy, CIDEr) this is the
+    interval of its retention; for F1 or MME's totals it is the interval of the per-sample accuracy's. Deterministic."""
     if not method or len(method) != len(full):
         return None
     rng = random.Random(seed)
-    m = [c == "1" for c in method]
-    f = [c == "1" for c in full]
+    m = [float(c) for c in method]
+    f = [float(c) for c in full]
     n = len(m)
     ratios = []
     for _ in range(resamples):
@@ -145,6 +147,10 @@ def _budget(label: str) -> str:
     return str(Fraction(float(label[1:])).limit_denominator(64))
 
 
+def _scores(row: dict):
+    return row.get("per_sample_scores") or row.get("per_sample_correct", "")
+
+
 def _fmt(x, spec: str = ".3f") -> str:
     return "–" if x is None else format(x, spec)
 
@@ -156,13 +162,13 @@ def deterministic_cells(rows: list[dict]) -> list[list[str]]:
         raise ConfigError("a result file has no `full` row; every run must include it (compare always does)")
     out = []
     for r in sorted(rows, key=_budget_key):
-        ci = retention_interval(r.get("per_sample_correct", ""), full.get("per_sample_correct", ""))
+        ci = retention_interval(_scores(r), _scores(full))
         retention = _fmt(r["retention"])
         if ci is not None and r["method"] != "full":
             retention += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
         star = "*" if r.get("budget_kind") == "layer_mean" else ""
         out.append([label(r), _budget(r["budget"]) + star if r["budget"] != "all" else "all", _fmt(r["keep"], "g"),
-                    _fmt(r["accuracy"]), retention, _fmt(r["agreement"]), f"{r['tokens_avg_layer']:.1f}",
+                    _fmt(r.get("score", r["accuracy"])), retention, _fmt(r["agreement"]), f"{r['tokens_avg_layer']:.1f}",
                     _fmt(r["flops_ratio"])])
     return out
 
