@@ -127,6 +127,7 @@ def run(method_name: str, method_options: dict, model: str, task: str, task_opti
     """Fit ``method_name``'s artefact on ``samples`` samples of ``task`` (seed ``seed``, by default not the seed
     ``compare`` evaluates on), report the score error on ``heldout`` further samples, and save it to ``out`` or the
     default location; returns (path, metadata)."""
+    import dataclasses
     import inspect
 
     from tokenbench.api import TASKS, CalibrationData, TokenReducer, build_method
@@ -146,11 +147,14 @@ def run(method_name: str, method_options: dict, model: str, task: str, task_opti
     factory_params = inspect.signature(TASKS.get(task)).parameters
     if "n" in factory_params and "n" not in task_options:
         task_options = {**task_options, "n": samples + heldout}  # ask a sized task for as many as needed
-    split = build_task(task, task_options, seed).samples(samples + heldout)
+    task_obj = build_task(task, task_options, seed)
+    adapter = resolve_model(model)
+    split = [dataclasses.replace(s, question=task_obj.prompt(s, adapter.family))  # as compare prompts it
+             for s in task_obj.samples(samples + heldout) if s.image is not None]  # unreadable images left out
     if len(split) < samples + heldout:
         raise ConfigError(f"task {task!r} has {len(split)} samples; --samples {samples} + --heldout {heldout} need "
                           f"{samples + heldout}. Lower them or choose a larger task")
-    adapter = resolve_model(model).load(device, dtype)
+    adapter.load(device, dtype)
     method.check(adapter.n_layers)
     steps = method.calibration_steps(adapter.n_layers)
     adapter.check_compatible(method, steps)

@@ -32,3 +32,29 @@ def test_ci_runs_the_readme_test_command():
     assert ci.rstrip().endswith("tokenbench leaderboard --check --quiet")  # and then the leaderboard drift check
     main_lines = [line for line in README.splitlines() if "pip install -e . &&" in line]
     assert len(main_lines) == 1 and main_lines[0].rstrip().endswith("tokenbench compare alvts fastv")
+
+
+def test_readme_example_task_passes_check_task(tmp_path):
+    block = re.search(r"```python\n(# tasks/colorqa.py\n.*?)```", README, re.S)
+    assert block, "the README's task example is missing"
+    (tmp_path / "colorqa.py").write_text(block.group(1))
+    code = (
+        "import colorqa, datasets, sys\n"
+        "from tokenbench.testing import check_task, fixture_image, write_task_data\n"
+        "ds = datasets.Dataset.from_dict({'id': [1, 2], 'image': [fixture_image(0), fixture_image(1)],\n"
+        "    'question': ['What colour?', 'Which colour?'], 'answer': ['red', 'blue']},\n"
+        "    features=datasets.Features({'id': datasets.Value('int64'), 'image': datasets.Image(),\n"
+        "    'question': datasets.Value('string'), 'answer': datasets.Value('string')}))\n"
+        "path = write_task_data(ds, sys.argv[1])['parquet']\n"
+        "check_task('colorqa', {'data': path})\n"
+        "from tokenbench.runner import build_task\n"
+        "t = build_task('colorqa', {'data': path}, 0); s = t.samples()\n"
+        "assert t.prompt(s[0], 'llava') == 'What colour?\\nAnswer with one word.'\n"
+        "assert t.evaluate(s, ['Red.', 'green']).metrics == {'accuracy': 0.5}\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), TOKENBENCH_DISABLE_PLUGIN_AUTOLOAD="1")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "data")], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")
