@@ -681,11 +681,17 @@ def format_average(rows: list[dict]) -> str:
     if not avg:
         return "average: no (method, budget) finished on every task"
     tasks = avg[0]["tasks"]
-    table = [(a["label"], a["budget"], *(f"{100 * a['retention'][t]:.1f}" for t in tasks),
-              f"{100 * a['mean_retention']:.1f}") for a in avg]
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    table = [(a["label"], a["budget"], *(pct(a["retention"][t]) for t in tasks), pct(a["mean_retention"])) for a in avg]
+    zero = [t for t in tasks if any(a["retention"][t] is None for a in avg)]
+    note = (f"\nthe mean is undefined where full scores 0 on a task ({', '.join(zero)}): retention there has no "
+            "reference" if zero else "")
     return (f"average retention % over {len(tasks)} tasks ({', '.join(tasks)}): the mean of the per-task retentions "
             f"(each task's primary metric against full's)\n"
-            + tabulate(table, headers=("method", "budget", *tasks, "mean"), tablefmt="github"))
+            + tabulate(table, headers=("method", "budget", *tasks, "mean"), tablefmt="github") + note)
 
 
 

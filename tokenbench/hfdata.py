@@ -19,6 +19,7 @@ sample at a time: an image that is missing or cannot be decoded gives a sample w
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -103,17 +104,24 @@ def _read_local(task: str, data: str, path: str, config: str | None, split: str)
 
 
 def _load_folder(path: str, config: str | None, split: str):
-    """A hub-repository copy (configs in its README) or a plain folder of parquet/jsonl files."""
+    """A hub-repository copy (configs in its README) or a plain folder of parquet/jsonl files (one split, whatever
+    its files are called: taken when the task's split is not there)."""
     import datasets
 
-    try:
-        return datasets.load_dataset(path, config, split=split)
-    except ValueError as exc:
-        if config is None or "config" not in str(exc).lower():
-            if "split" in str(exc).lower():  # a plain folder has one split, "train", whatever its files are called
-                return datasets.load_dataset(path, split="train")
-            raise
-        return datasets.load_dataset(path, split=split)  # a plain folder: no configs
+    last: Exception | None = None
+    for cfg in dict.fromkeys([config, None]):  # the task's config; a plain folder has none
+        try:
+            splits = datasets.get_dataset_split_names(path, cfg)
+        except ValueError as exc:  # no such config here
+            last = exc
+            continue
+        if split not in splits:
+            if len(splits) != 1:
+                raise ConfigError(f"the folder has splits {', '.join(splits)}, not {split!r}; give the {split!r} "
+                                  "split's files (or the folder of that split)")
+            return datasets.load_dataset(path, cfg, split=splits[0])
+        return datasets.load_dataset(path, cfg, split=split)
+    raise last if last else ValueError("no data files found")
 
 
 def _undecoded(ds):
@@ -257,9 +265,16 @@ class DatasetTask(Task):
     # -- versioning ----------------------------------------------------------------------------------------------------
     @property
     def version(self) -> str:  # type: ignore[override]
-        """``<scoring_version>-<hash>``: the hash covers the prompts, the generation length, the dataset and its
-        fingerprint (known once loaded), so a change of any of them gives another version."""
+        """``<scoring_version>-<hash>``: the hash covers the prompts, the generation length, the options, the dataset
+        and its fingerprint (known once loaded), so a change of any of them gives another version."""
         key = json.dumps({"prompts": self.prompts, "scoring": self.scoring_version, "max_new_tokens": self.max_new_tokens,
                           "dataset": [self.dataset_ids(), self.config, self.split, self.revision],
-                          "data": getattr(self, "_fingerprint", "")}, sort_keys=True)
+                          "options": self.version_options(), "data": getattr(self, "_fingerprint", "")},
+                         sort_keys=True, default=str)
         return f"{self.scoring_version}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+    def version_options(self) -> dict[str, Any]:
+        """The options that change the prompts, the samples or the scoring (all but ``data`` and ``revision``, which
+        the data's fingerprint and the dataset key cover)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.init and f.name not in ("data", "revision")}

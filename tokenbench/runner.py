@@ -275,9 +275,10 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
         if prepared[-1][0].warning and on_warning:
             on_warning(prepared[-1][0].warning)
     rows = []
-    for task, (samples, failed) in zip(tasks, splits):
+    for name, task, (samples, failed) in zip(names, tasks, splits):
         samples = [dataclasses.replace(s, question=task.prompt(s, adapter.family)) for s in samples]
         ctx = _Context(spec, task, adapter, samples, prov, progress, failed)
+        ctx.task_name = name
         full = build_method("full")
         everything = Budget()
         reference = ctx.run(full, everything)
@@ -313,17 +314,19 @@ def _split(task, samples) -> tuple[list, dict[str, str]]:
 
 def average_retention(rows: list[dict]) -> list[dict]:
     """The papers' average over tasks: for each (label, budget) present on every task, the mean over tasks of its
-    per-task retention (primary metric against full's on the same task). Rows of one comparison."""
+    per-task retention (primary metric against full's on the same task); ``None`` where full scores 0 on a task.
+    Rows of one comparison."""
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     cells: dict[tuple, dict[str, float | None]] = {}
     for r in rows:
         cells.setdefault((r.get("label") or r["method"], r["budget"]), {})[r["task"]] = r["retention"]
     out = []
     for (label, budget), per_task in cells.items():
-        if set(per_task) != set(tasks) or any(v is None for v in per_task.values()):
+        if set(per_task) != set(tasks):
             continue
+        defined = None not in per_task.values()  # None: full scores 0 on that task, so retention is undefined
         out.append({"label": label, "budget": budget, "tasks": tasks, "retention": per_task,
-                    "mean_retention": sum(per_task.values()) / len(tasks)})
+                    "mean_retention": sum(per_task.values()) / len(tasks) if defined else None})
     return out
 
 
@@ -335,6 +338,7 @@ class _Context:
         self.spec, self.task, self.adapter, self.samples, self.prov = spec, task, adapter, samples, prov
         self.progress = progress
         self.failed = failed or {}  # sample id -> why it could not run (left out of every method's run)
+        self.task_name = spec.task  # the registered name
         self.lm = adapter.lm_dims()
         self.artefact = None  # the current method's prepared artefact
 
@@ -426,7 +430,7 @@ class _Context:
             "method": method.name,
             "label": method.name,  # the row's name in tables and boards (RunSpec labels variants of one method)
             "model": self.adapter.name,
-            "task": spec.task,
+            "task": self.task_name,
             "budget": budget.label(),
             "budget_scope": spec.budget_scope,
             "budget_kind": method.budget_kind,  # kept: tokens left after the reduction; layer_mean: mean per layer

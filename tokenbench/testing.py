@@ -195,7 +195,8 @@ def write_task_data(dataset, directory: str, forms=("save_to_disk", "parquet", "
     ``--data`` accepts; returns form -> the path to pass as ``--data``.
 
     ``save_to_disk``: a directory written by ``save_to_disk``; ``parquet``: one parquet file (images embedded);
-    ``jsonl``: ``data.jsonl`` with every image column replaced by a path relative to it, the images in ``images/``."""
+    ``jsonl``: ``data.jsonl`` with every image (single or in a list) replaced by a path relative to it, the images in
+    ``images/``."""
     import json
     import os
 
@@ -210,19 +211,32 @@ def write_task_data(dataset, directory: str, forms=("save_to_disk", "parquet", "
         out["parquet"] = os.path.join(directory, "data.parquet")
         dataset.to_parquet(out["parquet"])
     if "jsonl" in forms:
-        images = [k for k, f in dataset.features.items() if isinstance(f, datasets.Image)]
-        raw = dataset.cast(datasets.Features({k: datasets.Image(decode=False) if k in images else f
-                                              for k, f in dataset.features.items()}))
+        def raw_feature(f):  # images as {"bytes", "path"}, in lists too
+            if isinstance(f, datasets.Image):
+                return datasets.Image(decode=False)
+            if isinstance(f, (datasets.Sequence, datasets.List)) and isinstance(f.feature, datasets.Image):
+                return type(f)(datasets.Image(decode=False))
+            return f
+
+        raw = dataset.cast(datasets.Features({k: raw_feature(f) for k, f in dataset.features.items()}))
+        images = [k for k, f in raw.features.items() if raw_feature(f) is not f or f != dataset.features[k]]
         os.makedirs(os.path.join(directory, "images"), exist_ok=True)
         out["jsonl"] = os.path.join(directory, "data.jsonl")
+
+        def save(cell, name):
+            if cell is None:
+                return None
+            rel = os.path.join("images", name)
+            with open(os.path.join(directory, rel), "wb") as img:
+                img.write(cell["bytes"])
+            return rel
+
         with open(out["jsonl"], "w") as fh:
             for i, row in enumerate(raw):
                 for k in images:
-                    if row[k] is not None:
-                        rel = os.path.join("images", f"{i}-{k}.png")
-                        with open(os.path.join(directory, rel), "wb") as img:
-                            img.write(row[k]["bytes"])
-                        row[k] = rel
+                    cell = row[k]
+                    row[k] = ([save(c, f"{i}-{k}-{j}.png") for j, c in enumerate(cell)] if isinstance(cell, list)
+                              else save(cell, f"{i}-{k}.png"))
                 fh.write(json.dumps(row, default=str) + "\n")
     return out
 

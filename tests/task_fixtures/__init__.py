@@ -1,9 +1,9 @@
 """Offline fixtures of the benchmark tasks: a few rows per task in the real hub schema, with generated images.
 
 Each family module (``yesno``, ``vqa``, ``choice``, ``caption``) defines ``FIXTURES``: task name -> a function
-returning a ``datasets.Dataset`` (the split the task reads) in the schema of the task's hub dataset. Tasks whose data
-spans two datasets (GQA's questions and images) return a ``datasets.DatasetDict`` laid out as their docstring says.
-:func:`tokenbench.testing.write_task_data` writes a fixture in every local form ``--data`` accepts.
+returning a ``datasets.Dataset`` (the split the task reads) in the schema of the task's hub dataset, and may define
+``WRITERS`` for tasks whose local copy has its own layout (GQA's questions and images). :func:`write` writes a
+task's fixture in every local form ``--data`` accepts.
 """
 
 from __future__ import annotations
@@ -11,9 +11,20 @@ from __future__ import annotations
 import importlib
 
 FIXTURES: dict = {}
+WRITERS: dict = {}
 for _family in ("yesno", "vqa", "choice", "caption"):
     try:
-        FIXTURES.update(importlib.import_module(f"task_fixtures.{_family}").FIXTURES)
+        _module = importlib.import_module(f"task_fixtures.{_family}")
     except ModuleNotFoundError as exc:  # a family not written yet
         if exc.name != f"task_fixtures.{_family}":
             raise
+        continue
+    FIXTURES.update(_module.FIXTURES)
+    WRITERS.update(getattr(_module, "WRITERS", {}))
+
+
+def write(name: str, directory: str) -> dict[str, str]:
+    """Task ``name``'s fixture written under ``directory`` in every local form; form -> the path for ``--data``."""
+    from tokenbench.testing import write_task_data
+
+    return WRITERS.get(name, write_task_data)(FIXTURES[name](), directory)
