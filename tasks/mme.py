@@ -52,7 +52,6 @@ from tokenbench.api import register_task
 from tokenbench.hfdata import DatasetTask
 from tokenbench.scoring.yesno import mme_correct, mme_metrics, mme_unparsed
 from tokenbench.task import Sample, Scored
-from tokenbench.tasks.pope import distinct_ids
 
 #: the answer-format sentence lmms-eval removes from each question before adding its own post prompt
 REPLACE_PROMPT = " Please answer yes or no."
@@ -81,9 +80,6 @@ class MmeTask(DatasetTask):
         meta = {"category": str(row["category"]), "question_id": str(row["question_id"])}
         return Sample(id=str(row["question_id"]), image=None, question=str(row["question"]).strip(),
                       answer=str(row["answer"]).strip(), meta=meta)
-
-    def samples(self, limit: int | None = None) -> list[Sample]:
-        return distinct_ids(super().samples(limit))
 
     def prompt(self, sample: Sample, family: str) -> str:
         """lmms-eval's ``mme_doc_to_text``: the answer-format sentence is replaced by the pre/post prompt."""

@@ -38,7 +38,7 @@ from typing import Sequence
 
 from tokenbench.api import register_task
 from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.vqa import normalize_answer, score_evalai
+from tokenbench.scoring.vqa import normalize_answer, score_evalai, vqa_scored
 from tokenbench.task import Sample, Scored
 
 POST_PROMPT = ("\nWhen the provided information is insufficient, respond with 'Unanswerable'."
@@ -67,7 +67,5 @@ class OKVQATask(DatasetTask):
         return Sample(id=str(row["question_id"]), image=None, question=str(row["question"]), answer=answers, meta=meta)
 
     def evaluate(self, samples: Sequence[Sample], predictions: Sequence[str]) -> Scored:
-        scores = [score_evalai(p, s.answer) for s, p in zip(samples, predictions)]
-        unparsed = {i: "the answer is empty once normalised" for i, p in enumerate(predictions)
-                    if not normalize_answer(p)}
-        return Scored(scores, {"accuracy": sum(scores) / len(scores) if scores else 0.0}, unparsed)
+        return vqa_scored([score_evalai(p, s.answer) for s, p in zip(samples, predictions)], predictions,
+                          normalize_answer)

@@ -45,7 +45,6 @@ Differences from lmms-eval: none in the scoring of the pooled and per-category m
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -57,17 +56,6 @@ from tokenbench.task import Sample, Scored
 #: POPE's categories in the order reported
 CATEGORIES = ("adversarial", "popular", "random")
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
-
-
-def distinct_ids(samples: list[Sample]) -> list[Sample]:
-    """``samples`` with each id met before in the list suffixed ``#k`` (its k-th occurrence), so ids are unique; an
-    id depends only on the rows before it, so it is the same whatever ``limit`` is."""
-    seen: dict[str, int] = {}
-    out = []
-    for sample in samples:
-        k = seen[sample.id] = seen.get(sample.id, 0) + 1
-        out.append(sample if k == 1 else dataclasses.replace(sample, id=f"{sample.id}#{k}"))
-    return out
 
 
 @register_task("pope")
@@ -93,9 +81,6 @@ class PopeTask(DatasetTask):
         meta = {"category": str(row["category"]), "question_id": str(row["question_id"])}
         return Sample(id=str(row["question_id"]), image=None, question=str(row["question"]).strip(),
                       answer=str(row["answer"]).strip().lower(), meta=meta)
-
-    def samples(self, limit: int | None = None) -> list[Sample]:
-        return distinct_ids(super().samples(limit))
 
     def score(self, sample: Sample, prediction: str) -> float:
         return float(pope_correct(prediction, sample.answer))

@@ -42,7 +42,7 @@ from typing import Sequence
 
 from tokenbench.api import register_task
 from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.vqa import mean_by_group, normalize_answer, score_evalai
+from tokenbench.scoring.vqa import normalize_answer, score_evalai, vqa_scored
 from tokenbench.task import Sample, Scored
 
 POST_PROMPT = ("\nWhen the provided information is insufficient, respond with 'Unanswerable'."
@@ -72,9 +72,5 @@ class VizWizVQATask(DatasetTask):
                       answer=answers, meta=meta)
 
     def evaluate(self, samples: Sequence[Sample], predictions: Sequence[str]) -> Scored:
-        scores = [score_evalai(p, s.answer) for s, p in zip(samples, predictions)]
-        metrics = {"accuracy": sum(scores) / len(scores) if scores else 0.0}
-        metrics.update(mean_by_group(scores, [s.meta.get("category") for s in samples], "category"))
-        unparsed = {i: "the answer is empty once normalised" for i, p in enumerate(predictions)
-                    if not normalize_answer(p)}
-        return Scored(scores, metrics, unparsed)
+        return vqa_scored([score_evalai(p, s.answer) for s, p in zip(samples, predictions)], predictions,
+                          normalize_answer, [s.meta.get("category") for s in samples], "category")

@@ -50,7 +50,6 @@ answer list is empty scores 0 (lmms-eval raises).
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -58,7 +57,7 @@ from typing import Sequence
 from tokenbench.api import register_task
 from tokenbench.errors import ConfigError
 from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.vqa import mean_by_group, normalize_answer_vqav2, score_vqav2
+from tokenbench.scoring.vqa import normalize_answer_vqav2, score_vqav2, vqa_scored
 from tokenbench.task import Sample, Scored
 
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
@@ -123,11 +122,8 @@ class VQAv2Task(DatasetTask):
 
     def evaluate(self, samples: Sequence[Sample], predictions: Sequence[str]) -> Scored:
         scores = [score_vqav2(p, s.answer, s.meta.get("answer_records")) for s, p in zip(samples, predictions)]
-        metrics = {"accuracy": sum(scores) / len(scores) if scores else 0.0}
-        metrics.update(mean_by_group(scores, [s.meta.get("answer_type") for s in samples], "answer_type"))
-        unparsed = {i: "the answer is empty once normalised" for i, p in enumerate(predictions)
-                    if not normalize_answer_vqav2(p)}
-        return Scored(scores, metrics, unparsed)
+        return vqa_scored(scores, predictions, normalize_answer_vqav2, [s.meta.get("answer_type") for s in samples],
+                          "answer_type")
 
     def version_options(self) -> dict:
         """``subset`` and ``seed`` change the samples only together: without a subset the seed is left out."""

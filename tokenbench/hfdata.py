@@ -232,7 +232,7 @@ class DatasetTask(Task):
             meta = {**sample.meta, "error": error} if error else sample.meta
             ref = None if error else ImageRef(functools.partial(self._reopen, i), image.size)
             out.append(Sample(sample.id, ref, sample.question, sample.answer, meta))
-        return out
+        return distinct_ids(out)
 
     def _reopen(self, index: int):
         image, error = self.image_of(self.rows()[index], self._base)
@@ -278,3 +278,15 @@ class DatasetTask(Task):
         the data's fingerprint and the dataset key cover)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.init and f.name not in ("data", "revision")}
+
+
+def distinct_ids(samples: list[Sample]) -> list[Sample]:
+    """``samples`` with each id met before in the list suffixed ``#k`` (its k-th occurrence), so ids are unique (MME
+    gives an image's two questions one ``question_id``); an id depends only on the rows before it, so it is the same
+    whatever ``limit`` is."""
+    seen: dict[str, int] = {}
+    out = []
+    for sample in samples:
+        k = seen[sample.id] = seen.get(sample.id, 0) + 1
+        out.append(sample if k == 1 else dataclasses.replace(sample, id=f"{sample.id}#{k}"))
+    return out

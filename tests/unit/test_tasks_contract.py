@@ -129,3 +129,14 @@ def test_the_checkpoints_chat_template_is_used_when_its_processor_ships_one():
                                        "<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}>>{% endfor %}"
                                        "{% if add_generation_prompt %}ANSWER:{% endif %}")
     assert adapter.chat("Is it red?") == "<<<image>Is it red?>>ANSWER:"
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="CI installs lmms-eval (the README's test command); elsewhere "
+                                                     "the comparisons with it skip when it is absent")
+def test_ci_can_import_lmms_eval_so_the_comparisons_with_it_run():
+    import importlib
+
+    for module in ("pope", "mme", "gqa", "textvqa", "ok_vqa", "vizwiz_vqa", "vqav2", "scienceqa", "ai2d", "seedbench",
+                   "realworldqa", "coco_cap", "nocaps"):
+        importlib.import_module(f"lmms_eval.tasks.{module}.utils")
+    importlib.import_module("lmms_eval.tasks.mmbench.en_utils")

@@ -27,7 +27,7 @@ from tokenbench.scoring.exact import exact_match, normalize
 from tokenbench.scoring.yesno import (MME_COGNITION, MME_PERCEPTION, mme_metrics, mme_parse, pope_metrics,
                                       pope_parse)
 from tokenbench.task import Sample, as_pil
-from tokenbench.tasks.pope import distinct_ids
+from tokenbench.hfdata import distinct_ids
 from tokenbench.testing import check_task, write_task_data
 
 POST = "\nAnswer the question using a single word or phrase."

@@ -172,3 +172,17 @@ def mean_by_group(scores: Sequence[float], groups: Sequence[str | None], prefix:
         if group:
             sums.setdefault(str(group).replace("/", "_"), []).append(float(score))
     return {f"{prefix}/{g}": sum(v) / len(v) for g, v in sorted(sums.items())}
+
+
+def vqa_scored(scores: Sequence[float], predictions: Sequence[str], normalize, groups: Sequence[str | None] = (),
+               prefix: str = ""):
+    """A VQA task's :class:`~tokenbench.task.Scored`: the per-sample VQA accuracies, their mean as ``accuracy``, the
+    mean per group (``prefix/<group>``) when ``groups`` are given, and as unparsed the answers that ``normalize`` makes
+    empty (they score 0, as in lmms-eval)."""
+    from tokenbench.task import Scored
+
+    metrics = {"accuracy": sum(scores) / len(scores) if scores else 0.0}
+    if groups:
+        metrics.update(mean_by_group(scores, groups, prefix))
+    unparsed = {i: "the answer is empty once normalised" for i, p in enumerate(predictions) if not normalize(p)}
+    return Scored(list(scores), metrics, unparsed)
