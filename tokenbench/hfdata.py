@@ -44,8 +44,11 @@ def load_rows(task: str, ids: tuple[str, ...], config: str | None, split: str, d
     """``(dataset, image base directory)``: the split as a ``datasets.Dataset`` (images not decoded), from ``data``
     when given, else from the first of ``ids`` that loads; relative image paths start at the base directory. Raises :class:`ConfigError` with where it looked and how to point at a local copy."""
     import datasets
+    import huggingface_hub
 
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()  # a failed id is reported once, in the error below, not as retry noise
+    huggingface_hub.utils.logging.set_verbosity_error()
     if data:
         return _load_local(task, data, config, split)
 

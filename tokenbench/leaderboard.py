@@ -256,10 +256,18 @@ def pareto_png(path: str, model: str, rows: list[dict]) -> None:
 
 
 def boards(results_dir: str) -> dict[tuple[str, str], list[tuple[str, list[dict]]]]:
+    """(model, task) -> the files' rows of that pair (a file of a several-task comparison feeds one board per task).
+    Rows of two versions of one task are never put on one board: that is refused, naming the files."""
     grouped: dict[tuple[str, str], list[tuple[str, list[dict]]]] = {}
     for name, rows in load_results(results_dir):
-        if rows:
-            grouped.setdefault((rows[0]["model"], rows[0]["task"]), []).append((name, rows))
+        for key in dict.fromkeys((r["model"], r["task"]) for r in rows):
+            grouped.setdefault(key, []).append((name, [r for r in rows if (r["model"], r["task"]) == key]))
+    for (model, task), files in grouped.items():
+        versions = {str(r.get("task_version", "?")): fname for fname, rows in files for r in rows}
+        if len(versions) > 1:
+            listed = ", ".join(f"{f} (version {v})" for v, f in versions.items())
+            raise ConfigError(f"results of {model} on {task} come from different task versions: {listed}; a board "
+                              f"never mixes them: move the outdated file(s) out of {results_dir} or rerun them")
     return grouped
 
 

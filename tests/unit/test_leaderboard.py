@@ -128,3 +128,23 @@ def test_a_method_listed_twice_is_refused():
         method_labels((("fastv", {}), ("fastv", {"layer": 3})))
     assert method_labels((("alvts", {}), ("alvts", {"skipped_as_kv": False}, "alvts[skipped_as_kv=False]"))) == [
         "alvts", "alvts[skipped_as_kv=False]"]
+
+
+def test_boards_split_a_several_task_file_and_refuse_mixed_task_versions(tmp_path):
+    import json
+
+    import pytest
+
+    from tokenbench.errors import ConfigError
+
+    def row(task, version, method="full"):
+        return {"method": method, "model": "m", "task": task, "task_version": version}
+
+    (tmp_path / "a.json").write_text(json.dumps([row("pope", "1-x"), row("mme", "1-y")]))
+    grouped = lb.boards(str(tmp_path))
+    assert sorted(grouped) == [("m", "mme"), ("m", "pope")]
+    assert [r["task"] for _, rows in grouped[("m", "mme")] for r in rows] == ["mme"]
+    (tmp_path / "b.json").write_text(json.dumps([row("pope", "1-z")]))
+    with pytest.raises(ConfigError, match=r"m on pope come from different task versions: a.json \(version 1-x\), "
+                                          r"b.json \(version 1-z\)"):
+        lb.boards(str(tmp_path))
