@@ -108,22 +108,28 @@ def _read_local(task: str, data: str, path: str, config: str | None, split: str)
 
 def _load_folder(path: str, config: str | None, split: str):
     """A hub-repository copy (configs in its README) or a plain folder of parquet/jsonl files (one split, whatever
-    its files are called: taken when the task's split is not there)."""
+    its files are called: taken when the task's split is not there).
+
+    The folder's files are resolved by ``datasets`` (configs, splits, shards) and then loaded by their absolute paths
+    with the packaged builder (``parquet``, ``json``, ...): ``datasets`` caches a folder loaded as a whole under the
+    folder's name, so two copies in folders of the same name would otherwise read each other's cache."""
     import datasets
 
     last: Exception | None = None
     for cfg in dict.fromkeys([config, None]):  # the task's config; a plain folder has none
         try:
-            splits = datasets.get_dataset_split_names(path, cfg)
+            builder = datasets.load_dataset_builder(path, cfg)
         except ValueError as exc:  # no such config here
             last = exc
             continue
-        if split not in splits:
-            if len(splits) != 1:
-                raise ConfigError(f"the folder has splits {', '.join(splits)}, not {split!r}; give the {split!r} "
-                                  "split's files (or the folder of that split)")
-            return datasets.load_dataset(path, cfg, split=splits[0])
-        return datasets.load_dataset(path, cfg, split=split)
+        files = builder.config.data_files or {}
+        if split not in files:
+            if len(files) != 1:
+                raise ConfigError(f"the folder has splits {', '.join(files) or '(none)'}, not {split!r}; give the "
+                                  f"{split!r} split's files (or the folder of that split)")
+            split = next(iter(files))
+        kind = type(builder).__module__.rsplit(".", 1)[-1]  # the packaged builder: parquet, json, csv, ...
+        return datasets.load_dataset(kind, data_files=list(files[split]), split="train")
     raise last if last else ValueError("no data files found")
 
 

@@ -190,9 +190,14 @@ def check_method(name: str, model: str = "tiny-llava", keeps=(1, 64, 575), n_sam
 
 
 # -- tasks -----------------------------------------------------------------------------------------------------------
-def write_task_data(dataset, directory: str, forms=("save_to_disk", "parquet", "jsonl")) -> dict[str, str]:
+def write_task_data(dataset, directory: str, forms=("save_to_disk", "parquet", "jsonl", "hub"), config: str | None = None,
+                    split: str = "test") -> dict[str, str]:
     """Write ``dataset`` (a ``datasets.Dataset`` in a task's hub schema) under ``directory`` in each local form
     ``--data`` accepts; returns form -> the path to pass as ``--data``.
+
+    ``hub``: a copy of a hub dataset repository as ``huggingface-cli download`` leaves it: a ``README.md`` whose
+    metadata declares the configs (``config``, or ``default``, with ``split`` in ``<config>/<split>-*.parquet``, and a
+    second config the task does not read) beside the parquet shards.
 
     ``save_to_disk``: a directory written by ``save_to_disk``; ``parquet``: one parquet file (images embedded);
     ``jsonl``: ``data.jsonl`` with every image (single or in a list) replaced by a path relative to it, the images in
@@ -210,6 +215,17 @@ def write_task_data(dataset, directory: str, forms=("save_to_disk", "parquet", "
     if "parquet" in forms:
         out["parquet"] = os.path.join(directory, "data.parquet")
         dataset.to_parquet(out["parquet"])
+    if "hub" in forms:
+        root = out["hub"] = os.path.join(directory, "hub")
+        name = config or "default"
+        folder = "data" if config is None else config
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        os.makedirs(os.path.join(root, "Other"), exist_ok=True)
+        dataset.to_parquet(os.path.join(root, folder, f"{split}-00000-of-00001.parquet"))
+        dataset.select(range(1)).to_parquet(os.path.join(root, "Other", "extra-00000-of-00001.parquet"))
+        with open(os.path.join(root, "README.md"), "w") as fh:
+            fh.write(f"---\nconfigs:\n- config_name: {name}\n  data_files:\n  - split: {split}\n    path: {folder}/{split}-*\n"
+                     "- config_name: Other\n  data_files:\n  - split: extra\n    path: Other/extra-*\n---\n")
     if "jsonl" in forms:
         def raw_feature(f):  # images as {"bytes", "path"}, in lists too
             if isinstance(f, datasets.Image):

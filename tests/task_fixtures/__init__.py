@@ -25,6 +25,10 @@ for _family in ("yesno", "vqa", "choice", "caption"):
 
 def write(name: str, directory: str) -> dict[str, str]:
     """Task ``name``'s fixture written under ``directory`` in every local form; form -> the path for ``--data``."""
+    from tokenbench.api import TASKS
     from tokenbench.testing import write_task_data
 
-    return WRITERS.get(name, write_task_data)(FIXTURES[name](), directory)
+    if name in WRITERS:
+        return WRITERS[name](FIXTURES[name](), directory)
+    cls = TASKS.get(name)
+    return write_task_data(FIXTURES[name](), directory, config=cls.config, split=cls.split)
