@@ -9,6 +9,7 @@ import datasets
 import pytest
 
 from task_fixtures.choice import FIXTURES, MMBENCH_QUESTIONS, mmbench_rows, with_corrupt_image
+from task_fixtures import write
 from tokenbench.api import TASKS
 from tokenbench.scoring import choice as ch
 from tokenbench.task import Sample
@@ -18,10 +19,6 @@ datasets.disable_progress_bars()
 TASK_NAMES = sorted(FIXTURES)
 
 
-def _forms(name: str, ds: datasets.Dataset, directory: str) -> dict[str, str]:
-    return write_task_data(ds, directory)
-
-
 def _key(samples):
     return [(s.id, s.question, s.answer, s.image.size if s.image is not None else None) for s in samples]
 
@@ -29,10 +26,10 @@ def _key(samples):
 # -- (a) loading -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_every_local_form_gives_the_same_samples(name, tmp_path):
-    paths = _forms(name, FIXTURES[name](), str(tmp_path))
-    assert set(paths) == {"save_to_disk", "parquet", "jsonl"}
+    paths = write(name, str(tmp_path))
+    assert {"save_to_disk", "parquet", "jsonl", "hub"} <= set(paths)
     got = {form: _key(TASKS.get(name)(data=p).samples()) for form, p in paths.items()}
-    assert got["save_to_disk"] == got["parquet"] == got["jsonl"]
+    assert all(v == got["save_to_disk"] for v in got.values())
     assert all(size is not None for *_, size in got["parquet"])
     two = TASKS.get(name)(data=paths["parquet"]).samples(limit=2)
     assert _key(two) == got["parquet"][:2]

@@ -8,7 +8,7 @@ import copy
 import datasets
 import pytest
 
-from task_fixtures import FIXTURES
+from task_fixtures import FIXTURES, write
 from tokenbench.api import TASKS
 from tokenbench.errors import ConfigError
 from tokenbench.runner import build_task
@@ -31,8 +31,8 @@ SHORT = "\nAnswer the question using a single word or phrase."
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory) -> dict[str, dict[str, str]]:
-    """task -> {form: path} of its fixture written as save_to_disk, parquet and jsonl."""
-    return {name: write_task_data(FIXTURES[name](), str(tmp_path_factory.mktemp(name))) for name in TASK_NAMES}
+    """task -> {form: path} of its fixture written in every local form (save_to_disk, parquet, jsonl, hub copy)."""
+    return {name: write(name, str(tmp_path_factory.mktemp(name))) for name in TASK_NAMES}
 
 
 def load(name: str, path: str, **options):
@@ -47,8 +47,8 @@ def test_every_local_form_gives_the_same_samples(name, written):
     for form, path in written[name].items():
         _, samples = load(name, path)
         seen[form] = [(s.id, s.question, s.answer, s.image.size, s.meta) for s in samples]
-    assert len(seen) == 3
-    assert seen["save_to_disk"] == seen["parquet"] == seen["jsonl"]
+    assert set(seen) == {"save_to_disk", "parquet", "jsonl", "hub"}
+    assert all(v == seen["save_to_disk"] for v in seen.values())
     rows = FIXTURES[name]()
     assert [x[0] for x in seen["parquet"]] == [str(q) for q in rows["question_id"]]
     assert [x[3] for x in seen["parquet"]] == [im.size for im in rows["image"]]
