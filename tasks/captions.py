@@ -42,13 +42,12 @@ changes a correct lmms-eval number. No submission file is written.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Sequence
 
 from tokenbench.api import register_task
 from tokenbench.errors import ConfigError
-from tokenbench.hfdata import NAMESPACES, DatasetTask
+from tokenbench.hfdata import DatasetTask
 from tokenbench.scoring.caption import score_captions
 from tokenbench.task import Sample, Scored
 
@@ -87,10 +86,6 @@ def _coco_image_id(question_id: str) -> int | None:
         return None
 
 
-def _hub_ids(dataset_name: str) -> tuple[str, ...]:
-    return tuple(f"{ns}/{dataset_name}" for ns in NAMESPACES)
-
-
 @register_task("coco_cap")
 @dataclass
 class CocoCaptionTask(_CaptionTask):
@@ -108,8 +103,7 @@ class CocoCaptionTask(_CaptionTask):
             raise ConfigError(f"task 'coco_cap' option 'year' must be '2017' (lmms-eval's coco2017_cap_val) or '2014' "
                               f"(coco2014_cap_val), got {self.year!r}")
         name = COCO_YEARS[self.year][0]
-        if name != type(self).dataset_name:  # this object's dataset ids (the class keeps the 2017 default)
-            self.dataset_ids = functools.partial(_hub_ids, name)  # type: ignore[method-assign]
+        self.dataset_name = name  # this object's dataset (the class keeps the 2017 default)
 
     def required_columns(self) -> tuple[str, ...]:
         return (self.image_column, "question_id", "answer")

@@ -204,13 +204,15 @@ class DatasetTask(Task):
                 raise ConfigError(f"task {self.name!r} option {f!r} must be a string, got {getattr(self, f)!r}")
         self._fingerprint = ""
 
-    @classmethod
-    def dataset_ids(cls) -> tuple[str, ...]:
-        return tuple(f"{ns}/{cls.dataset_name}" for ns in NAMESPACES)
+    def dataset_ids(self) -> tuple[str, ...]:
+        """The hub ids tried, in order: ``lmms-lab-encoder/<dataset_name>``, then ``lmms-lab/<dataset_name>`` (an
+        option may choose another ``dataset_name`` by setting it on the instance)."""
+        return tuple(f"{ns}/{self.dataset_name}" for ns in NAMESPACES)
 
     @classmethod
     def default_dataset(cls) -> str:
-        return cls.dataset_ids()[0] + (f" ({cls.config})" if cls.config else "") + f" [{cls.split}]"
+        """The default dataset in words, for ``tokenbench list tasks``: id, config and split."""
+        return f"{NAMESPACES[0]}/{cls.dataset_name}" + (f" ({cls.config})" if cls.config else "") + f" [{cls.split}]"
 
     # -- loading -------------------------------------------------------------------------------------------------------
     def rows(self):
