@@ -155,6 +155,8 @@ def compare(methods, **opts) -> None:
       tokenbench compare fastv random
       tokenbench compare fastv random --keep 64,128,192 -a fastv.layer=3 --json rows.json
       tokenbench compare fastv --model llava:/path/to/llava-1.5-7b-hf --device cuda --dtype bfloat16
+      tokenbench compare alvts fastv --model llava-1.5-7b --task pope --device cuda --dtype bfloat16
+      tokenbench compare alvts fastv --task pope,gqa --data pope=/path/to/POPE --data gqa=/path/to/GQA
     """
     _run(methods, **opts)
 
