@@ -136,6 +136,10 @@ def _common(fn):
                      help="A task option, typed (Python literal): -T n=500. Repeatable."),
         click.option("--json", "json_path", default=None,
                      help="Write the rows as JSON here (rewritten after every finished row)."),
+        click.option("--store", "store", default=None, metavar="PATH",
+                     help="The results store: every finished batch is saved there and a rerun reuses it. Default: "
+                          "results.sqlite in the tokenbench cache directory."),
+        click.option("--no-store", is_flag=True, help="Run without a results store (nothing reused or saved)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
     ]
     for opt in reversed(options):
@@ -176,7 +180,7 @@ def run(method, **opts) -> None:
 
 
 def _run(methods, model, task, keep, keep_ratio, budget_scope, limit, device, dtype, seed, batch_size, repeats, warmup,
-         args, task_args, data, json_path, quiet) -> None:
+         args, task_args, data, json_path, store, no_store, quiet) -> None:
     from tokenbench.errors import ConfigError
 
     options = _method_options(methods, args)
@@ -188,7 +192,7 @@ def _run(methods, model, task, keep, keep_ratio, budget_scope, limit, device, dt
         methods=tuple((m, options.get(m, {})) for m in methods), model=model, task=task,
         budgets=parse_budgets(keep, keep_ratio), limit=limit, device=device, dtype=dtype, seed=seed,
         batch_size=batch_size, warmup=warmup, repeats=repeats, task_options=parse_task_args(task_args) | _data_args(data),
-        budget_scope=budget_scope,
+        budget_scope=budget_scope, store=_store_path(store, no_store),
     )
     _rows_as_they_finish(json_path, format_table, lambda on_row: run_compare(
         spec, on_row=on_row, progress=not quiet, on_warning=lambda w: click.echo(f"warning: {w}", err=True)))
@@ -197,11 +201,12 @@ def _run(methods, model, task, keep, keep_ratio, budget_scope, limit, device, dt
 def _rows_as_they_finish(json_path: str | None, fmt, run) -> None:
     """``run(on_row)``, keeping every finished row: each is written to ``json_path`` at once (checked writable before
     anything runs), and the table ``fmt(rows)`` of what finished is printed even when a later step fails."""
-    if json_path:
+    if json_path is not None:
         from tokenbench.results import check_writable
 
         check_writable(json_path)
     rows: list[dict] = []
+    written = [0]  # rows the file holds
 
     def on_row(row):
         rows.append(row)
@@ -209,6 +214,7 @@ def _rows_as_they_finish(json_path: str | None, fmt, run) -> None:
             from tokenbench.results import write_rows
 
             write_rows(json_path, rows)
+            written[0] = len(rows)
 
     _quiet_transformers()
     try:
@@ -216,8 +222,8 @@ def _rows_as_they_finish(json_path: str | None, fmt, run) -> None:
     finally:
         if rows:
             click.echo(fmt(rows))
-            if json_path:
-                click.echo(f"wrote {len(rows)} rows to {json_path}")
+            if json_path and written[0]:
+                click.echo(f"wrote {written[0]} rows to {json_path}")
 
 
 @main.command()
@@ -294,6 +300,11 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
       tokenbench flops alvts fastv --model llava-next-7b --keep-ratio 0.111 --image-size 1024x768
     """
     from tabulate import tabulate
+
+    if json_path is not None:
+        from tokenbench.results import check_writable
+
+        check_writable(json_path)  # before any work
 
     from tokenbench.accounting import decode_flops, kv_counts, plan, prefill_count
     from tokenbench.api import build_method
@@ -479,6 +490,137 @@ def _image_size(raw: str | None) -> tuple[int, int] | None:
     return w, h
 
 
+# -- results -------------------------------------------------------------------------------------------------------------
+_STORE_OPTION = click.option("--store", "store", default=None, metavar="PATH",
+                             help="The results store (default: results.sqlite in the tokenbench cache directory).")
+
+
+def _open(store: str | None):
+    import os
+
+    from tokenbench.errors import ConfigError
+    from tokenbench.store import Store
+
+    path = _store_path(store, False)
+    if not os.path.exists(path):
+        raise ConfigError(f"no results store at {path!r}: `tokenbench compare` creates it (or give --store PATH)")
+    return Store(path)
+
+
+@main.group(cls=click.Group)
+def results() -> None:
+    """The results store: the runs `compare` saved, sample by sample.
+
+    \b
+    Examples:
+      tokenbench results list
+      tokenbench results show 1
+      tokenbench results export 1 --json rows.json --samples samples.jsonl
+      tokenbench results delete 1
+    """
+
+
+@results.command("list")
+@_STORE_OPTION
+@_guard
+def results_list(store) -> None:
+    """The runs in the store: id, when, state, model, tasks, methods, budgets, rows finished."""
+    import datetime
+
+    from tabulate import tabulate
+
+    db = _open(store)
+    table = []
+    for r in db.runs():
+        spec = r["spec"]
+        methods = ", ".join(m[2] if len(m) > 2 else m[0] for m in spec.get("methods", []))
+        budgets = ", ".join(str(b["keep"]) if b.get("keep") is not None else
+                            f"r{b['ratio']:.4g}" if b.get("ratio") is not None else "all" for b in spec.get("budgets", []))
+        table.append((r["id"], datetime.datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M"), r["state"],
+                      spec.get("model"), spec.get("task"), methods or "-", budgets, len(r["rows"])))
+    click.echo(f"store: {db.path}")
+    click.echo(tabulate(table, headers=("run", "started", "state", "model", "task", "methods", "budgets", "rows"),
+                        tablefmt="simple") if table else "(no runs)")
+
+
+@results.command("show")
+@click.argument("run_id", type=int)
+@_STORE_OPTION
+@_guard
+def results_show(run_id, store) -> None:
+    """Run RUN_ID's rows as `compare` prints them."""
+    run = _open(store).run(run_id)
+    if not run["rows"]:
+        click.echo(f"run {run_id} ({run['state']}) finished no row")
+        return
+    click.echo(format_table(run["rows"]))
+
+
+@results.command("export")
+@click.argument("run_id", type=int)
+@click.option("--json", "json_path", default=None, help="Write the run's rows here, as `compare --json` writes them.")
+@click.option("--samples", "samples_path", default=None,
+              help="Write its per-sample records here: JSON lines for a .jsonl name, else one JSON list.")
+@_STORE_OPTION
+@_guard
+def results_export(run_id, json_path, samples_path, store) -> None:
+    """Export run RUN_ID: its rows (--json; the leaderboard renders such a file) and its per-sample records."""
+    import json
+
+    from tokenbench.errors import ConfigError
+    from tokenbench.results import check_writable, write_rows
+
+    if json_path is None and samples_path is None:
+        raise ConfigError("give --json PATH (the rows) and/or --samples PATH (the per-sample records)")
+    for path, option in ((json_path, "--json"), (samples_path, "--samples")):
+        if path is not None:
+            check_writable(path, option)
+    db = _open(store)
+    run = db.run(run_id)
+    if json_path is not None:
+        write_rows(json_path, run["rows"])
+        click.echo(f"wrote {len(run['rows'])} rows to {json_path}")
+    if samples_path is not None:
+        records = [{"cell": c, "spec": spec, "sample": sid, **rec} for c, spec, sid, rec in db.cell_records(run["cells"])]
+        if samples_path.endswith(".jsonl"):
+            _write_text(samples_path, "".join(json.dumps(r) + "\n" for r in records), "--samples")
+        else:
+            write_rows(samples_path, records, "--samples")
+        click.echo(f"wrote {len(records)} sample records to {samples_path}")
+
+
+def _write_text(path: str, text: str, option: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file beside it, renamed), as write_rows does."""
+    import os
+    import tempfile
+
+    from tokenbench.errors import ConfigError
+
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tokenbench-", dir=os.path.dirname(os.path.abspath(path)))
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise ConfigError(f"could not write {option} {path!r} ({exc.strerror or exc}); what it held before is "
+                          "kept") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@results.command("delete")
+@click.argument("run_id", type=int)
+@_STORE_OPTION
+@_guard
+def results_delete(run_id, store) -> None:
+    """Delete run RUN_ID, and the stored samples that no other run uses."""
+    n = _open(store).delete_run(run_id)
+    click.echo(f"deleted run {run_id} and {n} stored samples no other run uses")
+
+
 def _literal(raw: str) -> Any:
     if raw.lower() in ("true", "false"):  # shell users write true/false; Python writes True/False
         return raw.lower() == "true"
@@ -498,6 +640,20 @@ def _method_options(methods: tuple[str, ...], args: tuple[str, ...]) -> dict[str
     if len(set(methods)) != len(methods):
         raise ConfigError(f"a method is named twice in {list(methods)!r}; name each once")
     return parse_method_args(args, methods)
+
+
+def _store_path(store: str | None, no_store: bool) -> str | None:
+    from tokenbench.errors import ConfigError
+
+    if no_store:
+        if store is not None:
+            raise ConfigError("give --store PATH or --no-store, not both")
+        return None
+    if store is not None and not store.strip():
+        raise ConfigError("--store is empty; give a file path (e.g. runs.sqlite), or --no-store")
+    from tokenbench.store import default_path
+
+    return store if store is not None else default_path()
 
 
 def _data_args(data: tuple[str, ...]) -> dict[str, Any]:

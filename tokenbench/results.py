@@ -72,6 +72,8 @@ def git_info() -> dict[str, Any]:
 
 def check_writable(path: str, option: str = "--json") -> None:
     """Fail before any compute if ``path`` (given as ``option``) cannot be written."""
+    if not path or not path.strip():
+        raise ConfigError(f"{option} is empty; give a file path (e.g. rows.json), or leave {option} out")
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ConfigError(f"cannot write {option} {path!r}: {directory!r} is a file, not a directory")
@@ -83,10 +85,23 @@ def check_writable(path: str, option: str = "--json") -> None:
         raise ConfigError(f"cannot write {option} {path!r}: directory {directory!r} is not writable")
 
 
-def write_rows(path: str, rows: list[dict[str, Any]]) -> None:
+def write_rows(path: str, rows: list[dict[str, Any]], option: str = "--json") -> None:
+    """Write ``rows`` to ``path`` atomically: a temporary file beside it, renamed over it. A failed write (a full
+    disk, a vanished directory) removes the temporary file, leaves ``path`` as it was, and raises ConfigError."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tokenbench-", suffix=".json", dir=directory)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(rows, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tokenbench-", suffix=".json", dir=directory)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(rows, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise ConfigError(f"could not write {option} {path!r} ({exc.strerror or exc}); what it held before is "
+                          "kept") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)

@@ -184,6 +184,72 @@ def _adapter_for_directory(path: str):
     raise ConfigError(f"model directory {path!r} has model_type {model_type!r}, which no registered adapter loads")
 
 
+# -- first-token statistics and store keys ------------------------------------------------------------------------------
+#: how many of full's most likely first tokens the store keeps per sample (all of them for a vocabulary this small)
+TOP_K = 256
+
+
+def first_token_kl(ref_ids: list[int], ref_logprobs: list[float], logprobs) -> float:
+    """KL(full || method) of the first answer token over full's :data:`TOP_K` most likely tokens plus one bin for the
+    rest of the vocabulary: exact when the vocabulary has at most TOP_K tokens, else the KL of both distributions
+    coarsened to those bins (a lower bound of the full KL; the top 256 tokens hold nearly all of a first token's
+    mass). Computed the same way whether full ran in this process or was read back from the store."""
+    import torch
+
+    p_log = torch.tensor(ref_logprobs, dtype=torch.float64)
+    q_log = logprobs.double()[torch.tensor(ref_ids)]
+    kl = float((p_log.exp() * (p_log - q_log)).sum())
+    p_rest = 1.0 - float(p_log.exp().sum())
+    if len(ref_ids) < logprobs.shape[-1] and p_rest > 1e-12:
+        q_rest = max(1.0 - float(q_log.exp().sum()), 1e-300)
+        kl += p_rest * (math.log(p_rest) - math.log(q_rest))
+    return max(kl, 0.0)
+
+
+def _source_digest(cls) -> str | None:
+    """sha256 of the file defining ``cls`` (a method's rule): a plugin's edited method never reuses stored results."""
+    import inspect
+
+    from tokenbench.store import file_digest
+
+    try:
+        return file_digest(inspect.getsourcefile(cls))
+    except TypeError:
+        return None
+
+
+def _artefact_digest(prepared) -> str | None:
+    """sha256 over a prepared artefact's tensors (and what its ``info`` records), or None when there is none."""
+    import hashlib
+
+    if prepared.artefact is None:
+        return None
+    h = hashlib.sha256(json.dumps(prepared.info, sort_keys=True, default=str).encode())
+
+    def visit(x):
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            h.update(str((x.dtype, tuple(x.shape))).encode())
+            h.update(x.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(str(k).encode())
+                visit(x[k])
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                visit(v)
+        elif dataclasses.is_dataclass(x):
+            for f in dataclasses.fields(x):
+                h.update(f.name.encode())
+                visit(getattr(x, f.name))
+        else:
+            h.update(repr(x).encode())
+
+    visit(prepared.artefact)
+    return h.hexdigest()
+
+
 # -- the run -------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunSpec:
@@ -203,13 +269,14 @@ class RunSpec:
     attn_implementation: str = "sdpa"
     task_options: dict[str, Any] = field(default_factory=dict)
     budget_scope: str = "global"  # "global" over an image's visual tokens, or "crop": split over its crops
+    store: str | None = None  # a results store (tokenbench.store) to reuse and save samples in; None: none
 
 
 @dataclass
 class MethodRun:
     answers: list[str]
     correct: list[float]
-    first_logprobs: Any  # (n, vocab) float32
+    kl: list[float]  # per sample: KL(full || method) of the first answer token (see first_token_kl)
     visual_per_layer: list[list[int]]
     flops: list[Any]  # PrefillCount per sample
     decode_flops: list[tuple[int, int]]  # per sample: (FLOPs of its decode steps, FLOPs of its first decode step)
@@ -274,31 +341,54 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
         prepared.append((Prepared.of(m.prepare(adapter.weights())), time.perf_counter() - t0))
         if prepared[-1][0].warning and on_warning:
             on_warning(prepared[-1][0].warning)
-    rows = []
-    for name, task, (samples, failed) in zip(names, tasks, splits):
-        samples = [dataclasses.replace(s, question=task.prompt(s, adapter.family)) for s in samples]
-        ctx = _Context(spec, task, adapter, samples, prov, progress, failed)
-        ctx.task_name = name
-        full = build_method("full")
-        everything = Budget()
-        reference = ctx.run(full, everything)
-        rows.append(ctx.row(full, everything, reference, reference, ctx.time(full, everything))
-                    | {"prepare_s": 0.0, "prepared": {}, "warnings": []})
+    store, run_id = _open_store(spec)
+    rows: list[dict] = []
+    cells: list[str] = []
+
+    def finished(row):
+        rows.append(row)
+        if store is not None:
+            store.update_run(run_id, rows, cells)
         if on_row:
-            on_row(rows[-1])
-        for m, label, (prep, prepare_s) in zip(methods, labels, prepared):  # prepared: one-off, reading the weights
-            if m.name == "full":
-                continue
-            ctx.artefact = prep.artefact
-            extra = {"label": label, "prepare_s": prepare_s, "prepared": prep.info,
-                     "warnings": [prep.warning] if prep.warning else []}
-            for budget in spec.budgets:
-                run = ctx.run(m, budget)
-                timing = ctx.time(m, budget)
-                rows.append(ctx.row(m, budget, run, reference, timing) | extra)
-                if on_row:
-                    on_row(rows[-1])
+            on_row(row)
+
+    try:
+        for name, task, (samples, failed) in zip(names, tasks, splits):
+            samples = [dataclasses.replace(s, question=task.prompt(s, adapter.family)) for s in samples]
+            ctx = _Context(spec, task, adapter, samples, prov, progress, failed)
+            ctx.task_name, ctx.store, ctx.cells = name, store, cells
+            full = build_method("full")
+            everything = Budget()
+            reference = ctx.run(full, everything)
+            finished(ctx.row(full, everything, reference, reference, ctx.time(full, everything))
+                     | {"prepare_s": 0.0, "prepared": {}, "warnings": []})
+            for m, label, (prep, prepare_s) in zip(methods, labels, prepared):  # prepared: one-off, from the weights
+                if m.name == "full":
+                    continue
+                ctx.artefact, ctx.artefact_digest = prep.artefact, _artefact_digest(prep)
+                extra = {"label": label, "prepare_s": prepare_s, "prepared": prep.info,
+                         "warnings": [prep.warning] if prep.warning else []}
+                for budget in spec.budgets:
+                    run = ctx.run(m, budget)
+                    timing = ctx.time(m, budget)
+                    finished(ctx.row(m, budget, run, reference, timing) | extra)
+    except BaseException:
+        if store is not None:
+            store.update_run(run_id, rows, cells, state="interrupted")
+        raise
+    if store is not None:
+        store.update_run(run_id, rows, cells, state="finished")
     return rows
+
+
+def _open_store(spec: RunSpec):
+    """(Store, run id) for ``spec.store`` (None, None without one); the run is recorded before any compute."""
+    if spec.store is None:
+        return None, None
+    from tokenbench.store import Store
+
+    store = Store(spec.store)
+    return store, store.start_run(json.loads(json.dumps(dataclasses.asdict(spec), default=str)))
 
 
 def _split(task, samples) -> tuple[list, dict[str, str]]:
@@ -341,27 +431,39 @@ class _Context:
         self.task_name = spec.task  # the registered name
         self.lm = adapter.lm_dims()
         self.artefact = None  # the current method's prepared artefact
+        self.artefact_digest = None  # its hash, for the store key
+        self.store = None  # a tokenbench.store.Store, or None to run without one
+        self.reference = None  # full's records by sample id, once full has run (its first-token statistics)
+        self.reused = self.computed = 0  # samples read back from the store / computed, over this context
+        self.cells: list[str] = []
 
     def run(self, method: TokenReducer, budget: Budget) -> MethodRun:
-        """Every sample, in batches of samples that share a visual layout; results in the samples' order."""
+        """Every sample, in batches of samples that share a visual layout; results in the samples' order. With a
+        store, batches already stored for this cell are read back and every new batch is stored as it finishes."""
+        import dataclasses as dc
+
         import torch
         from tqdm.auto import tqdm
 
         from tokenbench.accounting import decode_flops, kv_counts, prefill_count
         from tokenbench.flops import fastv_formula_macs
 
-        n = len(self.samples)
-        answers, logprobs = [None] * n, [None] * n
-        vpl, fl, keeps, n_vis = [None] * n, [None] * n, [0] * n, [0] * n
-        dec, fastv = [(0, 0)] * n, [0] * n
-        kv = 0.0
+        cell, cell_spec = self.cell(method, budget)
+        stored = self.store.records(cell) if self.store is not None else {}
+        self.reused = self.computed = 0
+        records: dict[str, dict] = {}
         n_layers = self.adapter.n_layers
-        bar = tqdm(total=n, desc=f"{method.name} keep={budget.label()}", unit="sample",
+        bar = tqdm(total=len(self.samples), desc=f"{method.name} keep={budget.label()}", unit="sample",
                    disable=True if not self.progress else None, leave=False)  # None: only on a TTY
         with self.adapter.reduction(method, budget.resolve, seed=self.spec.seed, artefact=self.artefact,
                                     budget_scope=self.spec.budget_scope) as router:
             for idx in self.adapter.batches(self.samples, self.spec.batch_size):
                 chunk = [self.samples[i] for i in idx]
+                if all(s.id in stored for s in chunk):  # this batch finished in an earlier run
+                    records.update({s.id: stored[s.id] for s in chunk})
+                    self.reused += len(chunk)
+                    bar.update(len(chunk))
+                    continue
                 batch = self.adapter.encode(chunk)
                 gen = self.adapter.generate(batch, self.task.max_new_tokens, router=router)
                 rec = router.record if router is not None else None
@@ -370,22 +472,75 @@ class _Context:
                 cached = kv_counts(rec, per_layer)  # what each layer attended to and cached (keys)
                 encoder = self.adapter.encoder_macs(tuple(chunk[0].image.size))
                 first = torch.log_softmax(gen.first_logits.float(), dim=-1)
-                for j, (i, s, text, n_text) in enumerate(zip(idx, chunk, gen.texts, batch.n_text)):
-                    answers[i] = text
-                    vpl[i], keeps[i], n_vis[i] = list(per_layer), budget.resolve(n_visual), n_visual
-                    fl[i] = prefill_count(self.lm, encoder, n_text, per_layer, rec, method)
-                    dec[i] = (decode_flops(self.lm, n_text, cached, len(gen.token_ids[j]) - 1),
-                              decode_flops(self.lm, n_text, cached, 1))
-                    fastv[i] = fastv_formula_macs(self.lm, [n_text + v for v in per_layer], [n_text + v for v in cached])
-                    logprobs[i] = first[j]
-                kv += gen.kv_cache_bytes
+                new = {}
+                for j, (s, text, n_text) in enumerate(zip(chunk, gen.texts, batch.n_text)):
+                    new[s.id] = {
+                        "answer": text,
+                        "visual_per_layer": list(per_layer),
+                        "keep": budget.resolve(n_visual),
+                        "n_visual": n_visual,
+                        "flops": dc.asdict(prefill_count(self.lm, encoder, n_text, per_layer, rec, method)),
+                        "decode_flops": [decode_flops(self.lm, n_text, cached, len(gen.token_ids[j]) - 1),
+                                         decode_flops(self.lm, n_text, cached, 1)],
+                        "fastv_formula": fastv_formula_macs(self.lm, [n_text + v for v in per_layer],
+                                                            [n_text + v for v in cached]),
+                        "kv_bytes": gen.kv_cache_bytes / len(chunk),
+                        **self.first_token(s.id, first[j]),
+                    }
+                if self.store is not None:
+                    self.store.put(cell, cell_spec, new)  # the batch is saved whole, or not at all
+                records.update(new)
+                self.computed += len(chunk)
                 bar.update(len(chunk))
         bar.close()
+        if cell not in self.cells:
+            self.cells.append(cell)
+        ordered = [records[s.id] for s in self.samples]
+        if method.name == "full":
+            self.reference = records
+        answers = [r["answer"] for r in ordered]
         scored = self.task.evaluate(self.samples, answers)
-        if len(scored.per_sample) != n:
-            raise ValueError(f"task {self.task.name!r}: evaluate() gave {len(scored.per_sample)} scores for {n} samples")
-        return MethodRun(answers, list(scored.per_sample), torch.stack(logprobs), vpl, fl, dec, fastv, kv / n, keeps,
-                         n_vis, scored)
+        if len(scored.per_sample) != len(self.samples):
+            raise ValueError(f"task {self.task.name!r}: evaluate() gave {len(scored.per_sample)} scores for "
+                             f"{len(self.samples)} samples")
+        from tokenbench.flops import PrefillCount
+
+        return MethodRun(answers, list(scored.per_sample), [r["kl"] for r in ordered],
+                         [r["visual_per_layer"] for r in ordered], [PrefillCount(**r["flops"]) for r in ordered],
+                         [tuple(r["decode_flops"]) for r in ordered], [r["fastv_formula"] for r in ordered],
+                         sum(r["kv_bytes"] for r in ordered) / len(ordered), [r["keep"] for r in ordered],
+                         [r["n_visual"] for r in ordered], scored)
+
+    def first_token(self, sample_id: str, logprobs) -> dict[str, Any]:
+        """What the store keeps of a sample's first-token distribution: for ``full`` (no reference yet) its
+        :data:`TOP_K` most likely tokens with their log-probabilities; for a method its KL to full's."""
+        if self.reference is None:
+            k = min(TOP_K, logprobs.shape[-1])
+            top = logprobs.topk(k)
+            return {"kl": 0.0, "top_ids": top.indices.tolist(), "top_logprobs": top.values.tolist()}
+        ref = self.reference[sample_id]
+        return {"kl": first_token_kl(ref["top_ids"], ref["top_logprobs"], logprobs)}
+
+    def cell(self, method: TokenReducer, budget: Budget) -> tuple[str, dict]:
+        """The store key of (this model and task, ``method``, ``budget``) and the spec it hashes: everything that can
+        change a sample's stored record (see :mod:`tokenbench.store`)."""
+        from tokenbench import __version__
+        from tokenbench.store import code_digest, digest
+
+        spec, adapter = self.spec, self.adapter
+        weights = adapter.weights()
+        cell = {
+            "model": {"name": adapter.name, "source": adapter.source, "revision": adapter.revision,
+                      **weights.fingerprint()},
+            "dtype": spec.dtype, "device_type": spec.device.split(":")[0], "attn": spec.attn_implementation,
+            "task": {"name": self.task_name, "version": self.task.version, "options": _options_of(self.task)},
+            "method": {"name": method.name, "params": method.params(), "code": _source_digest(type(method)),
+                       "artefact": self.artefact_digest},
+            "budget": budget.label(), "budget_scope": spec.budget_scope, "seed": spec.seed,
+            "batch_size": spec.batch_size, "max_new_tokens": self.task.max_new_tokens,
+            "tokenbench": __version__, "code": code_digest(), "first_token_top_k": TOP_K,
+        }
+        return digest(cell), cell
 
     def time(self, method: TokenReducer, budget: Budget) -> dict[str, Any]:
         """Batch-1 latency on the first sample by the protocol of :mod:`tokenbench.latency` (stages vision, prefill =
@@ -418,7 +573,6 @@ class _Context:
         binary = all(c in (0.0, 1.0) for c in run.correct)
         flops = sum(f.total_flops for f in run.flops) / n
         ref_flops = sum(f.total_flops for f in ref.flops) / n
-        kl = torch.nn.functional.kl_div(run.first_logprobs, ref.first_logprobs, log_target=True, reduction="none")
         parts = [f.as_flops_dict() for f in run.flops]
         breakdown = {k: sum(p[k] for p in parts) / n for k in ("vision", "projector", "llm", "lm_head", "overhead")}
         spec = self.spec
@@ -452,7 +606,7 @@ class _Context:
             "n_failed": len(self.failed) + len(run.scored.unparsed),
             "failed_to_load": dict(self.failed),  # sample id -> why (left out of every method's run)
             "unparsed": {self.samples[i].id: why for i, why in run.scored.unparsed.items()},  # scored by the task's rule
-            "kl_first_token": float(kl.sum(-1).mean()),
+            "kl_first_token": sum(run.kl) / n,
             "tokens_llm_input": sum(v[0] for v in run.visual_per_layer) / n,
             "tokens_avg_layer": sum(sum(v) / len(v) for v in run.visual_per_layer) / n,
             "flops_prefill": flops,
@@ -478,7 +632,12 @@ class _Context:
             "dataset": getattr(task, "dataset_ids", lambda: (task.dataset,))()[0] if not getattr(task, "data", "")
             else f"local:{os.path.abspath(task.data)}",
             "model_source": self.adapter.source,
+            "seed": spec.seed,
+            "limit": spec.limit,
             "provenance": self.prov,
+            # where the samples came from: read back from the store, or computed by this run (not a result field)
+            "store": None if self.store is None else {"path": self.store.path, "samples_reused": self.reused,
+                                                      "samples_computed": self.computed},
         }
 
 
