@@ -536,11 +536,27 @@ def results_list(store) -> None:
         methods = ", ".join(m[2] if len(m) > 2 else m[0] for m in spec.get("methods", []))
         budgets = ", ".join(str(b["keep"]) if b.get("keep") is not None else
                             f"r{b['ratio']:.4g}" if b.get("ratio") is not None else "all" for b in spec.get("budgets", []))
-        table.append((r["id"], datetime.datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M"), r["state"],
+        table.append((r["id"], datetime.datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M"), _state(r),
                       spec.get("model"), spec.get("task"), methods or "-", budgets, len(r["rows"])))
     click.echo(f"store: {db.path}")
     click.echo(tabulate(table, headers=("run", "started", "state", "model", "task", "methods", "budgets", "rows"),
                         tablefmt="simple") if table else "(no runs)")
+
+
+def _state(run: dict) -> str:
+    """A run's state; a run still marked running whose process is gone on this host was killed (e.g. kill -9)."""
+    import os
+    import socket
+
+    proc = run["spec"].get("process") or {}
+    if run["state"] == "running" and proc.get("host") == socket.gethostname() and proc.get("pid"):
+        try:
+            os.kill(proc["pid"], 0)
+        except ProcessLookupError:
+            return "killed"
+        except PermissionError:
+            pass
+    return run["state"]
 
 
 @results.command("show")

@@ -388,7 +388,10 @@ def _open_store(spec: RunSpec):
     from tokenbench.store import Store
 
     store = Store(spec.store)
-    return store, store.start_run(json.loads(json.dumps(dataclasses.asdict(spec), default=str)))
+    import socket
+
+    fields = json.loads(json.dumps(dataclasses.asdict(spec), default=str))
+    return store, store.start_run(fields | {"process": {"pid": os.getpid(), "host": socket.gethostname()}})
 
 
 def _split(task, samples) -> tuple[list, dict[str, str]]:

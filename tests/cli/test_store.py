@@ -65,9 +65,11 @@ def test_a_run_killed_with_sigkill_resumes_without_recomputing_and_ends_as_an_un
     assert 12 <= before < 3 * 48  # killed mid-run: some batches stored, not all
     assert before % 4 == 0  # whole batches only: each is one transaction
 
+    listed = invoke("results", "list", "--store", store)
+    assert listed.exit_code == 0 and " killed " in listed.output  # marked running, its process gone
     resumed = invoke(*args, "--store", store, "--json", out)
     assert resumed.exit_code == 0, resumed.output
-    rows = json.loads(open(out).read())
+    rows = json.loads((tmp_path / "rows.json").read_text())
     reused = sum(r["store"]["samples_reused"] for r in rows)
     computed = sum(r["store"]["samples_computed"] for r in rows)
     assert reused == before  # every stored sample read back
@@ -76,7 +78,7 @@ def test_a_run_killed_with_sigkill_resumes_without_recomputing_and_ends_as_an_un
 
     fresh = invoke(*args, "--no-store", "--json", str(tmp_path / "fresh.json"))
     assert fresh.exit_code == 0, fresh.output
-    uninterrupted = json.loads(open(tmp_path / "fresh.json").read())
+    uninterrupted = json.loads((tmp_path / "fresh.json").read_text())
     assert results_of(rows) == results_of(uninterrupted)
     assert all(r["store"] is None for r in uninterrupted)
 

@@ -99,7 +99,7 @@ def test_task_settings():
     assert (pope.primary_metric, pope.percent, pope.max_new_tokens) == ("f1", True, 16)
     assert (mme.primary_metric, mme.percent, mme.max_new_tokens) == ("perception", False, 16)
     assert (gqa.primary_metric, gqa.percent, gqa.max_new_tokens) == ("accuracy", True, 16)
-    assert pope.dataset_ids()[0] == "lmms-lab-encoder/POPE" and mme.dataset_ids()[0] == "lmms-lab-encoder/MME"
+    assert pope().dataset_ids()[0] == "lmms-lab-encoder/POPE" and mme().dataset_ids()[0] == "lmms-lab-encoder/MME"
     assert (gqa.config, gqa.split) == ("testdev_balanced_instructions", "testdev")
 
 
