@@ -439,6 +439,7 @@ class _Context:
         self.reference = None  # full's records by sample id, once full has run (its first-token statistics)
         self.reused = self.computed = 0  # samples read back from the store / computed, over this context
         self.cells: list[str] = []
+        self.model_fingerprint = None
 
     def run(self, method: TokenReducer, budget: Budget) -> MethodRun:
         """Every sample, in batches of samples that share a visual layout; results in the samples' order. With a
@@ -531,10 +532,11 @@ class _Context:
         from tokenbench.store import code_digest, digest
 
         spec, adapter = self.spec, self.adapter
-        weights = adapter.weights()
+        if self.model_fingerprint is None:  # hashes the first and last layers' weights: once per context
+            self.model_fingerprint = adapter.weights().fingerprint()
         cell = {
             "model": {"name": adapter.name, "source": adapter.source, "revision": adapter.revision,
-                      **weights.fingerprint()},
+                      **self.model_fingerprint},
             "dtype": spec.dtype, "device_type": spec.device.split(":")[0], "attn": spec.attn_implementation,
             "task": {"name": self.task_name, "version": self.task.version, "options": _options_of(self.task)},
             "method": {"name": method.name, "params": method.params(), "code": _source_digest(type(method)),
