@@ -34,9 +34,8 @@ class LlavaAdapter(ModelAdapter):
         from transformers import AutoProcessor
 
         kw = {"revision": self.revision} if self.revision else {}
-        self.model = getattr(transformers, self.model_class).from_pretrained(
-            path, dtype=torch_dtype, attn_implementation=attn_implementation, use_safetensors=True, **kw
-        ).to(device)
+        self.model = self._pretrained(getattr(transformers, self.model_class), path, dtype=torch_dtype,
+                                      attn_implementation=attn_implementation, **kw).to(device)
         self.processor = AutoProcessor.from_pretrained(path, **kw)
         self.processor.tokenizer.padding_side = "left"  # the greedy loop's position ids assume left padding
         if self.processor.tokenizer.pad_token is None:

@@ -101,9 +101,8 @@ class QwenVLAdapter(ModelAdapter):
         from transformers import Qwen2_5_VLForConditionalGeneration
 
         kw = {"revision": self.revision} if self.revision else {}
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            path, dtype=torch_dtype, attn_implementation=attn_implementation, use_safetensors=True, **kw
-        ).to(device)
+        self.model = self._pretrained(Qwen2_5_VLForConditionalGeneration, path, dtype=torch_dtype,
+                                      attn_implementation=attn_implementation, **kw).to(device)
         self.processor = load_processor(path, **kw)
         self.processor.tokenizer.padding_side = "left"  # the greedy loop's position ids assume left padding
 

@@ -231,6 +231,10 @@ class ModelAdapter:
                 f"model path {path!r} does not exist. Give a directory written by save_pretrained, "
                 f"or a hub id such as {self.default_source!r}"
             )
+        if os.path.isdir(path):  # a damaged or foreign checkpoint is refused here, with what is wrong
+            from tokenbench.checkpoint import check_directory
+
+            check_directory(path, self.family, self.model_types)
         try:
             self._load(path, device, getattr(torch, dtype), attn_implementation)
         except OSError as exc:  # not a local directory, and the hub could not provide it
@@ -239,6 +243,24 @@ class ModelAdapter:
                 f"({str(exc).splitlines()[0]}). Pass a local directory saved with save_pretrained."
             ) from exc
         return self._loaded(device, dtype, attn_implementation)
+
+    def _pretrained(self, model_class, path: str, **kw):
+        """``model_class.from_pretrained(path)`` from safetensors only, refusing (for a local directory) weights that
+        are missing, left over or of the wrong shape instead of running with random ones."""
+        from tokenbench.checkpoint import check_loading_info
+
+        local = os.path.isdir(path)
+        try:  # a local directory's wrong shapes are loaded aside and reported by name (check_loading_info)
+            model, info = model_class.from_pretrained(path, use_safetensors=True, output_loading_info=True,
+                                                      **({"ignore_mismatched_sizes": True} if local else {}), **kw)
+        except (RuntimeError, ValueError) as exc:
+            if not local:
+                raise
+            raise ConfigError(f"could not load model directory {path!r}: {str(exc).strip().splitlines()[0]}. Restore "
+                              "the checkpoint's files, or give the directory they belong to") from None
+        if local:
+            check_loading_info(path, info)
+        return model
 
     # -- random weights at full size (timing without a download) --------------------------------------------------------
     model_class: str = ""  # the transformers class of the checkpoint (build_random instantiates it from the config)

@@ -172,11 +172,9 @@ def build_task(name: str, options: dict[str, Any], seed: int):
 
 
 def _adapter_for_directory(path: str):
-    cfg_path = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise ConfigError(f"model directory {path!r} has no config.json; is it a save_pretrained checkpoint?")
-    with open(cfg_path) as fh:
-        model_type = json.load(fh).get("model_type")
+    from tokenbench.checkpoint import read_config
+
+    model_type = read_config(path).get("model_type")
     for name in MODELS.names():
         factory = MODELS.get(name)
         if model_type in getattr(factory, "model_types", ()):  # family factories declare what they load
