@@ -84,15 +84,43 @@ def load_results(results_dir: str) -> list[tuple[str, list[dict]]]:
     out = []
     for name in sorted(os.listdir(results_dir)):
         if name.endswith(".json"):
-            with open(os.path.join(results_dir, name)) as f:
-                try:
+            path = os.path.join(results_dir, name)
+            try:
+                with open(path, encoding="utf-8") as f:
                     rows = json.load(f)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{name}: not valid JSON ({e}); regenerate it with `{REGENERATE}`") from None
-            if not isinstance(rows, list) or not all(isinstance(r, dict) and "method" in r for r in rows):
-                raise ConfigError(f"{name}: expected a list of result rows as `tokenbench compare --json` writes")
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ConfigError(f"{path}: not valid UTF-8 JSON ({e}); regenerate it with `{REGENERATE}` or "
+                                  "`tokenbench results export`") from None
+            except OSError as e:
+                raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
+            check_rows(path, rows)
             out.append((name, rows))
     return out
+
+
+#: the fields a board reads from every row, with their JSON types
+ROW_FIELDS = {"method": str, "model": str, "task": str, "budget": str, "keep": (int, float), "keep_ratio": (int, float),
+              "n_samples": int, "n_visual": (int, float), "accuracy": (int, float, type(None)),
+              "retention": (int, float, type(None)), "agreement": (int, float), "tokens_avg_layer": (int, float),
+              "flops_ratio": (int, float)}
+
+
+def check_rows(path: str, rows) -> None:
+    """Refuse a results file a board cannot be rendered from, naming the file, the row and the field."""
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ConfigError(f"{path}: expected a list of result rows as `tokenbench compare --json` writes")
+    if not rows:
+        raise ConfigError(f"{path}: holds no rows; remove it, or write it again with `tokenbench compare --json`")
+    for i, r in enumerate(rows):
+        for key, kind in ROW_FIELDS.items():
+            if key not in r:
+                raise ConfigError(f"{path}: row {i} ({r.get('method', '?')}) has no field {key!r}; rows must be "
+                                  "as `tokenbench compare --json` writes them")
+            if not isinstance(r[key], kind) or isinstance(r[key], bool):
+                raise ConfigError(f"{path}: row {i} ({r.get('method', '?')}) field {key!r} is {r[key]!r}, not "
+                                  f"{' or '.join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))}")
+    if not any(r["method"] == "full" for r in rows):
+        raise ConfigError(f"{path}: has no `full` row; every run must include it (compare always does)")
 
 
 def device_label(row: dict) -> str:

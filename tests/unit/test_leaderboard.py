@@ -71,8 +71,19 @@ def test_check_names_every_changed_cell(tmp_path):
 def test_bad_result_files_are_refused_with_the_fix(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "x.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(ConfigError, match="x.json: not valid UTF-8 JSON"):
         lb.render(str(tmp_path))
+    good = json.loads(json.dumps(ROWS))
+    for content, message in [
+        (b"\xff\xfe not utf-8", "x.json: not valid UTF-8 JSON"),
+        (b"[]", "x.json: holds no rows"),
+        (json.dumps([{k: v for k, v in good[0].items() if k != "model"}]).encode(), "row 0 \\(full\\) has no field 'model'"),
+        (json.dumps([good[0] | {"n_samples": "ten"}]).encode(), "row 0 \\(full\\) field 'n_samples' is 'ten', not int"),
+        (json.dumps(good[1:]).encode(), "x.json: has no `full` row"),
+    ]:
+        (tmp_path / "results" / "x.json").write_bytes(content)
+        with pytest.raises(ConfigError, match=message):
+            lb.render(str(tmp_path))
     with pytest.raises(ConfigError, match="tokenbench leaderboard --update"):
         lb.render(str(tmp_path / "nowhere"))
 
@@ -138,7 +149,7 @@ def test_boards_split_a_several_task_file_and_refuse_mixed_task_versions(tmp_pat
     from tokenbench.errors import ConfigError
 
     def row(task, version, method="full"):
-        return {"method": method, "model": "m", "task": task, "task_version": version}
+        return {**ROWS[0], "method": method, "model": "m", "task": task, "task_version": version}
 
     (tmp_path / "a.json").write_text(json.dumps([row("pope", "1-x"), row("mme", "1-y")]))
     grouped = lb.boards(str(tmp_path))
