@@ -55,6 +55,8 @@ def load(path: str) -> tuple[dict, dict[str, Any]]:
     from safetensors import SafetensorError, safe_open
 
     path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        raise ConfigError(f"calibration artefact {path!r} is a directory; give the .safetensors file inside it")
     if not os.path.isfile(path):
         raise ConfigError(f"calibration artefact {path!r} does not exist; make one with `tokenbench calibrate`")
     try:

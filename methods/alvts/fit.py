@@ -79,13 +79,36 @@ def prepare(method, weights) -> Prepared:
                             info | {"calibration": "svd-init", "calibration_missing": path}, warning)
     tensors, meta = calibration.load(path)
     calibration.check(path, meta, expected_meta(method, weights, rank))
-    missing = [layer for layer in layers if f"{layer}.uq" not in tensors]
-    if missing:
-        raise ConfigError(f"calibration artefact {path!r} has no factors for layers {missing}")
+    check_factors(path, tensors, weights.text_config, rank, layers)
     device = weights.layer_weight(0, "input_layernorm").device
     tensors = {k: v.to(device) for k, v in tensors.items()}
     report = {k: meta.get(k) for k in ("samples", "score_error_before", "score_error_after")}
     return Prepared(Factors(tensors, rank), info | {"calibration": os.path.abspath(path)} | report)
+
+
+def check_factors(path: str, tensors: dict, config, rank: int, layers) -> None:
+    """Refuse an artefact whose tensors cannot be this model's factors: a factor missing, of the wrong shape (U: out x
+    R, V: R x in of the layer's q_proj/k_proj, R = min(rank, out, in)), or not finite. Its metadata alone is not
+    trusted."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    dims = {"q": (config.num_attention_heads * head_dim, config.hidden_size), "k": (kv_heads * head_dim,
+                                                                                   config.hidden_size)}
+    fix = "make it again with `tokenbench calibrate alvts --model ...`, or pass -a alvts.calibration=svd"
+    for layer in layers:
+        for proj, (out, inp) in dims.items():
+            r = min(rank, out, inp)
+            for name, want in ((f"{layer}.u{proj}", (out, r)), (f"{layer}.v{proj}", (r, inp))):
+                t = tensors.get(name)
+                if t is None:
+                    raise ConfigError(f"calibration artefact {path!r} has no tensor {name!r} (layer {layer}'s "
+                                      f"factors); {fix}")
+                if tuple(t.shape) != want:
+                    raise ConfigError(f"calibration artefact {path!r}: tensor {name!r} has shape {tuple(t.shape)}, "
+                                      f"this model needs {want}; {fix}")
+                if not bool(torch.isfinite(t).all()):
+                    raise ConfigError(f"calibration artefact {path!r}: tensor {name!r} holds NaN or infinite values; "
+                                      f"{fix}")
 
 
 # -- calibration -------------------------------------------------------------------------------------------------------------
