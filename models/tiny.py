@@ -32,11 +32,24 @@ def tiny_tokenizer(specials: tuple[str, ...] = ("<image>",), image_token: str = 
 def cached_build(directory: str | None, stem: str, seed: int, build) -> str:
     """The directory of a tiny model: ``directory`` or ``$TOKENBENCH_CACHE/models/<stem>-seed<seed>``, built there by
     ``build(path, seed=seed)`` on first use."""
+    from tokenbench.checkpoint import check_directory
+    from tokenbench.errors import ConfigError
     from tokenbench.paths import cache_dir
 
     path = directory or os.path.join(cache_dir(), "models", f"{stem}-seed{seed}")
-    if not os.path.isfile(os.path.join(path, "model.safetensors")):
+    if os.path.isfile(os.path.join(path, "model.safetensors")):
+        try:
+            check_directory(path, "", ())
+            return path
+        except ConfigError:
+            if directory is not None:  # the user's directory: say what is wrong, touch nothing
+                raise
+            # our own cache entry is damaged (a truncated copy, a full disk): build it again below
+    try:
         build(path, seed=seed)
+    except OSError as exc:
+        raise ConfigError(f"cannot build the tiny model in {path!r} ({exc.strerror or exc}); set TOKENBENCH_CACHE "
+                          "to a writable directory (or free some space)") from None
     return path
 
 
