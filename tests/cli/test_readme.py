@@ -58,3 +58,9 @@ def test_readme_example_task_passes_check_task(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_check_method_runs_on_models_with_fewer_visual_tokens_than_its_default_budgets():
+    from tokenbench.testing import check_method
+
+    check_method("fastv", model="mini-llava", n_samples=1)  # 144 visual tokens; defaults keep up to 575
