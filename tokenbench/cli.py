@@ -584,7 +584,7 @@ def results_export(run_id, json_path, samples_path, store) -> None:
     import json
 
     from tokenbench.errors import ConfigError
-    from tokenbench.results import check_writable, write_rows
+    from tokenbench.results import check_writable, write_atomically, write_rows
 
     if json_path is None and samples_path is None:
         raise ConfigError("give --json PATH (the rows) and/or --samples PATH (the per-sample records)")
@@ -599,32 +599,11 @@ def results_export(run_id, json_path, samples_path, store) -> None:
     if samples_path is not None:
         records = [{"cell": c, "spec": spec, "sample": sid, **rec} for c, spec, sid, rec in db.cell_records(run["cells"])]
         if samples_path.endswith(".jsonl"):
-            _write_text(samples_path, "".join(json.dumps(r) + "\n" for r in records), "--samples")
+            write_atomically(samples_path, lambda fh: fh.writelines(json.dumps(r) + "\n" for r in records),
+                             "--samples")
         else:
             write_rows(samples_path, records, "--samples")
         click.echo(f"wrote {len(records)} sample records to {samples_path}")
-
-
-def _write_text(path: str, text: str, option: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file beside it, renamed), as write_rows does."""
-    import os
-    import tempfile
-
-    from tokenbench.errors import ConfigError
-
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tokenbench-", dir=os.path.dirname(os.path.abspath(path)))
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise ConfigError(f"could not write {option} {path!r} ({exc.strerror or exc}); what it held before is "
-                          "kept") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @results.command("delete")

@@ -86,15 +86,24 @@ def check_writable(path: str, option: str = "--json") -> None:
 
 
 def write_rows(path: str, rows: list[dict[str, Any]], option: str = "--json") -> None:
-    """Write ``rows`` to ``path`` atomically: a temporary file beside it, renamed over it. A failed write (a full
-    disk, a vanished directory) removes the temporary file, leaves ``path`` as it was, and raises ConfigError."""
+    """Write ``rows`` to ``path`` as JSON, atomically (:func:`write_atomically`)."""
+    def dump(fh) -> None:
+        json.dump(rows, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+
+    write_atomically(path, dump, option)
+
+
+def write_atomically(path: str, write, option: str) -> None:
+    """``write(fh)`` into a temporary file beside ``path``, synced and renamed over it. A failed write (a full disk, a
+    vanished directory) removes the temporary file, leaves ``path`` as it was, and raises ConfigError naming
+    ``option``."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tokenbench-", suffix=".json", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=".tokenbench-", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "w") as fh:
-            json.dump(rows, fh, indent=2, sort_keys=False)
-            fh.write("\n")
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
