@@ -23,7 +23,26 @@ DTYPES = ("float32", "bfloat16", "float16")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def check_device(device: str) -> None:
+    """Refuse a device this process cannot use, naming what it can: ``cpu``, ``cuda``/``cuda:N`` with CUDA and N below
+    the device count, ``mps`` where torch was built with it and the machine has it."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    usable = ["cpu"] + (["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+                        if torch.cuda.is_available() else []) + (["mps"] if torch.backends.mps.is_available() else [])
+    if device in usable:
+        return
+    if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        why = f"unknown device {device!r}"
+    elif kind == "cuda" and torch.cuda.is_available():
+        why = f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    else:
+        why = f"device {device!r} is not available here ({'no CUDA' if kind == 'cuda' else 'this torch has no MPS'})"
+    raise ConfigError(f"{why}; use {' or '.join(f'--device {d}' for d in usable[:3])}")
+
 @dataclass
+
 class Batch:
     inputs: dict[str, Any]  # tensors for the model's forward (input_ids, attention_mask, pixel_values, ...)
     tokens: Any  # tokenbench.engine.router.Tokens (with the batch's VisualLayout)
@@ -205,14 +224,9 @@ class ModelAdapter:
     # -- loading ----------------------------------------------------------------------------------------------------------
     @staticmethod
     def _check_target(device: str, dtype: str) -> None:
-        import torch
-
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
-        if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
-            raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+        check_device(device)
 
     def _loaded(self, device: str, dtype: str, attn_implementation: str) -> "ModelAdapter":
         self.device, self.dtype, self.attn_implementation = device, dtype, attn_implementation

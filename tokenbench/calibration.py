@@ -136,10 +136,15 @@ def run(method_name: str, method_options: dict, model: str, task: str, task_opti
     from tokenbench.runner import build_task, resolve_model
 
     method = build_method(method_name, method_options)
-    if samples < 1 or heldout < 1 or batch_size < 1 or epochs < 1:
-        raise ConfigError("--samples, --heldout, --batch-size and --epochs must each be at least 1")
+    from tokenbench.runner import check_counts
+
+    check_counts(samples=(samples, 1), heldout=(heldout, 1), batch_size=(batch_size, 1), epochs=(epochs, 1),
+                 seed=(seed, 0))
     if not lr > 0:
         raise ConfigError(f"--lr {lr} must be positive")
+    from tokenbench.adapter import check_device
+
+    check_device(device)
     if type(method).calibrate is TokenReducer.calibrate:
         raise ConfigError(f"method {method_name!r} has nothing to calibrate (only methods with a fitted artefact do)")
     if out is not None:
@@ -169,5 +174,22 @@ def run(method_name: str, method_options: dict, model: str, task: str, task_opti
     meta = {"method": method_name, **fingerprint, **result.key, "samples": samples, "heldout": heldout,
             "task": task, "task_seed": seed, "options": method.params(), "device": device, "dtype": dtype,
             **result.report}
-    path = out or default_path(method_name, fingerprint, result.tag)
-    return save(path, result.tensors, meta), meta
+    path = save(out or default_path(method_name, fingerprint, result.tag), result.tensors, meta)
+    _say_which_runs_use(method, weights, path, log)
+    return path, meta
+
+
+def _say_which_runs_use(method, weights, written: str, log) -> None:
+    """Tell the user whether runs with the method's default options pick up the artefact just written, and if not,
+    which one they use and how to ask for this one."""
+    import dataclasses
+
+    from tokenbench.api import Prepared
+
+    if "calibration" not in {f.name for f in method.options()}:
+        return
+    auto = dataclasses.replace(method, calibration="auto")
+    used = Prepared.of(auto.prepare(weights)).info.get("calibration")
+    if used != written:
+        log(f"note: runs of this model keep using {used}; use the new artefact with "
+            f"-a {method.name}.calibration={written}")

@@ -36,8 +36,8 @@ rope=True          the selector rotates q~/k~ with the layer's own RoPE (M-RoPE 
 static=False       the paper's ablation "w/o dynamic selection": score once at ``static_layer`` and drop the rest for
                    every later layer (FastV's strategy with the ALVTS score)
 static_layer=None  that layer; None: FastV's K=2 of 32 layers (as in the ablation), placed by the shared depth rule
-calibration=auto   ``auto``: the artefact at the default location for this model and rank if there is one, else one
-                   shipped in the checkpoint directory (``calibration/alvts/<tag>.safetensors``), else the SVD
+calibration=auto   ``auto``: the artefact shipped in the checkpoint directory (``calibration/alvts/<tag>.safetensors``)
+                   if there is one, else the one `calibrate` wrote at the default location, else the SVD
                    initialisation, said in the output and the JSON row; ``svd``: SVD initialisation only; or a path
 =================  =====================================================================================================
 

@@ -69,8 +69,9 @@ def prepare(method, weights) -> Prepared:
     if method.calibration == "auto":
         path = calibration.default_path(METHOD, weights.fingerprint(), tag(method, rank))
         shipped = shipped_path(weights.source_dir, method, rank) if weights.source_dir else None
-        if not os.path.isfile(path) and shipped and os.path.isfile(shipped):
-            path = shipped  # an artefact shipped inside the checkpoint directory (tokenbench-mini ships one)
+        if shipped and os.path.isfile(shipped):
+            path = shipped  # the checkpoint's own artefact (tokenbench-mini ships one) wins over a local refit, which
+            # runs use only when named (-a alvts.calibration=PATH): a quick refit never silently replaces it
         if not os.path.isfile(path):
             warning = (f"alvts: no calibration artefact for this model at {path}; running on the SVD initialisation "
                        f"(uncalibrated). Make one with `tokenbench calibrate alvts --model <this model>`, or pass "

@@ -105,3 +105,37 @@ def test_flops_from_the_7b_config_without_weights(cache, tmp_path):
     assert alvts64["flops_breakdown"]["llm"] == 2 * 32 * (2 * q * d**2 + 2 * n * d**2 + 2 * q * n * d
                                                           + 3 * q * d * 11008)
     assert all(0 < x["flops_ratio"] < 1 for x in rows[1:])
+
+
+def test_a_refit_never_silently_replaces_the_shipped_calibration(cache, tmp_path):
+    """`calibrate alvts` on the default model writes its artefact where runs look, but the checkpoint's own artefact
+    keeps winning: calibrate says so and how to use the refit, and the table says which calibration a row ran on."""
+    import os
+
+    from tokenbench.models.llava import MINI_LLAVA
+
+    shipped = os.path.abspath(os.path.join(MINI_LLAVA, "calibration", "alvts", "rank4-mean.safetensors"))
+    result = invoke(cache, "calibrate", "alvts", "-n", "4", "--heldout", "2", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    written = result.stdout.split("wrote ", 1)[1].split()[0]
+    assert written.startswith(cache) and os.path.isfile(written)
+    assert f"runs of this model keep using {shipped}" in result.stderr
+    assert f"-a alvts.calibration={written}" in result.stderr
+    result = invoke(cache, "run", "alvts", *FAST, "--no-store")
+    assert result.exit_code == 0, result.output
+    assert f"calibration (alvts): {shipped} (fitted on 256 samples" in result.stdout
+    result = invoke(cache, "run", "alvts", *FAST, "--no-store", "-a", f"calibration={written}")
+    assert result.exit_code == 0, result.output
+    assert f"calibration (alvts[calibration={os.path.basename(written)}]): {written} (fitted on 4 samples" in result.stdout
+
+
+def test_rows_run_with_options_are_labelled_with_them(cache, tmp_path):
+    """Options that differ from the defaults are in the row's label (as the leaderboard writes variants); options
+    given at their default value are not."""
+    out = tmp_path / "rows.json"
+    result = invoke(cache, "compare", "alvts", "fastv", "pdrop", *FAST, "--no-store", "-a", "alvts.static=true",
+                    "-a", "fastv.layer=3", "-a", "pdrop.layers=2,6", "-a", "pdrop.lam=0.5", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    labels = [r["label"] for r in json.loads(out.read_text())[1:]]
+    assert labels == ["alvts[static=True]", "fastv[layer=3]", "pdrop[layers=2,6]"], labels
+    assert "| fastv[layer=3]" in result.stdout

@@ -35,3 +35,26 @@ def test_a_truncated_tiny_model_in_the_cache_is_rebuilt(tmp_path):
 
     with safe_open(weights, framework="pt") as fh:
         assert list(fh.keys())
+
+
+def test_a_prompt_longer_than_the_models_positions_is_warned_about(tmp_path):
+    """A model whose config allows fewer positions than a sample's prompt plus answer runs (RoPE does not stop it), but
+    the run says so: one `warning:` line naming the task, the samples and the limit, kept in every row's warnings."""
+    import json
+    import shutil
+
+    from tokenbench.models.llava import MINI_LLAVA
+
+    model = tmp_path / "short"
+    shutil.copytree(MINI_LLAVA, model, ignore=shutil.ignore_patterns("calibration"))
+    config = json.loads((model / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 64  # the synthetic prompts are ~170 tokens
+    (model / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "rows.json"
+    result = CliRunner().invoke(main, ["compare", "fastv", "-M", f"llava:{model}", *FAST, "--json", str(out)],
+                                env={"TOKENBENCH_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "1 of 1 samples need more positions" in warnings[0] and "(64)" in warnings[0]
+    rows = json.loads(out.read_text())
+    assert all(any("more positions" in w for w in r["warnings"]) for r in rows)
