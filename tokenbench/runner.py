@@ -46,8 +46,9 @@ class Budget:
         if self.ratio is not None:
             k = math.floor(self.ratio * n_visual)
             if k < 1:
+                least = math.ceil(1e4 / n_visual) / 1e4  # rounded up, so that following the advice works
                 raise ConfigError(
-                    f"--keep-ratio {self.ratio} keeps no visual token of {n_visual}; use at least {1 / n_visual:.4g}"
+                    f"--keep-ratio {self.ratio} keeps no visual token of {n_visual}; use at least {least:g}"
                 )
             return k
         return n_visual
@@ -56,26 +57,34 @@ class Budget:
         return str(self.keep) if self.keep is not None else (f"r{self.ratio:g}" if self.ratio is not None else "all")
 
 
-def parse_budgets(keep: str | None, keep_ratio: str | None) -> tuple[Budget, ...]:
-    if keep and keep_ratio:
+def parse_budgets(keep: str | None, keep_ratio: str | None, default: tuple[Budget, ...] | None = None
+                  ) -> tuple[Budget, ...]:
+    """``--keep`` / ``--keep-ratio`` as budgets; neither: ``default``, else 1/9 of each image's visual tokens. An empty
+    value is a mistake (a shell variable that was not set), never the default."""
+    for flag, raw in (("--keep", keep), ("--keep-ratio", keep_ratio)):
+        if raw is not None and not raw.strip(" ,"):
+            example = "64,128,192" if flag == "--keep" else "0.111,0.222"
+            raise ConfigError(f"{flag} is empty; give a value or a comma-separated list (e.g. {flag} {example}), or "
+                              "leave it out for the default (1/9 of each image's visual tokens)")
+    if keep is not None and keep_ratio is not None:
         raise ConfigError("give either --keep or --keep-ratio, not both")
-    if keep:
+    if keep is not None:
         try:
             values = [int(v) for v in keep.split(",") if v.strip()]
         except ValueError:
             raise ConfigError(f"--keep {keep!r} is not a number or comma-separated list of numbers (e.g. 64,128,192)") from None
-        if not values or any(v < 1 for v in values):
+        if any(v < 1 for v in values):
             raise ConfigError(f"--keep {keep!r}: every value must be a positive number of visual tokens (e.g. 64)")
         return tuple(Budget(keep=v) for v in values)
-    if keep_ratio:
+    if keep_ratio is not None:
         try:
             ratios = [float(v) for v in keep_ratio.split(",") if v.strip()]
         except ValueError:
             raise ConfigError(f"--keep-ratio {keep_ratio!r} is not a number or comma-separated list (e.g. 0.111,0.25)") from None
-        if not ratios or any(not 0 < r <= 1 for r in ratios):
+        if any(not 0 < r <= 1 for r in ratios):
             raise ConfigError(f"--keep-ratio {keep_ratio!r}: every value must be in (0, 1] (e.g. 0.111 for 1/9)")
         return tuple(Budget(ratio=r) for r in ratios)
-    return (Budget(ratio=1 / 9),)  # the field's headline setting: 64 of 576 on LLaVA-1.5
+    return default or (Budget(ratio=1 / 9),)  # the field's headline setting: 64 of 576 on LLaVA-1.5
 
 
 # -- models and tasks ----------------------------------------------------------------------------------------------------
@@ -175,7 +184,7 @@ def _adapter_for_directory(path: str):
     from tokenbench.checkpoint import read_config
 
     model_type = read_config(path).get("model_type")
-    for name in MODELS.names():
+    for name in MODELS.available():  # a broken model plugin is skipped with a warning, not fatal
         factory = MODELS.get(name)
         if model_type in getattr(factory, "model_types", ()):  # family factories declare what they load
             return factory(source=path)
@@ -285,13 +294,45 @@ class MethodRun:
     scored: Any = None  # the task's tokenbench.task.Scored
 
 
+def check_counts(**counts: tuple[int | None, int]) -> None:
+    """Each ``name=(value, least)``: an int of at least ``least`` (None: not given); a seed also below 2**32, what torch,
+    numpy and Python's random all take. The error names the option as the CLI spells it."""
+    for name, (value, least) in counts.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{flag} {value!r} must be a whole number (e.g. {flag} {max(least, 1)})")
+        if value < least or (name.endswith("seed") and value >= 2**32):
+            valid = f"0..{2**32 - 1}" if name.endswith("seed") else f"at least {least}"
+            raise ConfigError(f"{flag} {value} is out of range; it must be {valid} (e.g. {flag} {max(least, 1)})")
+
+
 def build_methods(specs: tuple[tuple[Any, ...], ...]) -> list[TokenReducer]:
     return [build_method(spec[0], spec[1]) for spec in specs]
 
 
+def option_label(name: str, options: dict[str, Any]) -> str:
+    """``name``, plus ``[key=value,...]`` for the options that differ from the method's defaults (a path by its file
+    name, a tuple as the user types it: ``layers=2,6``)."""
+    if not options:
+        return name
+    chosen, default = build_method(name, options).params(), build_method(name).params()
+
+    def shown(v):
+        if isinstance(v, tuple):
+            return ",".join(map(str, v))
+        return os.path.basename(v) if isinstance(v, str) and os.sep in v else str(v)
+
+    changed = [f"{k}={shown(v)}" for k, v in chosen.items() if v != default.get(k)]
+    return f"{name}[{','.join(changed)}]" if changed else name
+
+
 def method_labels(specs: tuple[tuple[Any, ...], ...]) -> list[str]:
-    """Each spec's row label: its own (third element) or the method's name; labels must be distinct."""
-    labels = [spec[2] if len(spec) > 2 else spec[0] for spec in specs]
+    """Each spec's row label: its own (third element), else the method's name with every option that differs from its
+    default, as the leaderboard writes variants (``fastv[layer=3]``, ``alvts[static=True]``); labels must be
+    distinct."""
+    labels = [spec[2] if len(spec) > 2 else option_label(spec[0], spec[1]) for spec in specs]
     repeated = sorted({x for x in labels if labels.count(x) > 1})
     if repeated:
         raise ConfigError(f"method {repeated[0]!r} is listed twice; name each method once (its options apply to all "
@@ -309,12 +350,15 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
 
     methods = build_methods(spec.methods)  # rejects unknown names and bad options before any compute
     labels = method_labels(spec.methods)
-    if spec.limit is not None and spec.limit < 1:
-        raise ConfigError(f"--limit {spec.limit} must be at least 1")
+    check_counts(limit=(spec.limit, 1), batch_size=(spec.batch_size, 1), repeats=(spec.repeats, 1),
+                 warmup=(spec.warmup, 0), seed=(spec.seed, 0))
     from tokenbench.api import BUDGET_SCOPES
 
     if spec.budget_scope not in BUDGET_SCOPES:
         raise ConfigError(f"--budget-scope {spec.budget_scope!r} is not one of {', '.join(BUDGET_SCOPES)}")
+    from tokenbench.adapter import check_device
+
+    check_device(spec.device)  # before the data loads
     names = parse_tasks(spec.task)
     tasks = [build_task(t, task_options(t, spec.task_options, names), spec.seed) for t in names]
     adapter = resolve_model(spec.model)
@@ -358,14 +402,17 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
             full = build_method("full")
             everything = Budget()
             reference = ctx.run(full, everything)
+            task_warnings = [ctx.too_long] if ctx.too_long else []
+            if ctx.too_long and on_warning:
+                on_warning(ctx.too_long)
             finished(ctx.row(full, everything, reference, reference, ctx.time(full, everything))
-                     | {"prepare_s": 0.0, "prepared": {}, "warnings": []})
+                     | {"prepare_s": 0.0, "prepared": {}, "warnings": task_warnings})
             for m, label, (prep, prepare_s) in zip(methods, labels, prepared):  # prepared: one-off, from the weights
                 if m.name == "full":
                     continue
                 ctx.artefact, ctx.artefact_digest = prep.artefact, _artefact_digest(prep)
                 extra = {"label": label, "prepare_s": prepare_s, "prepared": prep.info,
-                         "warnings": [prep.warning] if prep.warning else []}
+                         "warnings": [prep.warning] * bool(prep.warning) + task_warnings}
                 for budget in spec.budgets:
                     run = ctx.run(m, budget)
                     timing = ctx.time(m, budget)
@@ -438,6 +485,7 @@ class _Context:
         self.reused = self.computed = 0  # samples read back from the store / computed, over this context
         self.cells: list[str] = []
         self.model_fingerprint = None
+        self.too_long: str | None = None  # set by full's run: samples longer than the model's positions
 
     def run(self, method: TokenReducer, budget: Budget) -> MethodRun:
         """Every sample, in batches of samples that share a visual layout; results in the samples' order. With a
@@ -481,6 +529,7 @@ class _Context:
                         "visual_per_layer": list(per_layer),
                         "keep": budget.resolve(n_visual),
                         "n_visual": n_visual,
+                        "n_text": n_text,
                         "flops": dc.asdict(prefill_count(self.lm, encoder, n_text, per_layer, rec, method)),
                         "decode_flops": [decode_flops(self.lm, n_text, cached, len(gen.token_ids[j]) - 1),
                                          decode_flops(self.lm, n_text, cached, 1)],
@@ -500,6 +549,7 @@ class _Context:
         ordered = [records[s.id] for s in self.samples]
         if method.name == "full":
             self.reference = records
+            self.too_long = self.longer_than_positions(ordered)
         answers = [r["answer"] for r in ordered]
         scored = self.task.evaluate(self.samples, answers)
         if len(scored.per_sample) != len(self.samples):
@@ -512,6 +562,22 @@ class _Context:
                          [tuple(r["decode_flops"]) for r in ordered], [r["fastv_formula"] for r in ordered],
                          sum(r["kv_bytes"] for r in ordered) / len(ordered), [r["keep"] for r in ordered],
                          [r["n_visual"] for r in ordered], scored)
+
+    def longer_than_positions(self, records: list[dict]) -> str | None:
+        """A warning when some samples' prompt plus answer exceeds the positions the model was trained on (its
+        ``max_position_embeddings``): it runs, but what it says there is unreliable."""
+        limit = getattr(self.adapter.text_config(), "max_position_embeddings", None)
+        if not limit:
+            return None
+        need = self.task.max_new_tokens
+        over = [(s.id, r.get("n_text", 0) + r["n_visual"] + need) for s, r in zip(self.samples, records)
+                if r.get("n_text", 0) + r["n_visual"] + need > limit]
+        if not over:
+            return None
+        sid, n = max(over, key=lambda x: x[1])
+        return (f"task {self.task_name!r}: {len(over)} of {len(self.samples)} samples need more positions (prompt + "
+                f"{need} answer tokens; longest {sid!r}: {n}) than model {self.adapter.name!r} has "
+                f"({limit}); their results are unreliable. Use shorter prompts or a model with more positions")
 
     def first_token(self, sample_id: str, logprobs) -> dict[str, Any]:
         """What the store keeps of a sample's first-token distribution: for ``full`` (no reference yet) its
