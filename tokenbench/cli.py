@@ -52,10 +52,52 @@ class _Group(click.Group):
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except Abort:
+        except Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+                click.echo("interrupted", err=True)
+                sys.exit(130)
             click.echo("aborted", err=True)
             sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except BrokenPipeError:  # the reader went away (`| head`): nothing left to say (Python's documented recipe)
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        except Exception as exc:  # not a user's mistake: a bug, said to be one, with whose it is and where to report it
+            import traceback
+
+            traceback.print_exc()
+            click.echo(self.bug_line(exc), err=True)
+            sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    @staticmethod
+    def bug_line(exc: BaseException) -> str:
+        """The last line under an unexpected traceback: whose bug it is (the plugin whose module holds the innermost
+        frame of tokenbench's or a plugin's, else tokenbench) and where to report it."""
+        import traceback
+
+        from tokenbench.registry import one_line, plugin_of, project_url
+
+        what = one_line(f"{type(exc).__name__}: {exc}")
+        frames = [(f.f_globals.get("__name__", ""), getattr(f.f_code, "co_qualname", f.f_code.co_name))
+                  for f, _ in traceback.walk_tb(exc.__traceback__)]
+        plugin = plugin_of(frames[::-1])
+        if plugin is not None:
+            origin, entry_point = plugin
+            url = project_url(origin.source)
+            where = f" ({url})" if url else ""
+            return (f"error: this is a bug in plugin {origin} ({entry_point}): {what}; report it to that "
+                    f"package's authors{where}")
+        from tokenbench import __version__
+
+        url = project_url("tokenbench")
+        where = f"at {url}" if url else "to the tokenbench maintainers"
+        return (f"error: this is a bug in tokenbench {__version__}: {what}; please report it {where} with the "
+                "traceback above")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,8 +107,8 @@ def main() -> None:
 
     \b
     Examples:
-      tokenbench compare alvts fastv                 # the embedded default: tiny model, synthetic task, CPU
-      tokenbench compare fastv random --keep 64,128,192 --json rows.json
+      tokenbench compare alvts fastv                 # the embedded default: mini-llava, synthetic task, CPU
+      tokenbench compare fastv random --keep 16,32,48 --json rows.json
       tokenbench calibrate alvts                     # fit ALVTS's selector for the default model
       tokenbench list methods
     """
@@ -84,12 +126,15 @@ def list_cmd(kind: str | None) -> None:
 
     registries = {"methods": METHODS, "models": MODELS, "tasks": TASKS}
     for name in [kind] if kind else list(registries):
-        reg = registries[name]
-        rows = [(n, str(reg.origin(n)), reg.origin(n).location) for n in reg.names()]
-        headers: tuple[str, ...] = ("name", "origin", "defined at")
+        reg = registries[name]  # status imports each plugin: a broken or colliding one is shown, not fatal
+        rows = [(n, str(reg.origin(n)), reg.status(n), reg.origin(n).location) for n in reg.names()]
+        rows += [(p.name, str(p.origin), p.status, p.origin.location) for p in reg.skipped()]
+        rows.sort(key=lambda r: r[0])
+        headers: tuple[str, ...] = ("name", "origin", "status", "defined at")
         if name == "tasks":  # what each task reports and where its data comes from
-            rows = [(n, *_task_facts(reg.get(n)), *rest) for n, *rest in rows]
-            headers = ("name", "primary metric", "default dataset", "origin", "defined at")
+            rows = [(n, *(_task_facts(reg.get(n)) if status == "ok" else ("-", "-")), origin, status, *rest)
+                    for n, origin, status, *rest in rows]
+            headers = ("name", "primary metric", "default dataset", "origin", "status", "defined at")
         click.echo(f"{name}:")
         click.echo(tabulate(rows, headers=headers, tablefmt="simple"))
         click.echo()
@@ -101,6 +146,10 @@ def _task_facts(factory) -> tuple[str, str]:
     dataset = factory.default_dataset() if hasattr(factory, "default_dataset") else getattr(factory, "dataset", "") or (
         "generated" if getattr(factory, "primary_metric", None) else "-")
     return str(metric), str(dataset)
+
+
+#: every seed torch, numpy and Python's random all accept
+SEED = click.IntRange(0, 2**32 - 1)
 
 
 # -- run / compare ----------------------------------------------------------------------------------------------------------
@@ -116,20 +165,24 @@ def _common(fn):
                      help="A local copy of the task's dataset instead of the hub: a save_to_disk directory, a copy of "
                           "the hub repository, a parquet/jsonl file or folder. With several tasks: pope=PATH. "
                           "Repeatable."),
-        click.option("--keep", "-k", default=None, help="Visual tokens kept, one value or a list: 64,128,192."),
+        click.option("--keep", "-k", default=None,
+                     help="Visual tokens kept, one value or a list: 16,32,48 (of the default's 144)."),
         click.option("--keep-ratio", "-r", default=None,
-                     help="Share of visual tokens kept, floor(r*N), one value or a list. Default: 1/9 (64 of 576)."),
+                     help="Share of visual tokens kept, floor(r*N), one value or a list. Default: 1/9 of each image's "
+                          "visual tokens (16 of mini-llava's 144; 64 of LLaVA-1.5's 576)."),
         click.option("--budget-scope", default="global", show_default=True, type=click.Choice(["global", "crop"]),
                      help="global: the budget covers all of an image's visual tokens (LLaVA-NeXT: base image and "
                           "crops together); crop: it is split over the crops in proportion to their tokens."),
-        click.option("--limit", "-n", type=int, default=None,
+        click.option("--limit", "-n", type=click.IntRange(min=1), default=None,
                      help="Use the first N task samples (the same for every method). Default: the whole split."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"])),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the task split and random methods."),
-        click.option("--batch-size", "-b", type=int, default=8, show_default=True),
-        click.option("--repeats", type=int, default=5, show_default=True, help="Timed repeats (median reported)."),
-        click.option("--warmup", type=int, default=2, show_default=True, help="Untimed warm-up runs before timing."),
+        click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the task split and random methods."),
+        click.option("--batch-size", "-b", type=click.IntRange(min=1), default=8, show_default=True),
+        click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+                     help="Timed repeats (median reported)."),
+        click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
+                     help="Untimed warm-up runs before timing."),
         click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE",
                      help="A method option, typed (Python literal): -a layer=3 or -a fastv.layer=3. Repeatable."),
         click.option("--task-arg", "-T", "task_args", multiple=True, metavar="KEY=VALUE",
@@ -157,7 +210,7 @@ def compare(methods, **opts) -> None:
     \b
     Examples:
       tokenbench compare fastv random
-      tokenbench compare fastv random --keep 64,128,192 -a fastv.layer=3 --json rows.json
+      tokenbench compare fastv random --keep 16,32,48 -a fastv.layer=3 --json rows.json
       tokenbench compare fastv --model llava:/path/to/llava-1.5-7b-hf --device cuda --dtype bfloat16
       tokenbench compare alvts fastv --model llava-1.5-7b --task pope --device cuda --dtype bfloat16
       tokenbench compare alvts fastv --task pope,gqa --data pope=/path/to/POPE --data gqa=/path/to/GQA
@@ -181,13 +234,9 @@ def run(method, **opts) -> None:
 
 def _run(methods, model, task, keep, keep_ratio, budget_scope, limit, device, dtype, seed, batch_size, repeats, warmup,
          args, task_args, data, json_path, store, no_store, quiet) -> None:
-    from tokenbench.errors import ConfigError
-
     options = _method_options(methods, args)
     from tokenbench.runner import RunSpec, compare as run_compare, parse_budgets
 
-    if batch_size < 1 or repeats < 1 or warmup < 0:
-        raise ConfigError("--batch-size and --repeats must be at least 1, --warmup at least 0")
     spec = RunSpec(
         methods=tuple((m, options.get(m, {})) for m in methods), model=model, task=task,
         budgets=parse_budgets(keep, keep_ratio), limit=limit, device=device, dtype=dtype, seed=seed,
@@ -231,17 +280,17 @@ def _rows_as_they_finish(json_path: str | None, fmt, run) -> None:
 @click.option("--model", "-M", default="mini-llava", show_default=True,
               help="Registered name, family:<hub id or directory>, or a local checkpoint directory.")
 @click.option("--task", "-t", default="synthetic", show_default=True, help="Task to draw calibration samples from.")
-@click.option("--samples", "-n", type=int, default=256, show_default=True, help="Calibration samples (paper: 256).")
-@click.option("--heldout", type=int, default=64, show_default=True,
+@click.option("--samples", "-n", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration samples (paper: 256).")
+@click.option("--heldout", type=click.IntRange(min=1), default=64, show_default=True,
               help="Further samples, not fitted on, for the score error before and after.")
-@click.option("--seed", type=int, default=1, show_default=True,
+@click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seeds the calibration split; compare evaluates on seed 0, so the default never sees those samples.")
-@click.option("--epochs", type=int, default=3, show_default=True, help="Passes over the calibration samples.")
-@click.option("--lr", type=float, default=1e-2, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Passes over the calibration samples.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
               help="Learning rate as the method defines it (ALVTS: Adam, relative to each factor's RMS).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]))
-@click.option("--batch-size", "-b", type=int, default=8, show_default=True)
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE",
               help="A method option the fit depends on (ALVTS: rank, pooling, causal, rope).")
 @click.option("--task-arg", "-T", "task_args", multiple=True, metavar="KEY=VALUE", help="A task option.")
@@ -254,7 +303,7 @@ def calibrate(method, model, task, samples, heldout, seed, epochs, lr, device, d
 
     \b
     Examples:
-      tokenbench calibrate alvts                                  # tiny-llava, written where runs look for it
+      tokenbench calibrate alvts -n 64                            # refit for the default model; prints how to use it
       tokenbench calibrate alvts -M llava:/ckpt/llava-1.5-7b-hf -t mytask --device cuda --out alvts-7b.safetensors
       tokenbench compare alvts fastv -a alvts.calibration=alvts-7b.safetensors -M llava:/ckpt/llava-1.5-7b-hf
     """
@@ -277,12 +326,13 @@ def calibrate(method, model, task, samples, heldout, seed, epochs, lr, device, d
 @click.argument("methods", nargs=-1, required=True)
 @click.option("--model", "-M", default="llava-1.5-7b", show_default=True,
               help="Registered name, family:<hub id or directory>, or a checkpoint directory; only its config is read.")
-@click.option("--keep", "-k", default=None, help="Visual tokens kept, a list. Default: 64,128,192.")
-@click.option("--keep-ratio", "-r", default=None, help="Share of the image's visual tokens kept, a list (e.g. 0.111).")
+@click.option("--keep", "-k", default=None, help="Visual tokens kept, a list (e.g. 64,128,192).")
+@click.option("--keep-ratio", "-r", default=None,
+              help="Shares of the image's visual tokens kept, a list. Default: 1/9,2/9,1/3 (64/128/192 of 576).")
 @click.option("--image-size", default=None, metavar="WxH",
               help="The image (width x height in pixels) for models whose token count depends on it "
                    "(LLaVA-NeXT, Qwen2.5-VL). Default: a 640x480 photo.")
-@click.option("--n-text", type=int, default=60, show_default=True,
+@click.option("--n-text", type=click.IntRange(min=1), default=60, show_default=True,
               help="Non-visual prompt tokens per sample (system prompt + question; ~60 on LLaVA-1.5 benchmarks).")
 @click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE", help="A method option.")
 @click.option("--json", "json_path", default=None, help="Write the rows as JSON here.")
@@ -308,6 +358,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
 
     from tokenbench.accounting import decode_flops, kv_counts, plan, prefill_count
     from tokenbench.api import build_method
+    from tokenbench.bench import DEFAULT_BUDGETS
     from tokenbench.flops import fastv_formula_macs
     from tokenbench.errors import ConfigError
     from tokenbench.runner import FLOPS_CONVENTION, parse_budgets, resolve_model
@@ -321,9 +372,10 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     adapter = resolve_model(model).load_config()
     layout = adapter.layout(size)
     lm, encoder, n_visual = adapter.lm_dims(), adapter.encoder_macs(size), layout.n_visual
-    for m in built:
+    for m in built:  # what compare refuses, flops refuses: a method the model cannot run has no FLOPs
         m.check(lm.n_layers)
-    budgets = [b.resolve(n_visual) for b in parse_budgets(keep if keep or keep_ratio else "64,128,192", keep_ratio)]
+        adapter.check_compatible(m, m.steps(lm.n_layers))
+    budgets = [b.resolve(n_visual) for b in parse_budgets(keep, keep_ratio, DEFAULT_BUDGETS)]
     n_text += layout.n_structural  # image-span tokens that are never candidates (LLaVA-NeXT's newlines) count as text
     full_total = None
     rows = []
@@ -344,17 +396,20 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
                          "n_visual": n_visual, "image_size": size,
                          "model": adapter.name, "params": m.params()})
     shown = f" for a {size[0]}x{size[1]} image" if size else ""
+    unit, scale = next((u, x) for u, x in (("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6), ("FLOPs", 1))
+                       if full_total >= x or x == 1)  # small models get a unit their figures show in
     click.echo(f"model={adapter.name} ({lm.n_layers} layers, hidden {lm.hidden}) visual tokens={n_visual}{shown} "
                f"text tokens={n_text}; FLOPs = 2 x MACs, prefill incl. vision tower and projector")
     click.echo(tabulate(
-        [(r["method"], f"{r['keep']}{'*' if r['budget_kind'] == 'layer_mean' else ''}", f"{r['flops_prefill'] / 1e12:.3f}", f"{r['flops_ratio']:.3f}",
-          f"{r['flops_breakdown']['llm'] / 1e12:.3f}", f"{r['flops_breakdown']['overhead'] / 1e12:.4f}",
-          f"{100 * r['selector_share']:.1f}", f"{r['tokens_avg_layer']:.1f}", f"{r['fastv_formula_llm_macs'] / 1e12:.3f}",
-          f"{r['flops_decode_step'] / 1e9:.2f}") for r in rows],
-        headers=("method", "keep", "TFLOPs", "ratio", "LLM TFLOPs", "selector TFLOPs", "selector %", "vis tok avg",
-                 "FastV formula T", "decode GFLOPs/tok"),
+        [(r["method"], f"{r['keep']}{'*' if r['budget_kind'] == 'layer_mean' else ''}", f"{r['flops_prefill'] / scale:.3f}",
+          f"{r['flops_ratio']:.3f}", f"{r['flops_breakdown']['llm'] / scale:.3f}",
+          f"{r['flops_breakdown']['overhead'] / scale:.4f}", f"{100 * r['selector_share']:.1f}",
+          f"{r['tokens_avg_layer']:.1f}", f"{r['fastv_formula_llm_macs'] / scale:.3f}",
+          f"{r['flops_decode_step'] / 1e9:.4g}") for r in rows],
+        headers=("method", "keep", unit, "ratio", f"LLM {unit}", f"selector {unit}", "selector %", "vis tok avg",
+                 f"FastV formula {unit[0]}", "decode GFLOPs/tok"),
         tablefmt="github"))
-    click.echo("FastV formula T: the papers' per-layer 4nd^2 + 2n^2d + 2ndm summed over the LLM layers (MACs, which the "
+    click.echo(f"FastV formula {unit[0]}: the papers' per-layer 4nd^2 + 2n^2d + 2ndm summed over the LLM layers (MACs, which the "
                "papers print as FLOPs; compare it with their tables, not with our FLOPs). decode GFLOPs/tok: the first "
                "decode step against the KV cache the prefill left.")
     click.echo("keep*: a layer-mean budget (multi-stage methods). Selector: the method's signals and select() work in "
@@ -372,37 +427,48 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
               help="A registered model whose config is built with random weights; repeat for several "
                    "(-M llava-1.5-7b -M llava-next-7b -M qwen2.5-vl-7b).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N. Default: cuda when available, else cpu.")
-@click.option("--dtype", default="bfloat16", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]))
+@click.option("--dtype", default=None, type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="Default: bfloat16 on a GPU, float32 on a CPU (CPUs without native bfloat16 emulate it, slowly).")
 @click.option("--layers", type=int, default=None,
-              help="Keep the first N LLM layers (a truncated model). Default: all on a GPU, 4 on a CPU.")
+              help="Keep the first N LLM layers (a truncated model). Default: all on a GPU, 2 on a CPU.")
 @click.option("--keep", "-k", default=None, help="Visual tokens kept, a list (e.g. 64,128,192).")
 @click.option("--keep-ratio", "-r", default=None,
-              help="Shares of each image's visual tokens kept, a list. Default: 1/9,2/9,1/3 (64/128/192 of 576).")
+              help="Shares of each image's visual tokens kept, a list. Default: 1/9,2/9,1/3 (64/128/192 of 576) on a "
+                   "GPU, 1/9 on a CPU.")
 @click.option("--image-size", default=None, metavar="WxH", help="The image in pixels. Default: 640x480 (a photo).")
 @click.option("--n-text", type=int, default=60, show_default=True,
               help="Non-visual prompt tokens (a POPE-length prompt is about 60 on LLaVA-1.5).")
 @click.option("--new-tokens", type=int, default=8, show_default=True,
               help="Tokens generated per timed run (the end token is ignored, so every variant decodes as many).")
-@click.option("--repeats", type=int, default=5, show_default=True, help="Timed rounds (median and IQR reported).")
-@click.option("--warmup", type=int, default=2, show_default=True, help="Untimed rounds first.")
+@click.option("--repeats", type=int, default=None,
+              help="Timed rounds (median and IQR reported). Default: 5 on a GPU, 3 on a CPU.")
+@click.option("--warmup", type=int, default=None, help="Untimed rounds first. Default: 2 on a GPU, 1 on a CPU.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the random weights, image and methods.")
 @click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE", help="A method option.")
-@click.option("--json", "json_path", default=None, help="Write the rows as JSON here (rewritten after each model).")
+@click.option("--json", "json_path", default=None,
+              help="Write the rows as JSON here, rewritten after each row (a model's rows finish together, after its "
+                   "interleaved rounds).")
 @_guard
 def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, n_text, new_tokens, repeats, warmup,
           seed, args, json_path) -> None:
-    """Time `full` and METHODS (default: every registered method the model supports) at real scale, with random
-    weights built from the shipped configs: no download, no trained weights needed for speed.
+    """Time `full` and METHODS at real scale, with random weights built from the shipped configs: no download, no
+    trained weights needed for speed. Default METHODS: on a GPU every registered method the model supports; on a
+    CPU fastv and alvts.
 
     Prints, per model, the FLOPs-predicted prefill speed-up beside the measured one, and the latency stages
-    (vision, time to first token, decode per token, method overhead), KV cache and peak memory.
+    (vision, time to first token, decode per token, method overhead), KV cache and peak memory; on stderr, a line
+    per finished run with the time left.
+
+    On a CPU the defaults are a quick look: fastv and alvts at keep-ratio 1/9, the first 2 LLM layers, float32, 3
+    timed rounds after 1 warm-up: about 5 minutes for LLaVA-1.5-7B on 2 cores of an AMD EPYC server.
 
     \b
     Examples:
-      tokenbench bench --device cpu                                  # LLaVA-1.5-7B truncated to 4 LLM layers
+      tokenbench bench --device cpu                                  # the quick CPU look (LLaVA-1.5-7B, 2 layers)
       tokenbench bench fastv alvts -M llava-1.5-7b -M llava-next-7b -M qwen2.5-vl-7b --device cuda --json gpu.json
     """
-    from tokenbench.bench import DEFAULT_BUDGETS, BenchSpec, bench as run_bench, format_bench
+    from tokenbench.bench import (GPU_DEFAULTS, BenchSpec, bench as run_bench, cpu_note, defaults_for,
+                                  format_bench)
     from tokenbench.errors import ConfigError
     from tokenbench.runner import parse_budgets
 
@@ -413,18 +479,22 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    default_layers = None
-    if layers is None and not device.startswith("cuda"):
-        default_layers = 4  # a 7B model's full depth takes seconds per prefill on a CPU
-        click.echo("note: on a CPU each model keeps at most its first 4 LLM layers (--layers N to change)", err=True)
+    given = {"methods": tuple((m, options.get(m, {})) for m in methods if m != "full") if methods else None,
+             "budgets": parse_budgets(keep, keep_ratio) if keep is not None or keep_ratio is not None else None,
+             "dtype": dtype, "layers": layers, "repeats": repeats, "warmup": warmup}
+    defaults = defaults_for(device)  # what a left-out option means: the whole benchmark on a GPU, a quick CPU look
+    chosen = {key: defaults[key] if value is None else value for key, value in given.items()}
+    left_out = {key for key, value in given.items() if value is None}
     spec = BenchSpec(
-        methods=tuple((m, options.get(m, {})) for m in methods if m != "full"), models=tuple(models),
-        budgets=parse_budgets(keep, keep_ratio) if keep or keep_ratio else DEFAULT_BUDGETS, device=device,
-        dtype=dtype, layers=layers, default_layers=default_layers, n_text=n_text, image_size=_image_size(image_size),
-        new_tokens=new_tokens, warmup=warmup, repeats=repeats, seed=seed, named=frozenset(methods),
+        methods=chosen["methods"], models=tuple(models), budgets=chosen["budgets"], device=device,
+        dtype=chosen["dtype"], layers=layers, default_layers=defaults["layers"], n_text=n_text,
+        image_size=_image_size(image_size), new_tokens=new_tokens, warmup=chosen["warmup"], repeats=chosen["repeats"],
+        seed=seed, named=frozenset(methods),
     )
-    _rows_as_they_finish(json_path, format_bench,
-                         lambda on_row: run_bench(spec, on_row=on_row, on_note=lambda m: click.echo(f"note: {m}", err=True)))
+    note = cpu_note(left_out) if left_out and defaults is not GPU_DEFAULTS else ""
+    _rows_as_they_finish(json_path, format_bench, lambda on_row: run_bench(
+        spec, on_row=on_row, on_note=lambda m: click.echo(f"note: {m}", err=True),
+        on_progress=lambda m: click.echo(f"bench: {m}", err=True), note=note))
 
 
 @main.command()
@@ -799,6 +869,9 @@ def _task_table(rows: list[dict]) -> str:
                      "otherwise the visual tokens left after the reduction. 'vis tok avg' is what each run reached")
     for r in rows:
         notes += [f"note ({r['method']}): {w}" for w in r.get("warnings", ()) if f"note ({r['method']}): {w}" not in notes]
+        calibration = _calibration_note(r)
+        if calibration and calibration not in notes:
+            notes.append(calibration)
     failed = first.get("failed_to_load") or {}
     if failed:
         sid, why = next(iter(failed.items()))
@@ -811,6 +884,20 @@ def _task_table(rows: list[dict]) -> str:
     if any(len(r.get("metrics", {})) > 1 for r in rows):
         parts.append(_metrics_table(rows))
     return "\n".join([*parts, *notes])
+
+
+def _calibration_note(row: dict) -> str | None:
+    """Which calibration a row ran on (a fitted artefact's path, samples and held-out score error, or the SVD
+    initialisation), for methods whose preparation reports one."""
+    prepared = row.get("prepared") or {}
+    source = prepared.get("calibration")
+    if not source:
+        return None
+    fit = ""
+    if prepared.get("score_error_after") is not None:
+        fit = (f" (fitted on {prepared.get('samples')} samples; held-out score error "
+               f"{prepared['score_error_before']:.4g} before, {prepared['score_error_after']:.4g} after)")
+    return f"calibration ({row.get('label') or row['method']}): {source}{fit}"
 
 
 def _metrics_table(rows: list[dict]) -> str:
