@@ -508,6 +508,11 @@ def _validate_method(name: str, cls: Any) -> None:
         fail(f"the name {name!r} does not match ^[a-z][a-z0-9_]*$", "use lower case letters, digits and '_'")
     if not (isinstance(cls, type) and issubclass(cls, TokenReducer)):
         fail("it is not a subclass of tokenbench.api.TokenReducer", "subclass TokenReducer")
+    if not cls.__dict__.get("name"):  # registered through its entry point alone: rows and errors use that name
+        cls.name = name
+    if cls.name != name:
+        fail(f"its name attribute is {cls.name!r}, not the name {name!r} it is registered under",
+             "remove the name attribute (register_method and the entry point set it)")
     if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
         fail("it is not a frozen dataclass", "decorate it with @dataclass(frozen=True) below @register_method")
     if cls.stage not in STAGES:

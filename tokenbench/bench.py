@@ -80,6 +80,8 @@ def _methods_for(adapter, spec: BenchSpec, on_note) -> list:
     specs = spec.methods or tuple((name, {}) for name in METHODS.names() if name != "full")
     out = []
     for name, options in specs:
+        if name not in spec.named and not METHODS.usable(name):  # a broken or ambiguous plugin: a warning, not fatal
+            continue
         method = build_method(name, options)
         try:
             method.check(adapter.n_layers)

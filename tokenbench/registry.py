@@ -2,8 +2,15 @@
 
 Built-ins live in the ``tokenbench.methods`` / ``tokenbench.models`` / ``tokenbench.tasks`` packages and are found by
 scanning those packages (no central list to edit); third-party packages declare entry points in the groups of the
-same names. Entry points are listed without being imported (``ep.name`` is free), so ``tokenbench list`` stays fast,
-and imported on first :meth:`Registry.get`.
+same names. Entry points are listed without being imported (``ep.name`` is free) and imported on first
+:meth:`Registry.get`.
+
+One plugin never takes down the others. A plugin that cannot be imported or breaks the contract is *broken*; an entry
+point whose name is already taken (by a built-in or another package) is *skipped*, and the name it claims is left
+unusable rather than resolved by a guess. Using such a name is one error naming the package, its version, the entry
+point and the cause; code that goes over every name (:meth:`Registry.available`) leaves it out with one warning line;
+``tokenbench list`` shows each entry's status (:meth:`Registry.status`, :meth:`Registry.skipped`). A method class
+registered only through its entry point is named after it.
 
 Adding a method in one file::
 
@@ -32,6 +39,8 @@ import difflib
 import importlib
 import os
 import pkgutil
+import sys
+import weakref
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Generic, Iterator, TypeVar
@@ -55,6 +64,23 @@ class Origin:
         return self.source if self.source == BUILTIN else f"{self.source} {self.version}".strip()
 
 
+@dataclass(frozen=True)
+class Problem:
+    """A plugin entry that is not usable: what ``tokenbench list`` shows, and the error its use gives."""
+
+    name: str
+    origin: Origin
+    status: str  # "broken: <cause>", "skipped: duplicate of ..." or "ambiguous: also declared by ..."
+    message: str  # one line: the package, the entry point, the cause and the fix
+
+
+_REGISTRIES: weakref.WeakSet[Registry] = weakref.WeakSet()
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 class Registry(Generic[T]):
     """A named collection with decorator registration, lazy entry points, collision errors and did-you-mean."""
 
@@ -76,6 +102,11 @@ class Registry(Generic[T]):
         self._loading_builtins = False
         self._loading_ep: str | None = None  # the entry point being imported (it may register itself)
         self._frozen = False
+        self._entry_points: list[tuple[EntryPoint, Origin]] = []  # every entry point seen, skipped ones included
+        self._broken: dict[str, Problem] = {}  # names that cannot be used, and why
+        self._skipped: list[Problem] = []  # entry points that lost a name collision
+        self._warned: set[str] = set()
+        _REGISTRIES.add(self)
 
     # -- registration ------------------------------------------------------------------------------------------------
     def register(self, name: str, obj: T | None = None, *, origin: Origin | None = None):
@@ -130,24 +161,33 @@ class Registry(Generic[T]):
             if self.entry_point_group and not os.environ.get("TOKENBENCH_DISABLE_PLUGIN_AUTOLOAD"):
                 for ep in entry_points(group=self.entry_point_group):
                     origin = Origin(ep.dist.name if ep.dist else "?", ep.dist.version if ep.dist else "", ep.value)
+                    self._entry_points.append((ep, origin))
                     existing = self._origins.get(ep.name)
-                    if existing is not None:
-                        raise PluginValidationError(
-                            f"duplicate {self.kind} name {ep.name!r}: package {origin} declares it in entry-point "
-                            f"group {self.entry_point_group!r} ({ep.value}), but it is already registered by "
-                            f"{existing} ({existing.location}). Rename it in that package's pyproject.toml, or set "
-                            "TOKENBENCH_DISABLE_PLUGIN_AUTOLOAD=1 to ignore third-party plugins."
-                        )
-                    self._lazy[ep.name] = ep
-                    self._origins[ep.name] = origin
+                    if existing is None:
+                        self._lazy[ep.name] = ep
+                        self._origins[ep.name] = origin
+                        continue
+                    first = "built-in" if existing.source == BUILTIN else f"{existing}"
+                    message = (
+                        f"{self.kind} {ep.name!r} is declared twice: by {first} ({existing.location}) and by package "
+                        f"{origin} (entry point {ep.name} = {ep.value} in group {self.entry_point_group!r}); "
+                        f"tokenbench will not guess which one you mean, so {ep.name!r} is unusable while both are "
+                        f"installed (every other {self.kind} works). Fix: uninstall one (pip uninstall "
+                        f"{origin.source}), ask that package's authors to rename its entry point, or set "
+                        "TOKENBENCH_DISABLE_PLUGIN_AUTOLOAD=1 to ignore third-party plugins"
+                    )
+                    dup = f"built-in {ep.name}" if existing.source == BUILTIN else f"{ep.name} from {existing}"
+                    self._skipped.append(Problem(ep.name, origin, f"skipped: duplicate of {dup}", message))
+                    self._broken[ep.name] = Problem(ep.name, existing, f"ambiguous: also declared by {origin}", message)
         finally:
             self._loading_builtins = False
         self._discovered = True
 
     # -- lookup ------------------------------------------------------------------------------------------------------
     def names(self) -> list[str]:
+        """Every known name, broken ones included (entry points are not imported to list them)."""
         self._discover()
-        return sorted(set(self._items) | set(self._lazy))
+        return sorted(set(self._items) | set(self._lazy) | set(self._broken))
 
     def __contains__(self, name: object) -> bool:
         return name in self.names()
@@ -160,29 +200,75 @@ class Registry(Generic[T]):
         return self._origins[name]
 
     def get(self, name: str) -> T:
+        """The object registered as ``name``, importing its plugin on first use; a broken, ambiguous or unknown
+        name raises :class:`PluginValidationError` / :class:`UnknownNameError` (one line)."""
         self._require(name)
         if name in self._lazy:
-            ep = self._lazy[name]
-            self._loading_ep = name
-            try:
-                obj = ep.load()
-            except Exception as exc:  # a broken plugin must say which plugin is broken
-                raise PluginValidationError(
-                    f"{self.kind} plugin {name!r} from {self._origins[name]} could not be imported ({ep.value}): "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            finally:
-                self._loading_ep = None
+            self._load(name)
+        if name in self._broken:
+            raise PluginValidationError(self._broken[name].message)
+        return self._items[name]
+
+    def status(self, name: str) -> str:
+        """``ok``, or why ``name`` cannot be used (``broken: ...``, ``ambiguous: ...``); imports its plugin."""
+        try:
+            self.get(name)
+        except PluginValidationError:
+            return self._broken[name].status
+        return "ok"
+
+    def skipped(self) -> list[Problem]:
+        """The entry points left out because their name was already taken."""
+        self._discover()
+        return list(self._skipped)
+
+    def available(self) -> list[str]:
+        """The names that can be used, for code that goes over all of them (bench without methods, finding the
+        adapter of a model directory): each broken or ambiguous one is left out with one warning line on stderr."""
+        return [name for name in self.names() if self.usable(name)]
+
+    def usable(self, name: str) -> bool:
+        """True if ``name`` can be used; else False, after one warning line on stderr (once per name) that says why.
+        For names the user did not ask for (defaults, every name); a name the user gave goes through :meth:`get`."""
+        if self.status(name) == "ok":
+            return True
+        if name not in self._warned:
+            self._warned.add(name)
+            print(f"warning: skipped {self.kind} {name!r}: {self._broken[name].message}", file=sys.stderr)
+        return False
+
+    def _load(self, name: str) -> None:
+        """Import the entry point of ``name``; on any failure record it as broken (the others are untouched)."""
+        ep = self._lazy[name]
+        origin = self._origins[name]
+        self._loading_ep = name
+        try:
+            obj = ep.load()
             if name not in self._lazy and self._items[name] is not obj:
                 raise PluginValidationError(
-                    f"{self.kind} plugin {name!r}: its entry point ({ep.value}) gives {obj!r}, but importing it "
-                    f"registered {self._items[name]!r} under that name; make them the same object"
+                    f"its entry point ({ep.value}) gives {obj!r}, but importing it registered {self._items[name]!r} "
+                    "under that name; make them the same object"
                 )
             if name in self._lazy:  # importing may have registered it through the decorator already
-                origin = self._origins.pop(name)
                 del self._lazy[name]
+                del self._origins[name]
                 self._add(name, obj, origin)
-        return self._items[name]
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is recorded and named, never fatal to the others
+            self._items.pop(name, None)
+            self._lazy.pop(name, None)
+            self._origins[name] = origin
+            cause = str(exc) if isinstance(exc, PluginValidationError) else f"{type(exc).__name__}: {exc}"
+            cause = one_line(cause)
+            package = f"package {origin}" if origin.source != "?" else "an unknown package"
+            remove = f" (pip uninstall {origin.source})" if origin.source != "?" else ""
+            self._broken[name] = Problem(
+                name, origin, f"broken: {cause}",
+                f"{self.kind} plugin {name!r} from {package} (entry point {name} = {ep.value}) is broken and was "
+                f"skipped: {cause}. Every other {self.kind} works; report it to that package's authors, update it "
+                f"or remove it{remove}",
+            )
+        finally:
+            self._loading_ep = None
 
     def _require(self, name: str) -> None:
         names = self.names()
@@ -198,6 +284,10 @@ class Registry(Generic[T]):
         self._items.clear()
         self._lazy.clear()
         self._origins.clear()
+        self._entry_points.clear()
+        self._broken.clear()
+        self._skipped.clear()
+        self._warned.clear()
         self._discovered = False
         self._frozen = False
 
@@ -223,3 +313,48 @@ def _distribution_of(module: str) -> tuple[str, str] | None:
     if not dists:
         return None
     return dists[0], version(dists[0])
+
+
+def plugin_of(frames: list[tuple[str, str]]) -> tuple[Origin, str] | None:
+    """Whose code raised, from a traceback's frames as (module, qualname), innermost first: the plugin package
+    (origin, and its entry point as ``group: name = value``) whose module holds the innermost frame that is tokenbench's
+    or a plugin's; None when that frame is tokenbench's or no plugin's. Of the package's entry points, the one whose
+    module and object the plugin's frames are in is named."""
+    eps = [(ep, origin) for reg in list(_REGISTRIES) for ep, origin in reg._entry_points]
+
+    def top(module: str) -> str:
+        return module.split(".")[0]
+
+    for module, _ in frames:
+        if top(module) == "tokenbench":
+            return None
+        mine = [(ep, origin) for ep, origin in eps if top(ep.module) == top(module)]
+        if mine:
+            break
+    else:
+        return None
+    ours = [(m, q) for m, q in frames if top(m) == top(module)]
+
+    def fit(ep: EntryPoint) -> int:
+        return max(2 * (m == ep.module) + (q == ep.attr or q.startswith(f"{ep.attr}.")) for m, q in ours)
+
+    ep, origin = max(mine, key=lambda pair: fit(pair[0]))  # the first of equals: the order entry points were seen
+    return origin, f"{ep.group}: {ep.name} = {ep.value}"
+
+
+def project_url(dist: str) -> str | None:
+    """Where to report a problem with distribution ``dist``: its issue tracker, else its home page (its metadata)."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        meta = metadata(dist)
+    except PackageNotFoundError:
+        return None
+    urls = [u.split(",", 1) for u in meta.get_all("Project-URL") or [] if "," in u]
+    for label, url in urls:
+        if any(w in label.lower() for w in ("issue", "bug", "tracker")):
+            return url.strip()
+    home = meta.get("Home-page")
+    if home and home.strip().upper() != "UNKNOWN":
+        return home.strip()
+    return urls[0][1].strip() if urls else None

@@ -352,8 +352,10 @@ def test_entry_point_colliding_with_a_registered_name(monkeypatch, plugin_module
     fake_entry_points(monkeypatch, EntryPoint(name="local", value=f"{plugin_module}:Obj", group=GROUP))
     reg = ep_registry()
     reg.register("local", Alpha)
+    assert reg.names() == ["local"]  # the collision is recorded, not fatal: the registry still lists and serves
+    assert [(p.name, p.status) for p in reg.skipped()] == [("local", "skipped: duplicate of local from test_registry")]
     with pytest.raises(PluginValidationError) as info:
-        reg.names()
+        reg.get("local")  # ambiguous: neither is guessed
     msg = str(info.value)
     assert "'local'" in msg
     assert f"{plugin_module}:Obj" in msg
