@@ -17,12 +17,21 @@ Two stated choices. Count: the official code adds ``max_num_trunction // 8`` tok
 4 + 8 x 16 = 132; tokenbench keeps exactly the budget by sharing ``keep - pivot_image`` picks over the pivots (the first
 ones take one more when it does not divide). Order: the official loop walks a Python ``set`` of sequence positions,
 whose order is an implementation detail; tokenbench walks the pivots in sequence order (image pivots, then text).
+
+Options: ``pivot_image`` in 1..budget (image pivots are kept tokens), ``pivot_text`` in 0..budget (text pivots are
+the top-norm tokens after the image; a prompt with fewer such tokens uses them all); ``layer`` in 1..L-1.
+
+Under ``--budget-scope crop`` (LLaVA-NeXT: base image and crops) the budget is split over the crops
+(``ctx.crop_shares``) and so are the image pivots (``split_budget(pivot_image, quotas)``, so a crop never holds more
+pivots than its quota): each crop's image pivots are its top-L1-norm keys, and each crop fills the rest of its quota
+with its own tokens least similar to the pivots (every image and text pivot, in the same order and sharing rule as
+above). The pivots and the duplication rule are DART's; only the candidates of each pick are limited to one crop. At
+the global scope (the default) the rule is exactly the one above.
 """
 
 from dataclasses import dataclass
 
-from tokenbench.api import Need, Step, TokenReducer, register_method
-from tokenbench.errors import ConfigError
+from tokenbench.api import Need, Step, TokenReducer, register_method, split_budget
 from tokenbench.schedule import layer_at_depth
 
 
@@ -30,15 +39,29 @@ from tokenbench.schedule import layer_at_depth
 @dataclass(frozen=True)
 class DART(TokenReducer):
     stage = "prune"
+    budget_scopes = ("global", "crop")
     layer: int | None = None  # K: keys of layer K-1, pruning before layer K; None: official pruned_layer 2 of 32, at depth
     pivot_image: int = 4  # official pivot_image_token
     pivot_text: int = 4  # official pivot_text_token
 
     def check(self, n_layers):
         if self.layer is not None and not 1 <= self.layer < n_layers:
-            raise ConfigError(f"dart: layer={self.layer} must be in 1..{n_layers - 1} (keys of layer K-1)")
-        if self.pivot_image < 1 or self.pivot_text < 0:
-            raise ConfigError("dart: pivot_image must be >= 1 and pivot_text >= 0")
+            raise self.option_error("layer", f"must be in 1..{n_layers - 1} for this {n_layers}-layer model (it "
+                                    "reads the keys of layer K-1 and prunes before layer K)", max(1, n_layers // 2))
+        layer_at_depth(self.layer, 2, n_layers, "dart.layer")
+        if self.pivot_image < 1:
+            raise self.option_error("pivot_image", "must be at least 1 (the image pivots)", 4)
+        if self.pivot_text < 0:
+            raise self.option_error("pivot_text", "must be at least 0 (0: no text pivots)", 4)
+
+    def plan(self, keep, n_visual, n_layers):
+        if self.pivot_image > keep:
+            raise self.option_error("pivot_image", f"is more than the budget of {keep} visual tokens (image pivots "
+                                    f"are kept tokens); use 1..{keep}", min(4, keep))
+        if self.pivot_text > keep:
+            raise self.option_error("pivot_text", f"is more than the budget of {keep} visual tokens (pivots past "
+                                    f"the budget's picks pick nothing); use 0..{keep}", min(4, keep))
+        return self.steps(n_layers)
 
     @staticmethod
     def _needs(k: int):
@@ -46,7 +69,7 @@ class DART(TokenReducer):
                 Need("final_normed", layer=k), Need("final_normed", layer=k, tokens="text"))
 
     def steps(self, n_layers):
-        k = layer_at_depth(self.layer, 2, n_layers)
+        k = layer_at_depth(self.layer, 2, n_layers, "dart.layer")
         return (Step(k, needs=self._needs(k)),)
 
     def select(self, ctx):
@@ -55,27 +78,39 @@ class DART(TokenReducer):
         keys_v, keys_t, h_v, h_t = (ctx.signal(n) for n in self._needs(ctx.layer))
         norm_v = keys_v.float().abs().sum(dim=(1, 3))  # (B, n) L1 norm over every head's key
         norm_t = keys_t.float().abs().sum(dim=(1, 3)).masked_fill(~ctx.text_after_image, -1.0)
-        n_pivots = self.pivot_image + self.pivot_text
         h_v = torch.nn.functional.normalize(h_v.float(), dim=-1)
         h_t = torch.nn.functional.normalize(h_t.float(), dim=-1)
+        n_pivots = self.pivot_image + self.pivot_text  # plan keeps both within the budget
+        shares = ctx.crop_shares(ctx.keep)  # None: one budget over the whole image
         rows = []
         for b in range(ctx.batch_size):
-            img = norm_v[b].topk(min(self.pivot_image, ctx.keep)).indices.sort().values
+            # groups of candidates, each with its quota and its image pivots: the whole image, or each crop
+            n_img = min(self.pivot_image, ctx.keep)
+            if shares is None:
+                groups = [(None, ctx.keep, n_img)]
+            else:
+                owner, quotas = shares[0][b], shares[1][b]
+                groups = [(owner == c, q, p) for c, (q, p) in enumerate(zip(quotas, split_budget(n_img, quotas)))]
+            img = torch.cat([norm_v[b].topk(p).indices if member is None
+                             else norm_v[b].masked_fill(~member, float("-inf")).topk(p).indices
+                             for member, _, p in groups]).sort().values
             n_txt = min(self.pivot_text, int(ctx.text_after_image[b].sum()))
             txt = norm_t[b].topk(n_txt).indices.sort().values
             pivots = torch.zeros(n_pivots, h_v.shape[-1], dtype=h_v.dtype, device=h_v.device)
-            pivots[: len(img)] = h_v[b, img]
+            pivots[: len(img)] = h_v[b, img]  # image pivots, then text pivots, in sequence order
             pivots[len(img): len(img) + n_txt] = h_t[b, txt]
             sims = h_v[b] @ pivots.T  # (n, pivots): one matmul, counted in select_macs
             taken = torch.zeros(ctx.n_active, dtype=torch.bool, device=h_v.device)
             taken[img] = True
-            picks = ctx.keep - len(img)
             used = len(img) + n_txt
-            for p in range(used):
-                quota = picks // used + (p < picks % used)
-                if quota:
-                    chosen = sims[:, p].masked_fill(taken, float("inf")).topk(quota, largest=False).indices
-                    taken[chosen] = True
+            for member, quota_all, p_img in groups:
+                picks = quota_all - p_img
+                for p in range(used):
+                    quota = picks // used + (p < picks % used)
+                    if quota:
+                        excluded = taken if member is None else taken | ~member
+                        chosen = sims[:, p].masked_fill(excluded, float("inf")).topk(quota, largest=False).indices
+                        taken[chosen] = True
             rows.append(taken.nonzero().squeeze(1))
         return torch.stack(rows)
 

@@ -15,7 +15,6 @@ eager attention; its cost is counted as method overhead.
 from dataclasses import dataclass
 
 from tokenbench.api import Need, Step, TokenReducer, register_method
-from tokenbench.errors import ConfigError
 from tokenbench.schedule import layer_at_depth
 
 
@@ -23,17 +22,17 @@ from tokenbench.schedule import layer_at_depth
 @dataclass(frozen=True)
 class FastV(TokenReducer):
     stage = "prune"
+    budget_scopes = ("global", "crop")  # ctx.topk
     layer: int | None = None  # K: layers 0..K-1 see every token, layers K.. only the kept ones; None: K=2 of 32, at depth
 
     def check(self, n_layers):
         if self.layer is not None and not 1 <= self.layer < n_layers:
-            raise ConfigError(
-                f"fastv: layer={self.layer} must be in 1..{n_layers - 1} for this {n_layers}-layer model "
-                "(it ranks by layer K-1's attention and prunes from layer K)"
-            )
+            raise self.option_error("layer", f"must be in 1..{n_layers - 1} for this {n_layers}-layer model (it ranks "
+                                    "by layer K-1's attention and prunes from layer K)", max(1, n_layers // 2))
+        layer_at_depth(self.layer, 2, n_layers, "fastv.layer")
 
     def steps(self, n_layers):
-        k = layer_at_depth(self.layer, 2, n_layers)
+        k = layer_at_depth(self.layer, 2, n_layers, "fastv.layer")
         return (Step(k, needs=(Need("attn", layer=k - 1, queries="last"),)),)
 
     def select(self, ctx):

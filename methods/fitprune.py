@@ -63,6 +63,7 @@ def remaining_after(ratio: float) -> list[float]:
 class FitPrune(TokenReducer):
     stage = "prune"
     budget_kind = "layer_mean"
+    budget_scopes = ("global", "crop")  # ctx.topk at every step
 
     @staticmethod
     def _needs(layer: int) -> tuple[Need, ...]:

@@ -9,6 +9,7 @@ from tokenbench.api import TokenReducer, register_method
 @dataclass(frozen=True)
 class Full(TokenReducer):
     stage = "prune"
+    budget_scopes = ("global", "crop")  # nothing to split
 
     def steps(self, n_layers):
         return ()

@@ -25,7 +25,6 @@ token's original position id (as FastV, DART, VTW and SparseVLM v2 do), so all i
 from dataclasses import dataclass
 
 from tokenbench.api import Need, Step, TokenReducer, register_method
-from tokenbench.errors import ConfigError
 
 
 @register_method("pdrop")
@@ -33,23 +32,32 @@ from tokenbench.errors import ConfigError
 class PyramidDrop(TokenReducer):
     stage = "prune"
     budget_kind = "layer_mean"
+    budget_scopes = ("global", "crop")  # ctx.topk at every stage
     layers: tuple[int, ...] | None = None  # stage layers; None: (8, 16, 24) on 32 layers (official layer_list), scaled
     lam: float = 0.5  # lambda: stage s keeps int(N * lam^s) (official image_token_ratio_list 0.5, 0.25, 0.125)
     fit_budget: bool = True  # solve lam for the run's layer-mean budget; False: the paper's fixed ratios
 
     def check(self, n_layers):
         if not 0 < self.lam <= 1:
-            raise ConfigError(f"pdrop: lam={self.lam} must be in (0, 1]")
+            raise self.option_error("lam", "must be in (0, 1] (stage s keeps int(N * lam^s))", 0.5)
+        if self.lam == 1 and not self.fit_budget:
+            raise self.option_error("lam", "with fit_budget=False keeps every token at every stage (the unreduced "
+                                    "model); use lam in (0, 1)", 0.5)
+        example = ",".join(str(x) for x in _spaced(n_layers // 4, 3, n_layers)) if n_layers >= 3 else "0,"
+        if self.layers is not None and not self.layers:
+            raise self.option_error("layers", "lists no stage layer, so nothing would be dropped; give at least one, "
+                                    "or leave it unset for (8, 16, 24) of 32 at this depth", example)
         layers = self._layers(n_layers)
         if list(layers) != sorted(set(layers)) or not all(0 <= x < n_layers for x in layers):
-            raise ConfigError(f"pdrop: layers={layers} must be increasing and inside 0..{n_layers - 1}")
+            raise self.option_error("layers", f"must be strictly increasing layers inside 0..{n_layers - 1} for this "
+                                    f"{n_layers}-layer model", example)
 
     def _layers(self, n_layers: int) -> tuple[int, ...]:
         if self.layers is not None:
             return tuple(self.layers)
         from tokenbench.schedule import at_depth
 
-        return at_depth((8, 16, 24), n_layers)
+        return at_depth((8, 16, 24), n_layers, option="pdrop.layers")
 
     def steps(self, n_layers):
         return tuple(Step(layer, needs=(Need("attn", layer=layer, queries="last"),))

@@ -14,7 +14,6 @@ Pooling is applied to the projected embeddings (what the LLM reads).
 from dataclasses import dataclass
 
 from tokenbench.api import Need, Selection, Step, TokenReducer, register_method, split_budget
-from tokenbench.errors import ConfigError
 
 MODES = ("avg", "center")
 
@@ -41,11 +40,12 @@ def cells(rows: int, cols: int, k: int) -> list[list[tuple[int, int]]]:
 @dataclass(frozen=True)
 class Pool(TokenReducer):
     stage = "pre_llm"
+    budget_scopes = ("global", "crop")  # every region is pooled on its own grid with its share, whatever the scope
     mode: str = "avg"  # avg: mean of each cell's embeddings | center: keep the cell's centre token (uniform sampling)
 
     def check(self, n_layers):
         if self.mode not in MODES:
-            raise ConfigError(f"pool: mode={self.mode!r} must be one of {', '.join(MODES)}")
+            raise self.option_error("mode", f"must be one of {', '.join(MODES)}", "center")
 
     def steps(self, n_layers):
         return (Step(-1, needs=(Need("visual_embeds"),)),)

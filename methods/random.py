@@ -8,18 +8,18 @@ which is what "random pruning before the LLM" means in peer studies, with origin
 from dataclasses import dataclass
 
 from tokenbench.api import Step, TokenReducer, register_method
-from tokenbench.errors import ConfigError
 
 
 @register_method("random")
 @dataclass(frozen=True)
 class Random(TokenReducer):
     stage = "prune"
+    budget_scopes = ("global", "crop")  # ctx.topk
     layer: int = 0  # prune before this LLM layer; 0 = the LLM never sees the dropped tokens
 
     def check(self, n_layers):
         if not 0 <= self.layer < n_layers:
-            raise ConfigError(f"random: layer={self.layer} is outside 0..{n_layers - 1} for this {n_layers}-layer model")
+            raise self.option_error("layer", f"is outside 0..{n_layers - 1} for this {n_layers}-layer model", 0)
 
     def steps(self, n_layers):
         return (Step(self.layer),)

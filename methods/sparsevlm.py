@@ -29,7 +29,7 @@ runs an official row as is (the row then reports its real mean). Below the first
 from dataclasses import dataclass
 
 from tokenbench.api import Need, Step, TokenReducer, register_method
-from tokenbench.errors import ConfigError
+from tokenbench.schedule import REFERENCE_DEPTH
 
 #: official v2 per-stage counts (score.py), for LLaVA-1.5's 576 visual tokens, keyed by the nominal budget
 V2_COUNTS = {64: (66, 34, 20), 96: (246, 54, 28), 128: (238, 108, 60), 192: (300, 200, 118)}
@@ -42,27 +42,37 @@ VERSIONS = ("2.0", "1.0")
 class SparseVLM(TokenReducer):
     stage = "prune"
     budget_kind = "layer_mean"
+    budget_scopes = ("global", "crop")  # ctx.topk at every stage
     layers: tuple[int, ...] = (2, 6, 15)  # pruning_loc: these layers' outputs are pruned (32-layer values, scaled)
     counts: tuple[int, ...] | None = None  # fixed per-stage counts; None: fitted to the budget (official shape)
-    heads: int = 0  # v2 heads scored; 0 = 14 of every 32 (official: 14 on LLaVA-1.5-7B)
+    heads: int = 0  # v2 heads scored; 0 = 14 of every 32 (official: 14 on LLaVA-1.5-7B); more than the model has: all
     version: str = "2.0"  # "2.0" (gravity correction, head selection) | "1.0" (head-mean attention)
 
     def check(self, n_layers):
         if self.version not in VERSIONS:
-            raise ConfigError(f"sparsevlm: version={self.version!r} must be one of {', '.join(VERSIONS)}")
-        if self.counts is not None and len(self.counts) != len(self.layers):
-            raise ConfigError(f"sparsevlm: counts={self.counts} needs one count per pruning layer {self.layers}")
-        if list(self.layers) != sorted(set(self.layers)) or self.layers[0] < 0:
-            raise ConfigError(f"sparsevlm: layers={self.layers} must be increasing and >= 0")
-        if len(self.layers) >= n_layers:
-            raise ConfigError(f"sparsevlm: {len(self.layers)} pruning layers do not fit a {n_layers}-layer model")
+            raise self.option_error("version", f"must be one of {', '.join(VERSIONS)}", "1.0")
+        if self.heads < 0:
+            raise self.option_error("heads", "must be at least 0 (0: 14 of every 32 heads, as the official code)", 8)
+        last = REFERENCE_DEPTH - 2  # a pruning layer's output takes effect before the next layer, which must exist
+        if (not self.layers or list(self.layers) != sorted(set(self.layers)) or self.layers[0] < 0
+                or self.layers[-1] > last):
+            raise self.option_error("layers", f"must be strictly increasing pruning layers in 0..{last} (given for "
+                                    f"{REFERENCE_DEPTH} layers, placed at this depth), at least one", "2,6,15")
+        if self.counts is not None:
+            example = ",".join(str(max(1, 16 >> i)) for i in range(len(self.layers)))
+            if len(self.counts) != len(self.layers):
+                raise self.option_error("counts", f"needs one count per pruning layer {self.layers}", example)
+            if any(c < 1 for c in self.counts) or list(self.counts) != sorted(self.counts, reverse=True):
+                raise self.option_error("counts", "must be at least 1 each and never grow from one stage to the next "
+                                        "(a stage keeps some of the tokens the one before kept)", example)
+        self._pruned(n_layers)  # the layers fit this depth
 
     def _pruned(self, n_layers: int) -> tuple[int, ...]:
         """The pruning layers for this depth, each < n_layers - 1: pruning layer l's output takes effect before layer
         l + 1, and that layer is placed by the rule every method shares (:func:`tokenbench.schedule.at_depth`)."""
         from tokenbench.schedule import at_depth
 
-        return tuple(x - 1 for x in at_depth(tuple(x + 1 for x in self.layers), n_layers))
+        return tuple(x - 1 for x in at_depth(tuple(x + 1 for x in self.layers), n_layers, option="sparsevlm.layers"))
 
     @staticmethod
     def _needs(signal_layer: int) -> tuple[Need, ...]:
@@ -82,7 +92,12 @@ class SparseVLM(TokenReducer):
 
         pruned = self._pruned(n_layers)
         if self.counts is not None:
-            return self._steps(pruned, [min(c, n_visual) for c in self.counts])
+            if self.counts[0] > n_visual:
+                scaled = [max(1, c * n_visual // REFERENCE_TOKENS) for c in self.counts]
+                raise self.option_error("counts", f"keeps more than this image's {n_visual} visual tokens; use counts "
+                                        f"in 1..{n_visual} (the official rows are for {REFERENCE_TOKENS})",
+                                        ",".join(map(str, scaled)))
+            return self._steps(pruned, list(self.counts))
         nominal = min(V2_COUNTS, key=lambda b: abs(b / REFERENCE_TOKENS - keep / n_visual))
         shape = [c / REFERENCE_TOKENS for c in V2_COUNTS[nominal]]
         while pruned[0] > 0 and (pruned[0] + 1) * n_visual / n_layers > keep:  # below the floor: move earlier

@@ -28,7 +28,6 @@ image layout from the model's own.
 from dataclasses import dataclass
 
 from tokenbench.api import Need, Selection, Step, TokenReducer, register_method
-from tokenbench.errors import ConfigError
 
 CLS_NEEDS = (Need("cls_attn"), Need("vision_keys"), Need("vision_features"))
 
@@ -37,11 +36,13 @@ CLS_NEEDS = (Need("cls_attn"), Need("vision_keys"), Need("vision_features"))
 @dataclass(frozen=True)
 class VisionZip(TokenReducer):
     stage = "pre_llm"
+    budget_scopes = ("global",)  # dominant tokens are ranked over the whole image, and contextual ones merge across it
     dominant_share: float = 54 / 64  # of the budget, dominant tokens (CLS included); the rest are contextual
 
     def check(self, n_layers):
         if not 0 < self.dominant_share <= 1:
-            raise ConfigError(f"visionzip: dominant_share={self.dominant_share} must be in (0, 1]")
+            raise self.option_error("dominant_share", "must be in (0, 1] (the budget's share of dominant tokens)",
+                                    0.8)
 
     def steps(self, n_layers):
         return (Step(-1, needs=CLS_NEEDS),)

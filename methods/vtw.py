@@ -15,7 +15,6 @@ withdrawal moves the last token's output distribution by KL <= eta on a few samp
 from dataclasses import dataclass
 
 from tokenbench.api import Step, TokenReducer, register_method
-from tokenbench.errors import ConfigError
 
 
 @register_method("vtw")
@@ -23,11 +22,13 @@ from tokenbench.errors import ConfigError
 class VTW(TokenReducer):
     stage = "prune"
     budget_kind = "layer_mean"
+    budget_scopes = ("global", "crop")  # withdrawing every token leaves each crop its share, 0
     layer: int | None = None  # K; None: from the budget, round(budget * L / N) (official default 15 of 32)
 
     def check(self, n_layers):
         if self.layer is not None and not 0 <= self.layer < n_layers:
-            raise ConfigError(f"vtw: layer={self.layer} must be in 0..{n_layers - 1}")
+            raise self.option_error("layer", f"must be in 0..{n_layers - 1} for this {n_layers}-layer model (the "
+                                    "layer before which every visual token is withdrawn)", n_layers // 2)
 
     def steps(self, n_layers):
         return (Step(self.layer if self.layer is not None else n_layers // 2, keep=0),)

@@ -244,7 +244,7 @@ class ReductionContext:
         token together; ``crop`` gives each region of ``layout.crops`` a share of ``keep`` proportional to its active
         tokens (:func:`split_budget`) and ranks inside each. With one region the two are the same."""
         shares = self.crop_shares(self.keep)
-        if shares is None:
+        if shares is None or self.keep == 0:
             return scores.topk(self.keep, dim=-1).indices
         import torch
 
@@ -295,6 +295,21 @@ BUDGET_SCOPES = ("global", "crop")
 BUDGET_KINDS = ("kept", "layer_mean")
 
 
+def check_budget_scope(method: "TokenReducer", scope: str, layout: VisualLayout) -> None:
+    """Refuse, before any compute, a method that declares it cannot split its budget over ``layout``'s crops under
+    ``--budget-scope crop`` (:attr:`TokenReducer.budget_scopes`). One region: the two scopes are the same."""
+    from tokenbench.errors import IncompatibleError
+
+    scopes = method.budget_scopes
+    if scope == "global" or len(layout.crops) <= 1 or scopes is None or scope in scopes:
+        return
+    raise IncompatibleError(
+        f"method {method.name!r} cannot split its budget over the image's {len(layout.crops)} crops "
+        f"(--budget-scope {scope}): it selects over the whole image (it supports --budget-scope "
+        f"{', '.join(scopes)}). Run it with --budget-scope global, or leave it out of this comparison"
+    )
+
+
 def split_budget(keep: int, counts: list[int]) -> list[int]:
     """Share ``keep`` among groups holding ``counts`` tokens, in proportion (largest remainder; ties go to the earlier
     group), never more than a group holds. ``split_budget(10, [576, 288, 288]) == [5, 3, 2]``."""
@@ -324,6 +339,13 @@ class TokenReducer:
     #: ``layer_mean``, the visual tokens per LLM layer averaged over all layers (multi-stage methods: PyramidDrop,
     #: SparseVLM, VTW). Every result row reports both figures, whatever the kind.
     budget_kind: ClassVar[str] = "kept"
+    #: the budget scopes (``BUDGET_SCOPES``) the method honours. ``crop`` means every step keeps each region of
+    #: ``layout.crops`` its share (:meth:`ReductionContext.topk` does; so does a selection built on
+    #: :meth:`ReductionContext.crop_shares`). A pair that is not listed is refused before any compute. ``None`` (the
+    #: default, for methods that do not say): allowed, and the router checks every selection against the split and
+    #: stops the run at the first that ignores it. A method that selects over the whole image whatever the scope
+    #: should declare ``("global",)``.
+    budget_scopes: ClassVar[tuple[str, ...] | None] = None
 
     def steps(self, n_layers: int) -> tuple[Step, ...]:
         """The decision points and the signals they need (the plan at no particular budget)."""
@@ -339,7 +361,23 @@ class TokenReducer:
         raise NotImplementedError
 
     def check(self, n_layers: int) -> None:
-        """Raise ConfigError if the options cannot work on a model with ``n_layers`` decoder layers."""
+        """Raise ConfigError if the options cannot work on a model with ``n_layers`` decoder layers (options that
+        depend on the image's tokens or the budget are checked in ``plan``, which the harness calls for every image
+        layout and budget before any compute)."""
+
+    def option_error(self, option: str, rule: str, example: Any) -> ConfigError:
+        """The ConfigError for option ``option`` of this method: its value, ``rule`` (the valid range) and a working
+        ``-a`` example, e.g. ``raise self.option_error("heads", "must be >= 0 (0: 14 of every 32)", 8)``."""
+        import ast
+
+        value, shown = getattr(self, option), f"{self.name}.{option}={example}"
+        if isinstance(value, str) and isinstance(example, str):
+            try:  # a string option's example that the command line would read as a number: quote it
+                ast.literal_eval(example)
+                shown = f"\"{self.name}.{option}='{example}'\""
+            except (ValueError, SyntaxError):
+                pass
+        return ConfigError(f"method {self.name!r} option {option!r}={value!r} {rule}. Example: -a {shown}")
 
     def prepare(self, weights: "ModelWeights") -> Any:  # noqa: ARG002 - default: nothing to prepare
         """One-off preparation with read access to the model's weights; the result is passed as ``ctx.artefact``."""

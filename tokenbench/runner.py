@@ -340,6 +340,22 @@ def method_labels(specs: tuple[tuple[Any, ...], ...]) -> list[str]:
     return labels
 
 
+def check_method_plans(method, adapter, layouts, budgets, scope: str = "global") -> None:
+    """Everything a method can refuse, before any compute: its options against the model's depth (``check``), the
+    signals it needs (``check_compatible``), the budget scope against each layout's crops, and its ``plan`` at every
+    budget on every image layout (options against the image's tokens and the budget). ``layouts``: VisualLayouts."""
+    from tokenbench.api import check_budget_scope
+
+    n_layers = adapter.n_layers
+    method.check(n_layers)
+    adapter.check_compatible(method)
+    for layout in layouts:
+        check_budget_scope(method, scope, layout)
+        for budget in budgets:
+            steps = method.plan(budget.resolve(layout.n_visual), layout.n_visual, n_layers)
+            adapter.check_compatible(method, steps)
+
+
 def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
             on_warning: Callable[[str], None] | None = None) -> list[dict]:
     """Run ``full`` plus every method of ``spec`` at every budget; return one row per (method, budget).
@@ -364,14 +380,16 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     adapter = resolve_model(spec.model)
     splits = [_split(task, task.samples(spec.limit)) for task in tasks]  # data problems surface before the model loads
     adapter.load(spec.device, spec.dtype, spec.attn_implementation)
-    n_layers = adapter.n_layers
-    for samples, _ in splits:  # every budget fits every image, or stop here
-        for n in sorted({adapter.layout_of(s).n_visual for s in samples}):
-            for b in spec.budgets:
-                b.resolve(n)
-    for m in methods:
-        m.check(n_layers)
-        adapter.check_compatible(m)
+    layouts = {}  # every distinct image layout of the samples (visual tokens, regions): what plans depend on
+    for samples, _ in splits:
+        for s in samples:
+            layout = adapter.layout_of(s)
+            layouts.setdefault((layout.n_visual, len(layout.crops)), layout)
+    for n in sorted({n for n, _ in layouts}):  # every budget fits every image, or stop here
+        for b in spec.budgets:
+            b.resolve(n)
+    for m in methods:  # and every method can run at every budget on every layout, or stop here
+        check_method_plans(m, adapter, list(layouts.values()), spec.budgets, spec.budget_scope)
     torch.manual_seed(spec.seed)
 
     from tokenbench.results import provenance

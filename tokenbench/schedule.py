@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from tokenbench.errors import ConfigError
+
 Stages = list[tuple[int, int]]
 
 
@@ -60,13 +62,14 @@ def fit(family: Callable[[float], Stages], target: float, n_visual: int, n_layer
 REFERENCE_DEPTH = 32
 
 
-def layer_at_depth(layer: int | None, reference: int, n_layers: int) -> int:
+def layer_at_depth(layer: int | None, reference: int, n_layers: int, option: str = "") -> int:
     """A method's layer option: an explicit ``layer`` is taken as given; ``None`` places the paper's ``reference``
-    layer (given for 32 layers) by :func:`at_depth`."""
-    return layer if layer is not None else at_depth((reference,), n_layers)[0]
+    layer (given for 32 layers) by :func:`at_depth` (``option`` names it in the error when it cannot be placed)."""
+    return layer if layer is not None else at_depth((reference,), n_layers, option=option)[0]
 
 
-def at_depth(layers: tuple[int, ...], n_layers: int, reference_depth: int = REFERENCE_DEPTH) -> tuple[int, ...]:
+def at_depth(layers: tuple[int, ...], n_layers: int, reference_depth: int = REFERENCE_DEPTH,
+             option: str = "") -> tuple[int, ...]:
     """The one rule every method uses to place layers given for the 32-layer reference in an ``n_layers`` model.
 
     Each ``layer`` is where a reduction takes effect ("before layer K"). It goes to the same relative depth,
@@ -74,7 +77,22 @@ def at_depth(layers: tuple[int, ...], n_layers: int, reference_depth: int = REFE
     that reads layer K-1 still has a layer to read), the results stay strictly increasing and inside
     0..n_layers-1. At 32 layers every layer stays where it is; FastV's K=2 becomes 1 at 12 or 16 layers, 2 at 28
     (Qwen2.5-VL-7B) and 3 at 40 (LLaVA-1.5-13B); PyramidDrop's 8/16/24 become 3/6/9 at 12 layers.
+
+    A model too shallow for them is a ConfigError naming ``option`` (e.g. ``"fastv.layer"``) and the depth needed.
     """
+    out = _place(layers, n_layers, reference_depth)
+    if out and out[-1] > n_layers - 1:
+        need = next((n for n in range(n_layers + 1, 64 * reference_depth) if _place(layers, n, reference_depth)[-1] < n), None)
+        depth = f"it needs a model of at least {need} decoder layers" if need else "they fit no depth"
+        raise ConfigError(
+            f"{option or 'layers'}: cannot place {len(layers)} reduction layer(s) {tuple(layers)} (given for "
+            f"{reference_depth} layers) in this {n_layers}-layer model; {depth}. Use a deeper model"
+            + (f", or set {option} to layers of this one" if option and n_layers > 1 else "")
+        )
+    return tuple(out)
+
+
+def _place(layers: tuple[int, ...], n_layers: int, reference_depth: int = REFERENCE_DEPTH) -> list[int]:
     out: list[int] = []
     for layer in layers:
         x = min(n_layers - 1, int(layer * n_layers / reference_depth + 0.5))
@@ -82,6 +100,4 @@ def at_depth(layers: tuple[int, ...], n_layers: int, reference_depth: int = REFE
         if out and x <= out[-1]:
             x = out[-1] + 1
         out.append(x)
-    if out and out[-1] > n_layers - 1:
-        raise ValueError(f"cannot place {len(layers)} reduction layers in a {n_layers}-layer model")
-    return tuple(out)
+    return out

@@ -62,6 +62,7 @@ POOLINGS = ("mean", "max")
 @dataclass(frozen=True)
 class ALVTS(TokenReducer):
     stage = "route"
+    budget_scopes = ("global", "crop")  # ctx.topk at every layer
     rank: int = 0  # R; 0 = hidden/16 (paper: 256 for LLaVA-1.5-7B, 128 for Qwen2.5-VL-3B)
     layers: tuple[int, ...] | None = None  # None = every layer, as in the paper
     skipped_as_kv: bool = True  # skipped tokens stay keys/values of the layer they skip; False: they leave it entirely
@@ -75,17 +76,29 @@ class ALVTS(TokenReducer):
     # -- options -------------------------------------------------------------------------------------------------------
     def check(self, n_layers: int) -> None:
         if self.rank < 0:
-            raise ConfigError(f"alvts: rank={self.rank} must be >= 1, or 0 for hidden/16")
+            raise self.option_error("rank", "must be >= 1, or 0 for hidden/16", 8)
         if self.pooling not in POOLINGS:
-            raise ConfigError(f"alvts: pooling={self.pooling!r} must be one of {', '.join(POOLINGS)}")
+            raise self.option_error("pooling", f"must be one of {', '.join(POOLINGS)}", "max")
+        if self.static_layer is not None and not self.static:
+            raise ConfigError(f"method 'alvts' option 'static_layer'={self.static_layer!r} applies only to the static "
+                              "ablation, and static is False, so it would change nothing. Example: -a alvts.static=true "
+                              f"-a alvts.static_layer={self.static_layer}")
+        if self.static and self.layers is not None:
+            raise ConfigError(f"method 'alvts' option 'layers'={self.layers!r} does not apply to the static "
+                              "ablation, which selects once at static_layer, so it would change nothing; drop "
+                              "-a alvts.layers=..., or drop -a alvts.static=true to route at those layers")
         if self.static:
             if self.static_layer is not None and not 0 <= self.static_layer < n_layers:
-                raise ConfigError(f"alvts: static_layer={self.static_layer} must be in 0..{n_layers - 1}")
-        for layer in self.layers or ():
-            if not 0 <= layer < n_layers:
-                raise ConfigError(f"alvts: layers contains {layer}; this model has layers 0..{n_layers - 1}")
+                raise self.option_error("static_layer", f"must be in 0..{n_layers - 1} for this {n_layers}-layer "
+                                        "model", max(1, n_layers // 4))
+            self.selected_layers(n_layers)  # the default static layer fits this depth
+        example = ",".join(str(x) for x in range(min(3, n_layers)))
+        if self.layers is not None and not all(0 <= layer < n_layers for layer in self.layers):
+            raise self.option_error("layers", f"must list layers inside 0..{n_layers - 1} for this {n_layers}-layer "
+                                    "model (or leave it unset for all)", example)
         if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
-            raise ConfigError(f"alvts: layers={self.layers} must list distinct layers (or leave it unset for all)")
+            raise self.option_error("layers", "must list distinct layers, at least one (or leave it unset for all)",
+                                    example)
 
     def resolved_rank(self, hidden: int) -> int:
         return self.rank or max(1, hidden // 16)
@@ -94,7 +107,7 @@ class ALVTS(TokenReducer):
         if self.static:
             from tokenbench.schedule import layer_at_depth
 
-            return (layer_at_depth(self.static_layer, 2, n_layers),)
+            return (layer_at_depth(self.static_layer, 2, n_layers, "alvts.static_layer"),)
         return tuple(sorted(self.layers)) if self.layers is not None else tuple(range(n_layers))
 
     # -- plan ----------------------------------------------------------------------------------------------------------
