@@ -37,6 +37,13 @@ def read_config(path: str) -> dict:
 
 def check_directory(path: str, family: str, model_types: tuple[str, ...]) -> None:
     """Refuse, before loading, a local checkpoint that cannot be what ``family`` loads or whose files are damaged."""
+    check_config(path, family, model_types)
+    check_weights(path)
+
+
+def check_config(path: str, family: str, model_types: tuple[str, ...]) -> None:
+    """Refuse a directory whose config.json is damaged or is not a checkpoint ``family`` loads (all that a
+    config-only count, ``tokenbench flops``, reads)."""
     model_type = read_config(path).get("model_type")
     if model_types and model_type not in model_types:
         raise ConfigError(
@@ -44,6 +51,10 @@ def check_directory(path: str, family: str, model_types: tuple[str, ...]) -> Non
             f"(it loads {', '.join(model_types)}); give the directory alone (--model {path}) to pick the family from "
             "its config.json"
         )
+
+
+def check_weights(path: str) -> None:
+    """Refuse a directory without safetensors weights, or with a damaged weights file, naming the file."""
     files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     if not files:
         pickled = sorted(f for f in os.listdir(path) if f.endswith((".bin", ".pt", ".pth", ".ckpt")))

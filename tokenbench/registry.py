@@ -105,6 +105,7 @@ class Registry(Generic[T]):
         self._entry_points: list[tuple[EntryPoint, Origin]] = []  # every entry point seen, skipped ones included
         self._broken: dict[str, Problem] = {}  # names that cannot be used, and why
         self._skipped: list[Problem] = []  # entry points that lost a name collision
+        self._shadowed: dict[str, str] = {}  # built-in names a plugin also declares: the built-in runs, with a warning
         self._warned: set[str] = set()
         _REGISTRIES.add(self)
 
@@ -167,7 +168,15 @@ class Registry(Generic[T]):
                         self._lazy[ep.name] = ep
                         self._origins[ep.name] = origin
                         continue
-                    first = "built-in" if existing.source == BUILTIN else f"{existing}"
+                    dup = f"built-in {ep.name}" if existing.source == BUILTIN else f"{ep.name} from {existing}"
+                    if existing.source == BUILTIN:  # tokenbench's own names always mean its own, faithful method
+                        message = (f"package {origin} also declares {self.kind} {ep.name!r} (entry point {ep.name} = "
+                                   f"{ep.value}); a plugin cannot replace a built-in, so the built-in runs. Ask that "
+                                   "package's authors to rename its entry point")
+                        self._skipped.append(Problem(ep.name, origin, f"skipped: duplicate of {dup}", message))
+                        self._shadowed[ep.name] = message
+                        continue
+                    first = f"{existing}"
                     message = (
                         f"{self.kind} {ep.name!r} is declared twice: by {first} ({existing.location}) and by package "
                         f"{origin} (entry point {ep.name} = {ep.value} in group {self.entry_point_group!r}); "
@@ -176,7 +185,6 @@ class Registry(Generic[T]):
                         f"{origin.source}), ask that package's authors to rename its entry point, or set "
                         "TOKENBENCH_DISABLE_PLUGIN_AUTOLOAD=1 to ignore third-party plugins"
                     )
-                    dup = f"built-in {ep.name}" if existing.source == BUILTIN else f"{ep.name} from {existing}"
                     self._skipped.append(Problem(ep.name, origin, f"skipped: duplicate of {dup}", message))
                     self._broken[ep.name] = Problem(ep.name, existing, f"ambiguous: also declared by {origin}", message)
         finally:
@@ -202,6 +210,12 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The object registered as ``name``, importing its plugin on first use; a broken, ambiguous or unknown
         name raises :class:`PluginValidationError` / :class:`UnknownNameError` (one line)."""
+        if name in self._shadowed and name not in self._warned and name in self.names():
+            self._warned.add(name)
+            print(f"warning: {self._shadowed[name]}", file=sys.stderr)
+        return self._resolve(name)
+
+    def _resolve(self, name: str) -> T:
         self._require(name)
         if name in self._lazy:
             self._load(name)
@@ -212,10 +226,10 @@ class Registry(Generic[T]):
     def status(self, name: str) -> str:
         """``ok``, or why ``name`` cannot be used (``broken: ...``, ``ambiguous: ...``); imports its plugin."""
         try:
-            self.get(name)
+            self._resolve(name)
         except PluginValidationError:
             return self._broken[name].status
-        return "ok"
+        return "ok" if name not in self._shadowed else "ok (a plugin's duplicate is skipped)"
 
     def skipped(self) -> list[Problem]:
         """The entry points left out because their name was already taken."""
@@ -230,7 +244,7 @@ class Registry(Generic[T]):
     def usable(self, name: str) -> bool:
         """True if ``name`` can be used; else False, after one warning line on stderr (once per name) that says why.
         For names the user did not ask for (defaults, every name); a name the user gave goes through :meth:`get`."""
-        if self.status(name) == "ok":
+        if self.status(name).startswith("ok"):
             return True
         if name not in self._warned:
             self._warned.add(name)
@@ -287,6 +301,7 @@ class Registry(Generic[T]):
         self._entry_points.clear()
         self._broken.clear()
         self._skipped.clear()
+        self._shadowed.clear()
         self._warned.clear()
         self._discovered = False
         self._frozen = False
