@@ -18,8 +18,9 @@ Two stated choices. Count: the official code adds ``max_num_trunction // 8`` tok
 ones take one more when it does not divide). Order: the official loop walks a Python ``set`` of sequence positions,
 whose order is an implementation detail; tokenbench walks the pivots in sequence order (image pivots, then text).
 
-Options: ``pivot_image`` in 1..budget (image pivots are kept tokens), ``pivot_text`` in 0..budget (text pivots are
-the top-norm tokens after the image; a prompt with fewer such tokens uses them all); ``layer`` in 1..L-1.
+Options: ``layer`` in 1..L-1; ``pivot_image`` >= 1 and ``pivot_text`` >= 0, together at most the image's N visual
+tokens (each pivot picks image tokens). Image pivots are kept tokens, so a budget below ``pivot_image`` keeps that
+many pivots and nothing else; a prompt with fewer text tokens after the image than ``pivot_text`` uses them all.
 
 Under ``--budget-scope crop`` (LLaVA-NeXT: base image and crops) the budget is split over the crops
 (``ctx.crop_shares``) and so are the image pivots (``split_budget(pivot_image, quotas)``, so a crop never holds more
@@ -55,12 +56,14 @@ class DART(TokenReducer):
             raise self.option_error("pivot_text", "must be at least 0 (0: no text pivots)", 4)
 
     def plan(self, keep, n_visual, n_layers):
-        if self.pivot_image > keep:
-            raise self.option_error("pivot_image", f"is more than the budget of {keep} visual tokens (image pivots "
-                                    f"are kept tokens); use 1..{keep}", min(4, keep))
-        if self.pivot_text > keep:
-            raise self.option_error("pivot_text", f"is more than the budget of {keep} visual tokens (pivots past "
-                                    f"the budget's picks pick nothing); use 0..{keep}", min(4, keep))
+        if self.pivot_image > n_visual:
+            raise self.option_error("pivot_image", f"is more than this image's {n_visual} visual tokens (image "
+                                    f"pivots are image tokens); use 1..{n_visual}", min(4, n_visual))
+        if self.pivot_image + self.pivot_text > n_visual:
+            most = n_visual - self.pivot_image
+            raise self.option_error("pivot_text", f"with pivot_image={self.pivot_image} makes more pivots than this "
+                                    f"image's {n_visual} visual tokens, so some could never pick a token; use "
+                                    f"0..{most}", min(4, most))
         return self.steps(n_layers)
 
     @staticmethod
@@ -80,7 +83,7 @@ class DART(TokenReducer):
         norm_t = keys_t.float().abs().sum(dim=(1, 3)).masked_fill(~ctx.text_after_image, -1.0)
         h_v = torch.nn.functional.normalize(h_v.float(), dim=-1)
         h_t = torch.nn.functional.normalize(h_t.float(), dim=-1)
-        n_pivots = self.pivot_image + self.pivot_text  # plan keeps both within the budget
+        n_pivots = self.pivot_image + self.pivot_text  # at most n_visual (plan)
         shares = ctx.crop_shares(ctx.keep)  # None: one budget over the whole image
         rows = []
         for b in range(ctx.batch_size):

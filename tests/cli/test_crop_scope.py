@@ -93,13 +93,14 @@ def test_a_method_declaring_global_only_is_refused_before_compute(adapter_factor
 
 
 @pytest.mark.parametrize("args, fragments", [
-    pytest.param(["dart", "-a", "dart.pivot_text=10000"], ["pivot_text", "10000", "Example: -a dart.pivot_text="],
+    pytest.param(["dart", "-a", "dart.pivot_text=10000"], ["pivot_text", "10000", "144", "Example: -a dart.pivot_text="],
                  id="dart-pivot-text"),
     pytest.param(["fastv", "sparsevlm", "-a", "sparsevlm.counts=500,200,100"], ["counts", "144", "Example"],
                  id="sparsevlm-counts-after-another-method"),
     pytest.param(["sparsevlm", "-a", "sparsevlm.heads=-1"], ["heads", "-1", "Example"], id="sparsevlm-heads"),
     pytest.param(["pdrop", "-a", "pdrop.layers=()"], ["layers", "()", "Example"], id="pdrop-no-layers"),
-    pytest.param(["fastv", "dart", "--keep", "3"], ["pivot_image", "budget of 3", "Example"], id="dart-small-budget"),
+    pytest.param(["fastv", "dart", "-a", "dart.pivot_image=200"], ["pivot_image", "144", "Example"],
+                 id="dart-pivots-after-another-method"),
 ])
 def test_plan_errors_surface_before_the_first_row(cache, tmp_path, args, fragments):
     out = tmp_path / "rows.json"
