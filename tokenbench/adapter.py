@@ -351,6 +351,10 @@ class ModelAdapter:
         from transformers import AutoConfig
 
         path = os.path.expanduser(self.prepare_source())
+        if os.path.isdir(path):  # a damaged or foreign config is refused here, as load() refuses it
+            from tokenbench.checkpoint import check_config
+
+            check_config(path, self.family, self.model_types)
         shipped = self.shipped_file(path, ".json")
         if not os.path.isdir(path) and self.revision is None and os.path.isfile(shipped):
             self._config = AutoConfig.from_pretrained(shipped)  # no network round trip for a known hub id

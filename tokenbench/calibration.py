@@ -64,7 +64,8 @@ def load(path: str) -> tuple[dict, dict[str, Any]]:
             raw = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ConfigError(f"{path!r} is not a readable safetensors calibration artefact ({exc})") from None
+        raise ConfigError(f"{path!r} is not a readable safetensors calibration artefact ({exc}); make it again with "
+                          "`tokenbench calibrate`, or give another file") from None
     try:
         meta = {k: json.loads(v) for k, v in raw.items()}
     except json.JSONDecodeError:
@@ -146,7 +147,11 @@ def run(method_name: str, method_options: dict, model: str, task: str, task_opti
 
     check_device(device)
     if type(method).calibrate is TokenReducer.calibrate:
-        raise ConfigError(f"method {method_name!r} has nothing to calibrate (only methods with a fitted artefact do)")
+        from tokenbench.api import METHODS
+
+        fitted = [n for n in METHODS.available() if METHODS.get(n).calibrate is not TokenReducer.calibrate]
+        raise ConfigError(f"method {method_name!r} has nothing to calibrate (only methods with a fitted artefact do); "
+                          f"calibrate one of: {', '.join(fitted) or '(none installed)'}")
     if out is not None:
         from tokenbench.results import check_writable
 

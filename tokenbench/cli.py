@@ -46,7 +46,10 @@ class _Group(click.Group):
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
             sys.exit(0)
         except click.UsageError as exc:
-            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+            command = exc.ctx.command_path if exc.ctx else " ".join(
+                ["tokenbench", *[a for a in argv if a in self.commands][:1]])  # click leaves ctx unset for some errors
+            where = f" (see `{command} --help`)"
             click.echo(f"error: {exc.format_message()}{where}", err=True)
             sys.exit(2)
         except click.ClickException as exc:
@@ -132,7 +135,7 @@ def list_cmd(kind: str | None) -> None:
         rows.sort(key=lambda r: r[0])
         headers: tuple[str, ...] = ("name", "origin", "status", "defined at")
         if name == "tasks":  # what each task reports and where its data comes from
-            rows = [(n, *(_task_facts(reg.get(n)) if status == "ok" else ("-", "-")), origin, status, *rest)
+            rows = [(n, *(_task_facts(reg.get(n)) if status.startswith("ok") else ("-", "-")), origin, status, *rest)
                     for n, origin, status, *rest in rows]
             headers = ("name", "primary metric", "default dataset", "origin", "status", "defined at")
         click.echo(f"{name}:")
@@ -361,7 +364,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     from tokenbench.bench import DEFAULT_BUDGETS
     from tokenbench.flops import fastv_formula_macs
     from tokenbench.errors import ConfigError
-    from tokenbench.runner import FLOPS_CONVENTION, parse_budgets, resolve_model
+    from tokenbench.runner import FLOPS_CONVENTION, option_label, parse_budgets, resolve_model
 
     options = parse_method_args(args, methods)
     built = [build_method("full")] + [build_method(m, options.get(m, {})) for m in methods if m != "full"]
@@ -384,7 +387,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
             p = plan(m, lm.n_layers, n_visual, k)
             count = prefill_count(lm, encoder, n_text, p.visual_per_layer, p, m)
             full_total = full_total or count.total_flops
-            rows.append({"method": m.name, "keep": k, "budget_kind": m.budget_kind, "flops_prefill": count.total_flops,
+            rows.append({"method": m.name, "label": option_label(m.name, options.get(m.name, {})), "keep": k, "budget_kind": m.budget_kind, "flops_prefill": count.total_flops,
                          "flops_ratio": count.total_flops / full_total, "flops_breakdown": count.as_flops_dict(),
                          "flops_decode_step": decode_flops(lm, n_text, kv_counts(p, p.visual_per_layer), 1),
                          "fastv_formula_llm_macs": fastv_formula_macs(
@@ -401,7 +404,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     click.echo(f"model={adapter.name} ({lm.n_layers} layers, hidden {lm.hidden}) visual tokens={n_visual}{shown} "
                f"text tokens={n_text}; FLOPs = 2 x MACs, prefill incl. vision tower and projector")
     click.echo(tabulate(
-        [(r["method"], f"{r['keep']}{'*' if r['budget_kind'] == 'layer_mean' else ''}", f"{r['flops_prefill'] / scale:.3f}",
+        [(r["label"], f"{r['keep']}{'*' if r['budget_kind'] == 'layer_mean' else ''}", f"{r['flops_prefill'] / scale:.3f}",
           f"{r['flops_ratio']:.3f}", f"{r['flops_breakdown']['llm'] / scale:.3f}",
           f"{r['flops_breakdown']['overhead'] / scale:.4f}", f"{100 * r['selector_share']:.1f}",
           f"{r['tokens_avg_layer']:.1f}", f"{r['fastv_formula_llm_macs'] / scale:.3f}",
@@ -460,7 +463,8 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
     per finished run with the time left.
 
     On a CPU the defaults are a quick look: fastv and alvts at keep-ratio 1/9, the first 2 LLM layers, float32, 3
-    timed rounds after 1 warm-up: about 5 minutes for LLaVA-1.5-7B on 2 cores of an AMD EPYC server.
+    timed rounds after 1 warm-up: about 4 minutes for LLaVA-1.5-7B on 2 cores of an AMD EPYC server
+    (a third of it ALVTS's SVD initialisation, untimed).
 
     \b
     Examples:
@@ -766,7 +770,8 @@ def parse_method_args(args: tuple[str, ...], methods: tuple[str, ...]) -> dict[s
         if "." in key:
             method, key = key.split(".", 1)
             if method not in methods:
-                raise ConfigError(f"option {item!r} names method {method!r}, which is not in this run: {list(methods)}")
+                raise ConfigError(f"option {item!r} names method {method!r}, which is not in this run: {list(methods)}; "
+                                  f"add it to the methods named (e.g. {' '.join(methods)} {method}), or drop the option")
             targets = [method]
         else:
             targets = [m for m in methods if key in {f.name for f in METHODS.get(m).options()}]
