@@ -289,7 +289,8 @@ class ModelAdapter:
         """This adapter's architecture at its config's size with random weights, made directly on ``device`` in
         ``dtype`` (for timing: speed needs no trained weights, and nothing is downloaded). ``layers`` keeps the first
         that many LLM decoder layers (a truncated model for CPUs). The vocabulary keeps its real size (the lm_head
-        costs what it costs); the prompt is tokenised by an offline byte-level tokenizer. Weights: normal(0,
+        costs what it costs), or grows to the offline byte-level tokenizer that encodes the prompt where a toy config has
+        fewer ids than it. Weights: normal(0,
         ``initializer_range``) for matrices and embeddings, ones for norm scales, zeros for biases."""
         import copy
 
@@ -309,6 +310,9 @@ class ModelAdapter:
             if getattr(text, "layer_types", None):
                 text.layer_types = text.layer_types[:layers]
         self.processor = self.random_processor(config)
+        ids = len(self.processor.tokenizer)
+        if ids > text.vocab_size:  # a toy config (mini-llava) with fewer ids than the offline tokenizer emits
+            text.vocab_size = ids
         with torch.device(device), no_init_weights():
             model = getattr(transformers, self.model_class)._from_config(
                 config, dtype=getattr(torch, dtype), attn_implementation=attn_implementation)
