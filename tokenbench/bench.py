@@ -11,10 +11,15 @@ Every (method, budget) cell and ``full`` are timed side by side in one interleav
 (:mod:`tokenbench.latency`), so every speed-up is a ratio of medians from the same rounds. Beside each measured
 prefill speed-up stands the one the FLOPs predict (full's prefill FLOPs over the method's, counted from what the
 router recorded in an untimed run of the same input).
+
+Options left out mean the whole benchmark on a GPU and a quick look on a CPU (:data:`CPU_DEFAULTS`: two methods, one
+budget, two layers, float32, three rounds), which finishes in minutes. Every finished run is reported (``on_progress``)
+so a long run shows it is alive.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,6 +28,13 @@ from tokenbench.runner import Budget
 
 #: 64, 128 and 192 of LLaVA-1.5's 576 tokens, as shares, so AnyRes and dynamic-resolution images get the same cut
 DEFAULT_BUDGETS = (Budget(ratio=1 / 9), Budget(ratio=2 / 9), Budget(ratio=1 / 3))
+#: what an option left out means on a GPU: the whole benchmark
+GPU_DEFAULTS: dict[str, Any] = {"methods": (), "budgets": DEFAULT_BUDGETS, "dtype": "bfloat16", "layers": None,
+                                "repeats": 5, "warmup": 2}
+#: ... and on a CPU: a quick look, about 4 minutes for LLaVA-1.5-7B on 2 cores of an AMD EPYC server. float32, because
+#: CPUs without native bfloat16 (AVX2 only) emulate its matmuls about 6x slower than float32.
+CPU_DEFAULTS: dict[str, Any] = {"methods": (("fastv", {}), ("alvts", {})), "budgets": (Budget(ratio=1 / 9),), "dtype": "float32",
+                                "layers": 2, "repeats": 3, "warmup": 1}
 POPE_QUESTION = "Is there a dog in the image? Answer the question using a single word or phrase. "
 
 
@@ -43,6 +55,34 @@ class BenchSpec:
     seed: int = 0
     attn_implementation: str = "sdpa"
     named: frozenset = field(default_factory=frozenset)  # methods the user named: refused, not skipped, if unsupported
+
+
+def defaults_for(device: str) -> dict[str, Any]:
+    """What the options left out mean on ``device``: :data:`GPU_DEFAULTS` on CUDA, else :data:`CPU_DEFAULTS`."""
+    return GPU_DEFAULTS if device.startswith("cuda") else CPU_DEFAULTS
+
+
+def cpu_note(left_out: set[str]) -> str:
+    """The one line that says which of the quick CPU defaults a run took (``left_out``: keys of CPU_DEFAULTS)."""
+    from fractions import Fraction
+
+    d = CPU_DEFAULTS
+    parts = {"methods": " and ".join(name for name, _ in d["methods"]),
+             "budgets": "keep-ratio " + ",".join(str(Fraction(b.ratio).limit_denominator(64)) for b in d["budgets"]),
+             "layers": f"the first {d['layers']} LLM layers", "dtype": f"{d['dtype']} (CPUs without native bfloat16 "
+             "emulate it, slowly)", "repeats": f"{d['repeats']} timed rounds", "warmup": f"{d['warmup']} warm-up"}
+    took = ", ".join(text for key, text in parts.items() if key in left_out)
+    return (f"a quick CPU run: {took}; for more, name the methods or give --keep-ratio 0.111,0.222,0.333, --layers, "
+            "--dtype, --repeats, --warmup")
+
+
+def check_options(spec: BenchSpec) -> None:
+    """Refuse, before anything is built, a count out of range: each option on its own, named, with an example."""
+    for option, value, least, example in (("--layers", spec.layers, 1, 2), ("--n-text", spec.n_text, 1, 60),
+                                          ("--new-tokens", spec.new_tokens, 1, 8), ("--repeats", spec.repeats, 1, 3),
+                                          ("--warmup", spec.warmup, 0, 1)):
+        if value is not None and value < least:
+            raise ConfigError(f"{option} {value} must be at least {least}; e.g. {option} {example}")
 
 
 def bench_sample(adapter, n_text: int, size: tuple[int, int] | None, seed: int):
@@ -73,7 +113,9 @@ def bench_sample(adapter, n_text: int, size: tuple[int, int] | None, seed: int):
     return sample
 
 
-def _methods_for(adapter, spec: BenchSpec, on_note) -> list:
+def _methods_for(adapter, spec: BenchSpec, depth: int, on_note) -> list:
+    """The methods to time on ``adapter`` truncated to ``depth`` LLM layers, checked from its config alone (before it
+    is built): one it cannot run is skipped with a note, or refused when the user named it."""
     from tokenbench.api import METHODS, build_method
     from tokenbench.errors import IncompatibleError
 
@@ -84,8 +126,8 @@ def _methods_for(adapter, spec: BenchSpec, on_note) -> list:
             continue
         method = build_method(name, options)
         try:
-            method.check(adapter.n_layers)
-            adapter.check_compatible(method)
+            method.check(depth)
+            adapter.check_compatible(method, steps=method.steps(depth))
         except (IncompatibleError, ConfigError) as exc:
             if name in spec.named:
                 raise
@@ -96,24 +138,39 @@ def _methods_for(adapter, spec: BenchSpec, on_note) -> list:
 
 
 def bench(spec: BenchSpec, on_row: Callable[[dict], None] | None = None,
-          on_note: Callable[[str], None] | None = None) -> list[dict]:
-    """Time ``full`` and each method at each budget on each model of ``spec``; one row per cell (``full`` first)."""
+          on_note: Callable[[str], None] | None = None, on_progress: Callable[[str], None] | None = None,
+          note: str = "") -> list[dict]:
+    """Time ``full`` and each method at each budget on each model of ``spec``; one row per cell (``full`` first).
+    Everything is checked before any model is built; then ``note`` and the notes of the checks (methods skipped) go
+    to ``on_note``, and ``on_progress`` gets a line for each model built and each run finished."""
     from tokenbench.runner import resolve_model
 
-    if spec.new_tokens < 1 or spec.repeats < 1 or spec.warmup < 0:
-        raise ConfigError("--new-tokens and --repeats must be at least 1, --warmup at least 0")
-    on_note = on_note or (lambda _: None)
+    check_options(spec)
+    say = on_progress or (lambda _: None)
+    notes = [note] if note else []
     adapters = [resolve_model(name).load_config() for name in spec.models]  # unknown names fail before any build
-    for adapter in adapters:  # and so does a budget some model's image cannot give
-        for budget in spec.budgets:
-            budget.resolve(adapter.layout(spec.image_size).n_visual)
-    rows: list[dict] = []
-    for adapter in adapters:
+    plans = []
+    for adapter in adapters:  # and so does a depth, budget or method some model cannot take
+        depth = adapter.text_config().num_hidden_layers
         layers = spec.layers
         if layers is None and spec.default_layers is not None:
-            layers = min(spec.default_layers, adapter.config.get_text_config().num_hidden_layers)
+            layers = min(spec.default_layers, depth)
+        if layers is not None and layers > depth:
+            raise ConfigError(f"--layers {layers} is out of range: {adapter.name} has {depth} LLM layers; "
+                              f"use 1..{depth}")
+        for budget in spec.budgets:
+            budget.resolve(adapter.layout(spec.image_size).n_visual)
+        plans.append((adapter, layers, _methods_for(adapter, spec, layers or depth, notes.append)))
+    for line in notes:  # only now: a refused run says one thing, its error
+        (on_note or (lambda _: None))(line)
+    rows: list[dict] = []
+    for adapter, layers, methods in plans:
+        kept = f"{layers} of {adapter.text_config().num_hidden_layers}" if layers else "all"
+        say(f"{adapter.name}: building with random weights ({kept} LLM layers, {spec.dtype}, {spec.device})")
+        start = time.perf_counter()
         adapter.build_random(spec.device, spec.dtype, spec.attn_implementation, layers=layers, seed=spec.seed)
-        for row in _bench_model(adapter, spec, on_note):
+        say(f"{adapter.name}: built in {_duration(time.perf_counter() - start)}")
+        for row in _bench_model(adapter, spec, methods, say):
             rows.append(row)
             if on_row:
                 on_row(row)
@@ -125,7 +182,29 @@ def bench(spec: BenchSpec, on_row: Callable[[dict], None] | None = None,
     return rows
 
 
-def _bench_model(adapter, spec: BenchSpec, on_note) -> list[dict]:
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+class _Progress:
+    """One line per finished run of a model: which, how long it took, how many of the model's runs are done, and
+    about how long the rest will take (from the mean so far)."""
+
+    def __init__(self, model: str, total: int, say: Callable[[str], None]) -> None:
+        self.model, self.total, self.say = model, total, say
+        self.done = 0
+        self.start = self.last = time.perf_counter()
+
+    def __call__(self, label: str, stage: str) -> None:
+        now = time.perf_counter()
+        self.done += 1
+        left = (now - self.start) / self.done * (self.total - self.done)
+        self.say(f"{self.model}: {stage} {label} {now - self.last:.1f} s ({self.done}/{self.total} runs, "
+                 f"about {_duration(left)} left)")
+        self.last = now
+
+
+def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], None]) -> list[dict]:
     import torch
 
     from tokenbench.accounting import prefill_count
@@ -134,13 +213,15 @@ def _bench_model(adapter, spec: BenchSpec, on_note) -> list[dict]:
     from tokenbench.results import provenance
 
     torch.manual_seed(spec.seed)
-    methods = _methods_for(adapter, spec, on_note)
     batch = adapter.encode([bench_sample(adapter, spec.n_text, spec.image_size, spec.seed)])
     n_visual, n_text = batch.layout.n_visual, batch.n_text[0]
     keeps = [b.resolve(n_visual) for b in spec.budgets]
     lm, encoder = adapter.lm_dims(), adapter.encoder_macs(spec.image_size)
     total_layers = adapter.config_layers
     cells: dict[str, dict[str, Any]] = {}
+    cuda = spec.device.startswith("cuda")
+    per_cell = 1 + spec.warmup + spec.repeats + (1 if cuda else 0)  # FLOPs count, rounds, peak memory
+    progress = _Progress(adapter.name, per_cell * (1 + len(methods) * len(keeps)), say)
 
     def add(label, method, keep, artefact, info):
         with adapter.reduction(method, keep, seed=spec.seed, artefact=artefact) as router:
@@ -150,17 +231,25 @@ def _bench_model(adapter, spec: BenchSpec, on_note) -> list[dict]:
         count = prefill_count(lm, encoder, n_text, per_layer, record, method)
         cells[label] = {"method": method, "keep": keep, "artefact": artefact, "flops": count, "kv": gen.kv_cache_bytes,
                         "per_layer": per_layer, **info}
+        progress(label, "FLOPs count")
 
     add("full", build_method("full"), n_visual, None, {"prepared": {}, "warnings": []})
     for method in methods:
+        # a warning here is about selection quality (ALVTS uncalibrated): random weights make that moot, not shown
+        say(f"{adapter.name}: preparing {method.name} (untimed)")  # ALVTS's SVD initialisation takes a while
         prep = Prepared.of(method.prepare(adapter.weights()))
-        if prep.warning:
-            on_note(prep.warning)
         for budget, keep in zip(spec.budgets, keeps):
             add(f"{method.name}@{budget.label()}", method, keep, prep.artefact,
                 {"budget": budget, "prepared": prep.info, "warnings": [prep.warning] if prep.warning else []})
     variants = {label: (c["method"], c["keep"], c["artefact"]) for label, c in cells.items()}
-    stats = time_variants(adapter, batch, variants, spec.new_tokens, spec.warmup, spec.repeats, seed=spec.seed)
+    stats = time_variants(adapter, batch, variants, spec.new_tokens, spec.warmup, spec.repeats, seed=spec.seed,
+                          on_run=progress)
+    peak = {}
+    for label, c in cells.items():
+        peak[label] = peak_memory_mb(adapter, batch, c["method"], c["keep"], spec.new_tokens, seed=spec.seed,
+                                     artefact=c["artefact"])
+        if cuda:
+            progress(label, "peak memory")
     prov = provenance(spec.device, spec.seed)
     full = cells["full"]
     rows = []
@@ -190,8 +279,7 @@ def _bench_model(adapter, spec: BenchSpec, on_note) -> list[dict]:
             "timing_repeats": stats[label]["prefill"].n,
             "timing_warmup": spec.warmup,
             "kv_cache_mb": c["kv"] / 2**20,
-            "peak_mem_mb": peak_memory_mb(adapter, batch, method, c["keep"], spec.new_tokens, seed=spec.seed,
-                                          artefact=c["artefact"]),
+            "peak_mem_mb": peak[label],
             "device": spec.device,
             "dtype": spec.dtype,
             **attention_backends(spec.device, spec.attn_implementation),
@@ -208,6 +296,8 @@ def format_bench(rows: list[dict]) -> str:
     """One table per model: FLOPs-predicted beside measured prefill speed-up, then the other stages."""
     from tabulate import tabulate
 
+    from tokenbench.results import hardware
+
     def ms(x):
         return "-" if x is None else f"{x:.2f}"
 
@@ -219,6 +309,7 @@ def format_bench(rows: list[dict]) -> str:
                      if first["llm_layers"] != first["llm_layers_of"] else "")
         out.append(f"model={model} (random weights{truncated}) image={first['image_size'][0]}x{first['image_size'][1]} "
                    f"visual tokens={first['n_visual']} text tokens={first['n_text']} device={first['device']} "
+                   f"({hardware(first)}) "
                    f"dtype={first['dtype']} attn={first['attn_implementation']}; batch 1, {first['decode_tokens']} "
                    f"tokens decoded, median of {first['timing_repeats']} interleaved rounds after "
                    f"{first['timing_warmup']} warm-up")
@@ -233,5 +324,6 @@ def format_bench(rows: list[dict]) -> str:
             tablefmt="github"))
         out.append("")
     out.append("predicted ×: full's prefill FLOPs over the method's; measured ×: full's median time to first token over "
-               "the method's, from the same rounds. keep*: a layer-mean budget.")
+               "the method's, from the same rounds. keep*: a layer-mean budget. The weights are random: what a method keeps "
+               "(and whether it is calibrated, as ALVTS wants for accuracy) does not change its cost, so none is needed.")
     return "\n".join(out)

@@ -37,8 +37,9 @@ def stage_seconds(gen, clock: Clock, router=None) -> dict[str, float]:
 
 
 def time_variants(adapter, batch, variants: dict[str, tuple], new_tokens: int, warmup: int, repeats: int,
-                  seed: int = 0, budget_scope: str = "global") -> dict[str, dict[str, Stats]]:
-    """Time each variant ``name -> (method, keep, artefact)`` on ``batch`` side by side; Stats per stage."""
+                  seed: int = 0, budget_scope: str = "global", on_run=None) -> dict[str, dict[str, Stats]]:
+    """Time each variant ``name -> (method, keep, artefact)`` on ``batch`` side by side; Stats per stage.
+    ``on_run``: see :func:`tokenbench.timing.interleaved`."""
     clock = Clock(adapter.device)
 
     def runner(method, keep, artefact):
@@ -49,7 +50,7 @@ def time_variants(adapter, batch, variants: dict[str, tuple], new_tokens: int, w
 
         return run_once
 
-    return interleaved({name: runner(*v) for name, v in variants.items()}, warmup, repeats)
+    return interleaved({name: runner(*v) for name, v in variants.items()}, warmup, repeats, on_run)
 
 
 def peak_memory_mb(adapter, batch, method, keep, new_tokens: int, seed: int = 0, artefact=None,

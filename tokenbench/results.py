@@ -32,6 +32,8 @@ def provenance(device: str, seed: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "seed": seed,
     }
@@ -42,6 +44,38 @@ def provenance(device: str, seed: int) -> dict[str, Any]:
         info["driver"] = _nvidia_driver()
     info.update(git_info())
     return info
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The processor's model name (``AMD EPYC 7B13``, ``Apple M2``): ``cpuinfo``'s "model name" on Linux, sysctl's
+    ``machdep.cpu.brand_string`` on macOS, else ``platform.processor()`` or the architecture. Never fails."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def hardware(row: dict[str, Any]) -> str:
+    """What a row ran on, in words, from its provenance: ``NVIDIA H200, 139.8 GiB`` or ``AMD EPYC 7B13, 2 cores``
+    (rows from before these fields: the device alone)."""
+    prov = row.get("provenance") or {}
+    if str(row.get("device", "cpu")).startswith("cuda"):
+        memory = f", {prov['gpu_memory_gib']} GiB" if prov.get("gpu_memory_gib") else ""
+        return f"{prov['gpu']}{memory}" if prov.get("gpu") else str(row.get("device", "cuda"))
+    if prov.get("cpu_model"):
+        return f"{prov['cpu_model']}, {prov.get('cpu_cores', '?')} cores"
+    return str(row.get("device", "cpu"))
 
 
 def _nvidia_driver() -> str | None:

@@ -58,18 +58,22 @@ class Clock:
         return b - a
 
 
-def interleaved(runs: dict[str, Callable[[], dict[str, float]]], warmup: int,
-                repeats: int) -> dict[str, dict[str, Stats]]:
+def interleaved(runs: dict[str, Callable[[], dict[str, float]]], warmup: int, repeats: int,
+                on_run: Callable[[str, str], None] | None = None) -> dict[str, dict[str, Stats]]:
     """Time several variants side by side: ``warmup`` untimed rounds, then ``repeats`` rounds in which every variant
     runs once, in an order that rotates from round to round. Each callable returns the seconds of each of its stages
-    (``{"prefill": ..., "e2e": ...}``); the result holds every variant's :class:`Stats` per stage."""
+    (``{"prefill": ..., "e2e": ...}``); the result holds every variant's :class:`Stats` per stage. ``on_run(name,
+    round)`` is told of every finished run (``round``: "warm-up 1/2", "round 3/5"), to show progress."""
     names = list(runs)
-    for _ in range(warmup):
+    done = on_run or (lambda name, round_: None)
+    for w in range(warmup):
         for name in names:
             runs[name]()
+            done(name, f"warm-up {w + 1}/{warmup}")
     times: dict[str, dict[str, list[float]]] = {name: {} for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
             for stage, seconds in runs[name]().items():
                 times[name].setdefault(stage, []).append(seconds)
+            done(name, f"round {r + 1}/{repeats}")
     return {name: {stage: Stats.of(ts) for stage, ts in stages.items()} for name, stages in times.items()}

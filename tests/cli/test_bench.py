@@ -77,12 +77,14 @@ def test_bench_skips_unsupported_defaults_and_refuses_a_named_one(tmp_path):
     runner = CliRunner()
     named = runner.invoke(main, ["bench", "visionzip", "-M", "tiny-qwen2.5-vl", "--device", "cpu"])
     assert named.exit_code == 2 and "error:" in named.output and "cls_attn" in named.output
-    out = tmp_path / "rows.json"
-    skipped = runner.invoke(main, ["bench", "-M", "tiny-qwen2.5-vl", "--device", "cpu", "-k", "16", "--repeats", "1",
-                                   "--warmup", "0", "--new-tokens", "1", "--json", str(out)])
-    assert skipped.exit_code == 0, skipped.output
-    assert "note: skipped visionzip on tiny-qwen2.5-vl" in skipped.output
-    methods = {r["method"] for r in json.loads(out.read_text())}
+    from tokenbench.bench import BenchSpec, bench
+    from tokenbench.runner import Budget
+
+    notes: list[str] = []  # no methods named: every one (the GPU default), on the CPU here to test it
+    rows = bench(BenchSpec(models=("tiny-qwen2.5-vl",), budgets=(Budget(keep=16),), dtype="float32", repeats=1,
+                           warmup=0, new_tokens=1), on_note=notes.append)
+    assert any(n.startswith("skipped visionzip on tiny-qwen2.5-vl") for n in notes), notes
+    methods = {r["method"] for r in rows}
     assert "visionzip" not in methods and {"full", "fastv", "alvts", "pdrop"} <= methods
 
 
@@ -90,3 +92,82 @@ def test_bench_refuses_a_budget_before_building_anything():
     result = CliRunner().invoke(main, ["bench", "fastv", "--device", "cpu", "-k", "700"])
     assert result.exit_code == 2 and "--keep 700 is out of range" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option, value, least", [("--layers", "0", 1), ("--repeats", "0", 1), ("--warmup", "-1", 0),
+                                                  ("--new-tokens", "0", 1), ("--n-text", "0", 1)])
+def test_each_count_is_checked_on_its_own_before_anything_is_built(option, value, least, monkeypatch):
+    """`--repeats 0 must be at least 1`: the option named alone, with an example, and no model built."""
+    from tokenbench.adapter import ModelAdapter
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built before the options were checked")
+
+    monkeypatch.setattr(ModelAdapter, "build_random", refuse)
+    result = CliRunner().invoke(main, ["bench", "fastv", "-M", "tiny-llava", "--device", "cpu", option, value])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert lines == [f"error: {option} {value} must be at least {least}; e.g. {option} {lines[0].split()[-1]}"], lines
+    others = {"--layers", "--repeats", "--warmup", "--new-tokens", "--n-text"} - {option}
+    assert not any(o in lines[0] for o in others)
+
+
+def test_layers_beyond_a_later_models_depth_is_refused_before_the_first_model_is_built(monkeypatch):
+    from tokenbench.adapter import ModelAdapter
+
+    monkeypatch.setattr(ModelAdapter, "build_random", lambda *a, **k: pytest.fail("built before the check"))
+    result = CliRunner().invoke(main, ["bench", "fastv", "-M", "llava-1.5-7b", "-M", "tiny-llava", "--device", "cpu",
+                                       "--layers", "8"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.splitlines() == [result.stderr.strip()] and "--layers 8 is out of range" in result.stderr
+    assert "tiny-llava" in result.stderr
+
+
+def test_the_cpu_default_is_a_quick_look_with_progress_and_no_calibration_note(tmp_path):
+    """Left out on a CPU: fastv and alvts at 1/9, 2 LLM layers, float32, 3 rounds after 1 warm-up; one note says so;
+    a progress line for every run; ALVTS's "calibrate me" warning is not shown (random weights: moot)."""
+    out = tmp_path / "rows.json"
+    result = CliRunner().invoke(main, ["bench", "-M", "tiny-llava", "--device", "cpu", "--new-tokens", "1", "--json",
+                                       str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert [(r["method"], r["budget"]) for r in rows] == [("full", "all"), ("fastv", "r0.111111"),
+                                                         ("alvts", "r0.111111")]
+    assert {(r["llm_layers"], r["dtype"], r["timing_repeats"], r["timing_warmup"]) for r in rows} == {
+        (2, "float32", 3, 1)}
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "quick CPU run" in notes[0] and "fastv and alvts" in notes[0], notes
+    assert "calibrat" not in result.stderr
+    runs = [line for line in result.stderr.splitlines() if line.startswith("bench: tiny-llava: ") and " runs, " in line]
+    assert len(runs) == 3 * (1 + 1 + 3)  # per cell: the FLOPs count, the warm-up round, 3 timed rounds
+    assert runs[-1].endswith("(15/15 runs, about 0 s left)") and any("round 3/3 alvts@" in r for r in runs)
+    from tokenbench.results import hardware
+
+    assert f"device=cpu ({hardware(rows[0])})" in result.stdout  # the processor's name in the table's header
+
+
+def test_given_options_take_no_cpu_default_and_no_note(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "random", "-M", "tiny-llava", "--device", "cpu", "-k", "16",
+                                       "--layers", "3", "--dtype", "float32", "--repeats", "1", "--warmup", "0",
+                                       "--new-tokens", "1"])
+    assert result.exit_code == 0, result.output
+    assert "note:" not in result.stderr and "| random" in result.stdout
+
+
+def test_provenance_names_the_processor_and_never_fails(tmp_path, monkeypatch):
+    from tokenbench import results
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n")
+    assert results.cpu_model(str(info)) == "AMD EPYC 7B13 64-Core Processor"
+    monkeypatch.setattr(results.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError("no sysctl")))
+    monkeypatch.setattr(results.platform, "processor", lambda: "")
+    assert results.cpu_model(str(tmp_path / "absent")) == results.platform.machine()  # never fails
+    prov = results.provenance("cpu", 0)
+    assert prov["cpu_model"] and prov["cpu_cores"] >= 1
+    assert results.hardware({"device": "cpu", "provenance": {"cpu_model": "AMD EPYC 7B13", "cpu_cores": 2}}) == \
+        "AMD EPYC 7B13, 2 cores"
+    assert results.hardware({"device": "cuda", "provenance": {"gpu": "NVIDIA H200", "gpu_memory_gib": 139.8}}) == \
+        "NVIDIA H200, 139.8 GiB"
+    assert results.hardware({"device": "cpu", "provenance": {}}) == "cpu"  # rows from before the field
