@@ -124,11 +124,12 @@ def check_rows(path: str, rows) -> None:
 
 
 def device_label(row: dict) -> str:
-    """The device a row was timed on, in words: the GPU's name, or the CPU with its thread count."""
+    """The device a row was timed on, in words: the GPU's name, or the CPU (its model, where the row records it) with
+    its thread count."""
     prov = row.get("provenance", {})
     if str(row.get("device", "cpu")).startswith("cuda"):
         return prov.get("gpu") or "GPU"
-    return f"CPU, {prov.get('torch_threads', '?')} threads"
+    return f"{prov.get('cpu_model') or 'CPU'}, {prov.get('torch_threads', '?')} threads"
 
 
 # -- statistics --------------------------------------------------------------------------------------------------------
@@ -175,6 +176,13 @@ def _budget(label: str) -> str:
     return str(Fraction(float(label[1:])).limit_denominator(64))
 
 
+def _budget_cell(row: dict) -> str:
+    """A row's budget as the board's `budget` column writes it (``1/9``, ``64``; ``*``: a layer-mean budget)."""
+    if row["budget"] == "all":
+        return "all"
+    return _budget(row["budget"]) + ("*" if row.get("budget_kind") == "layer_mean" else "")
+
+
 def _scores(row: dict):
     return row.get("per_sample_scores") or row.get("per_sample_correct", "")
 
@@ -194,8 +202,7 @@ def deterministic_cells(rows: list[dict]) -> list[list[str]]:
         retention = _fmt(r["retention"])
         if ci is not None and r["method"] != "full":
             retention += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-        star = "*" if r.get("budget_kind") == "layer_mean" else ""
-        out.append([label(r), _budget(r["budget"]) + star if r["budget"] != "all" else "all", _fmt(r["keep"], "g"),
+        out.append([label(r), _budget_cell(r), _fmt(r["keep"], "g"),
                     _fmt(r.get("score", r["accuracy"])), retention, _fmt(r["agreement"]), f"{r['tokens_avg_layer']:.1f}",
                     _fmt(r["flops_ratio"])])
     return out
@@ -240,7 +247,9 @@ def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> 
         "",
         _table(header, body),
         "",
-        "* `budget`: visual tokens kept; `*` marks a layer-mean budget (visual tokens per LLM layer, averaged).",
+        "* `budget`: the budget asked for: a share of each image's visual tokens (`1/9`) or a number of them "
+        "(`64`); `keep`: the visual tokens it comes to on this model. `*` marks a layer-mean budget (visual tokens per "
+        "LLM layer, averaged, rather than kept).",
         "* `retention`: accuracy / accuracy of `full` on the same samples; the interval is a 95 % paired bootstrap "
         "(1,000 resamples, seed 0).",
         "* `agreement`: share of answers identical to `full`'s. `tokens/layer`: visual tokens per LLM layer, averaged.",
@@ -260,23 +269,30 @@ def _slug(model: str, task: str) -> str:
 
 
 def pareto_png(path: str, model: str, rows: list[dict]) -> None:
-    """Retention against FLOPs ratio, one line per method through its budgets (matplotlib, no display)."""
+    """Retention against FLOPs ratio, one line per method through its budgets, each point labelled with its budget
+    (as the board's `budget` column writes it); the legend sits outside the axes, so it covers no point (matplotlib,
+    no display). Colour and marker together tell the lines apart, beyond the colour cycle's ten."""
+    import itertools
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    for method in sorted({label(r) for r in rows} - {"full"}):
-        pts = sorted((r["flops_ratio"], r["retention"]) for r in rows
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    styles = zip(itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"]), itertools.cycle("osD^vPX*"))
+    for method, (color, marker) in zip(sorted({label(r) for r in rows} - {"full"}), styles):
+        pts = sorted((r["flops_ratio"], r["retention"], _budget_cell(r)) for r in rows
                      if label(r) == method and r["retention"] is not None)
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=method)
+            for x, y, budget in pts:
+                ax.annotate(budget, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=6, color=color)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("prefill FLOPs / full")
     ax.set_ylabel("retention (accuracy / full)")
-    ax.set_title(f"{model}: retention against FLOPs")
-    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(f"{model}: retention against FLOPs (points labelled with their budget)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})

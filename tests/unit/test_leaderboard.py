@@ -159,3 +159,40 @@ def test_boards_split_a_several_task_file_and_refuse_mixed_task_versions(tmp_pat
     with pytest.raises(ConfigError, match=r"m on pope come from different task versions: a.json \(version 1-x\), "
                                           r"b.json \(version 1-z\)"):
         lb.boards(str(tmp_path))
+
+
+def test_footnote_says_what_the_budget_column_shows(tmp_path):
+    """The board's budget column holds ratios (`1/9`) or counts (`64`); the footnote must not call it a count."""
+    (tmp_path / "results").mkdir()
+    rows = [ROWS[0], dict(ROWS[1], budget="r0.111111"), dict(ROWS[2], budget="64")]
+    (tmp_path / "results" / "cpu.json").write_text(json.dumps(rows))
+    lb.render(str(tmp_path), plots=False)
+    text = (tmp_path / "m--t.md").read_text()
+    assert "| fastv    | 1/9 " in text and "| random   | 64 " in text
+    footnote = next(ln for ln in text.splitlines() if ln.startswith("* `budget`"))
+    assert "share of each image's visual tokens (`1/9`)" in footnote and "number of them (`64`)" in footnote
+    assert "`keep`: the visual tokens it comes to" in footnote
+
+
+def test_pareto_legend_covers_no_point_and_every_point_carries_its_budget(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to inspect it
+    rows = [ROWS[0], dict(ROWS[1], budget="r0.111111"), dict(ROWS[1], budget="r0.222222", keep=128, flops_ratio=0.4),
+            dict(ROWS[2], budget_kind="layer_mean")]
+    lb.pareto_png(str(tmp_path / "p.png"), "m", rows)
+    fig = figures[0]
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    legend, axes = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert not legend.overlaps(axes)  # outside the axes: no point can be under it
+    assert sorted(t.get_text() for t in ax.texts) == ["1/9", "2/9", "64*"]  # one label per point, as the board writes
+    monkeypatch.undo()
+    plt.close(fig)
+
+
+def test_device_label_names_the_processor_where_the_row_records_it():
+    assert lb.device_label(ROWS[0]) == "CPU, 2 threads"  # rows from before the field
+    row = dict(ROWS[0], provenance={"torch_threads": 4, "cpu_model": "Apple M2"})
+    assert lb.device_label(row) == "Apple M2, 4 threads"
