@@ -129,8 +129,12 @@ def _methods_for(adapter, spec: BenchSpec, depth: int, on_note) -> list:
             method.check(depth)
             adapter.check_compatible(method, steps=method.steps(depth))
         except (IncompatibleError, ConfigError) as exc:
+            full_depth = adapter.text_config().num_hidden_layers
+            if depth < full_depth:  # the depth is bench's cut: say which option made it, and how to change it
+                exc = type(exc)(f"{exc} (bench keeps the first {depth} of {adapter.name}'s {full_depth} LLM layers "
+                                f"here: give a larger --layers, up to {full_depth})")
             if name in spec.named:
-                raise
+                raise exc from None
             on_note(f"skipped {name} on {adapter.name}: {exc}")
             continue
         out.append(method)
@@ -143,9 +147,11 @@ def bench(spec: BenchSpec, on_row: Callable[[dict], None] | None = None,
     """Time ``full`` and each method at each budget on each model of ``spec``; one row per cell (``full`` first).
     Everything is checked before any model is built; then ``note`` and the notes of the checks (methods skipped) go
     to ``on_note``, and ``on_progress`` gets a line for each model built and each run finished."""
+    from tokenbench.adapter import check_device
     from tokenbench.runner import resolve_model
 
     check_options(spec)
+    check_device(spec.device)
     say = on_progress or (lambda _: None)
     notes = [note] if note else []
     adapters = [resolve_model(name).load_config() for name in spec.models]  # unknown names fail before any build

@@ -446,7 +446,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
 @click.option("--repeats", type=int, default=None,
               help="Timed rounds (median and IQR reported). Default: 5 on a GPU, 3 on a CPU.")
 @click.option("--warmup", type=int, default=None, help="Untimed rounds first. Default: 2 on a GPU, 1 on a CPU.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the random weights, image and methods.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the random weights, image and methods.")
 @click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE", help="A method option.")
 @click.option("--json", "json_path", default=None,
               help="Write the rows as JSON here, rewritten after each row (a model's rows finish together, after its "

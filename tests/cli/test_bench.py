@@ -171,3 +171,17 @@ def test_provenance_names_the_processor_and_never_fails(tmp_path, monkeypatch):
     assert results.hardware({"device": "cuda", "provenance": {"gpu": "NVIDIA H200", "gpu_memory_gib": 139.8}}) == \
         "NVIDIA H200, 139.8 GiB"
     assert results.hardware({"device": "cpu", "provenance": {}}) == "cpu"  # rows from before the field
+
+
+def test_a_named_method_too_deep_for_the_cut_says_to_raise_layers(monkeypatch):
+    """PyramidDrop's three stages do not fit the CPU default's 2 layers: refused before the build, naming --layers."""
+    from tokenbench.adapter import ModelAdapter
+
+    monkeypatch.setattr(ModelAdapter, "build_random", lambda *a, **k: pytest.fail("built before the check"))
+    result = CliRunner().invoke(main, ["bench", "pdrop", "-M", "tiny-llava", "--device", "cpu"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "pdrop" in lines[0], lines
+    assert "first 2 of tiny-llava's 6 LLM layers" in lines[0] and "give a larger --layers, up to 6" in lines[0]
+    device = CliRunner().invoke(main, ["bench", "fastv", "-M", "tiny-llava", "--device", "tpu"])
+    assert device.exit_code == 2 and device.stderr.splitlines() == [device.stderr.strip()]  # no progress line first
