@@ -302,7 +302,7 @@ def format_bench(rows: list[dict]) -> str:
     """One table per model: FLOPs-predicted beside measured prefill speed-up, then the other stages."""
     from tabulate import tabulate
 
-    from tokenbench.results import hardware
+    from tokenbench.results import device_words
 
     def ms(x):
         return "-" if x is None else f"{x:.2f}"
@@ -314,8 +314,7 @@ def format_bench(rows: list[dict]) -> str:
         truncated = (f", first {first['llm_layers']} of {first['llm_layers_of']} LLM layers"
                      if first["llm_layers"] != first["llm_layers_of"] else "")
         out.append(f"model={model} (random weights{truncated}) image={first['image_size'][0]}x{first['image_size'][1]} "
-                   f"visual tokens={first['n_visual']} text tokens={first['n_text']} device={first['device']} "
-                   f"({hardware(first)}) "
+                   f"visual tokens={first['n_visual']} text tokens={first['n_text']} device={device_words(first)} "
                    f"dtype={first['dtype']} attn={first['attn_implementation']}; batch 1, {first['decode_tokens']} "
                    f"tokens decoded, median of {first['timing_repeats']} interleaved rounds after "
                    f"{first['timing_warmup']} warm-up")

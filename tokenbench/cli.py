@@ -865,7 +865,9 @@ def _task_table(rows: list[dict]) -> str:
     if any(r.get("n_failed") for r in rows):
         table = [(*t, r.get("n_failed", 0)) for t, r in zip(table, rows)]
         headers = (*headers, "failed")
-    head = (f"model={first['model']} task={first['task']} samples={first['n_samples']} device={first['device']} "
+    from tokenbench.results import device_words
+
+    head = (f"model={first['model']} task={first['task']} samples={first['n_samples']} device={device_words(first)} "
             f"dtype={first['dtype']} attn={first['attn_implementation']} "
             f"(timings: batch 1, {first['decode_tokens']} tokens decoded, median of {first['timing_repeats']})")
     notes = [TIMING_NOTE]

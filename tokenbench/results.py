@@ -67,15 +67,19 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
 
 
 def hardware(row: dict[str, Any]) -> str:
-    """What a row ran on, in words, from its provenance: ``NVIDIA H200, 139.8 GiB`` or ``AMD EPYC 7B13, 2 cores``
-    (rows from before these fields: the device alone)."""
+    """What a row ran on, in words, from its provenance: ``NVIDIA H200, 139.8 GiB`` or ``AMD EPYC 7B13, 2 cores``;
+    ``""`` for rows from before these fields."""
     prov = row.get("provenance") or {}
     if str(row.get("device", "cpu")).startswith("cuda"):
         memory = f", {prov['gpu_memory_gib']} GiB" if prov.get("gpu_memory_gib") else ""
-        return f"{prov['gpu']}{memory}" if prov.get("gpu") else str(row.get("device", "cuda"))
-    if prov.get("cpu_model"):
-        return f"{prov['cpu_model']}, {prov.get('cpu_cores', '?')} cores"
-    return str(row.get("device", "cpu"))
+        return f"{prov['gpu']}{memory}" if prov.get("gpu") else ""
+    return f"{prov['cpu_model']}, {prov.get('cpu_cores', '?')} cores" if prov.get("cpu_model") else ""
+
+
+def device_words(row: dict[str, Any]) -> str:
+    """A row's device for a table header: ``cpu (AMD EPYC 7B13, 2 cores)``, ``cuda (NVIDIA H200, 139.8 GiB)``."""
+    named = hardware(row)
+    return f"{row.get('device', '?')} ({named})" if named else str(row.get("device", "?"))
 
 
 def _nvidia_driver() -> str | None:

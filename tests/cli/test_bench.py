@@ -142,9 +142,9 @@ def test_the_cpu_default_is_a_quick_look_with_progress_and_no_calibration_note(t
     runs = [line for line in result.stderr.splitlines() if line.startswith("bench: tiny-llava: ") and " runs, " in line]
     assert len(runs) == 3 * (1 + 1 + 3)  # per cell: the FLOPs count, the warm-up round, 3 timed rounds
     assert runs[-1].endswith("(15/15 runs, about 0 s left)") and any("round 3/3 alvts@" in r for r in runs)
-    from tokenbench.results import hardware
+    from tokenbench.results import cpu_model
 
-    assert f"device=cpu ({hardware(rows[0])})" in result.stdout  # the processor's name in the table's header
+    assert f"device=cpu ({cpu_model()}, " in result.stdout  # the processor's name in the table's header
 
 
 def test_given_options_take_no_cpu_default_and_no_note(tmp_path):
@@ -170,7 +170,17 @@ def test_provenance_names_the_processor_and_never_fails(tmp_path, monkeypatch):
         "AMD EPYC 7B13, 2 cores"
     assert results.hardware({"device": "cuda", "provenance": {"gpu": "NVIDIA H200", "gpu_memory_gib": 139.8}}) == \
         "NVIDIA H200, 139.8 GiB"
-    assert results.hardware({"device": "cpu", "provenance": {}}) == "cpu"  # rows from before the field
+    assert results.device_words({"device": "cpu", "provenance": {}}) == "cpu"  # rows from before the field
+    assert results.device_words({"device": "cpu", "provenance": {"cpu_model": "X", "cpu_cores": 2}}) == "cpu (X, 2 cores)"
+
+
+def test_compare_header_names_the_processor():
+    from tokenbench.results import cpu_model
+
+    result = CliRunner().invoke(main, ["compare", "random", "-k", "16", "--limit", "2", "--repeats", "1", "--warmup",
+                                       "0", "-q", "--no-store"])
+    assert result.exit_code == 0, result.output
+    assert f"device=cpu ({cpu_model()}, " in result.stdout
 
 
 def test_a_named_method_too_deep_for_the_cut_says_to_raise_layers(monkeypatch):
