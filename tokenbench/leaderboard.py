@@ -65,7 +65,7 @@ def suite_spec():
         shipped = shipped_path(adapter.source, alvts, alvts.resolved_rank(adapter.text_config().hidden_size))
         calibrated = {"calibration": shipped if os.path.isfile(shipped) else "svd"}
         at = names.index("alvts")
-        specs[at] = ("alvts", calibrated)
+        specs[at] = ("alvts", calibrated, "alvts")  # labelled as the method: the board's reference ALVTS row
         for variant, options in ALVTS_VARIANTS.items():  # the open choices, each as its own rows
             specs.insert(at + 1, ("alvts", calibrated | options, variant))
     return RunSpec(

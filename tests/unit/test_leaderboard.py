@@ -136,7 +136,8 @@ def test_a_method_listed_twice_is_refused():
     from tokenbench.runner import method_labels
 
     with pytest.raises(ConfigError, match="listed twice"):
-        method_labels((("fastv", {}), ("fastv", {"layer": 3})))
+        method_labels((("fastv", {"layer": 3}), ("fastv", {"layer": 3})))
+    assert method_labels((("fastv", {}), ("fastv", {"layer": 3}))) == ["fastv", "fastv[layer=3]"]  # told apart
     assert method_labels((("alvts", {}), ("alvts", {"skipped_as_kv": False}, "alvts[skipped_as_kv=False]"))) == [
         "alvts", "alvts[skipped_as_kv=False]"]
 
