@@ -636,6 +636,17 @@ def _type_name(f: dataclasses.Field) -> str:
     return t if isinstance(t, str) else getattr(t, "__name__", str(t))
 
 
+def _example(t: str, default: Any) -> str:
+    """A value of type ``t`` as a user types it after ``-a key=``: the default where it is one, never ``None``."""
+    if t.startswith("tuple"):
+        return ",".join(map(str, default)) if isinstance(default, tuple) and default else "2,6"
+    if t == "bool":
+        return str(not default) if isinstance(default, bool) else "True"  # the value that changes something
+    kinds = {"int": (int, 3), "float": (float, 0.5), "str": (str, "text")}
+    kind, fallback = kinds.get(t, (object, default))
+    return str(default if isinstance(default, kind) and default not in (None, "") else fallback)
+
+
 def coerce_option(method: str, f: dataclasses.Field, value: Any, kind: str = "method", flag: str = "-a") -> Any:
     """Check ``value`` against the field's declared type (``int``, ``float``, ``bool``, ``str`` or a tuple of ints);
     ``kind``/``flag`` name the owner in the message (``"task"``, ``"-T"`` for a task's options)."""
@@ -650,8 +661,10 @@ def coerce_option(method: str, f: dataclasses.Field, value: Any, kind: str = "me
         "tuple[int,...]|None": lambda v: v is None
         or (isinstance(v, (tuple, list)) and all(isinstance(x, int) for x in v)),
     }.get(t)
+    if t.startswith("tuple") and isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)  # -a layers=8: one element, as the shell user wrote it
     if ok is not None and not ok(value):
-        example = {"int": 3, "float": 0.5, "bool": True, "str": "text"}.get(t.replace("|None", ""), f.default)
+        example = _example(t.replace("|None", ""), f.default)
         prefix = f"{method}." if kind == "method" else ""
         raise ConfigError(
             f"{kind} {method!r} option {f.name!r} expects {t}, got {value!r} ({type(value).__name__}). "
