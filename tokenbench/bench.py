@@ -118,6 +118,7 @@ def _methods_for(adapter, spec: BenchSpec, depth: int, on_note) -> list:
     is built): one it cannot run is skipped with a note, or refused when the user named it."""
     from tokenbench.api import METHODS, build_method
     from tokenbench.errors import IncompatibleError
+    from tokenbench.runner import check_method_plans
 
     specs = spec.methods or tuple((name, {}) for name in METHODS.names() if name != "full")
     out = []
@@ -126,8 +127,7 @@ def _methods_for(adapter, spec: BenchSpec, depth: int, on_note) -> list:
             continue
         method = build_method(name, options)
         try:
-            method.check(depth)
-            adapter.check_compatible(method, steps=method.steps(depth))
+            check_method_plans(method, adapter, [adapter.layout(spec.image_size)], spec.budgets, n_layers=depth)
         except (IncompatibleError, ConfigError) as exc:
             full_depth = adapter.text_config().num_hidden_layers
             if depth < full_depth:  # the depth is bench's cut: say which option made it, and how to change it

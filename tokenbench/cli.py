@@ -364,7 +364,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     from tokenbench.bench import DEFAULT_BUDGETS
     from tokenbench.flops import fastv_formula_macs
     from tokenbench.errors import ConfigError
-    from tokenbench.runner import FLOPS_CONVENTION, option_label, parse_budgets, resolve_model
+    from tokenbench.runner import FLOPS_CONVENTION, check_method_plans, option_label, parse_budgets, resolve_model
 
     options = parse_method_args(args, methods)
     built = [build_method("full")] + [build_method(m, options.get(m, {})) for m in methods if m != "full"]
@@ -375,10 +375,10 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     adapter = resolve_model(model).load_config()
     layout = adapter.layout(size)
     lm, encoder, n_visual = adapter.lm_dims(), adapter.encoder_macs(size), layout.n_visual
+    budget_specs = parse_budgets(keep, keep_ratio, DEFAULT_BUDGETS)
     for m in built:  # what compare refuses, flops refuses: a method the model cannot run has no FLOPs
-        m.check(lm.n_layers)
-        adapter.check_compatible(m, m.steps(lm.n_layers))
-    budgets = [b.resolve(n_visual) for b in parse_budgets(keep, keep_ratio, DEFAULT_BUDGETS)]
+        check_method_plans(m, adapter, [layout], budget_specs, n_layers=lm.n_layers)
+    budgets = [b.resolve(n_visual) for b in budget_specs]
     n_text += layout.n_structural  # image-span tokens that are never candidates (LLaVA-NeXT's newlines) count as text
     full_total = None
     rows = []

@@ -340,15 +340,16 @@ def method_labels(specs: tuple[tuple[Any, ...], ...]) -> list[str]:
     return labels
 
 
-def check_method_plans(method, adapter, layouts, budgets, scope: str = "global") -> None:
+def check_method_plans(method, adapter, layouts, budgets, scope: str = "global", n_layers: int | None = None) -> None:
     """Everything a method can refuse, before any compute: its options against the model's depth (``check``), the
     signals it needs (``check_compatible``), the budget scope against each layout's crops, and its ``plan`` at every
-    budget on every image layout (options against the image's tokens and the budget). ``layouts``: VisualLayouts."""
+    budget on every image layout (options against the image's tokens and the budget). ``layouts``: VisualLayouts;
+    ``n_layers``: the depth when no model is loaded (``flops`` and ``bench`` check from the config alone)."""
     from tokenbench.api import check_budget_scope
 
-    n_layers = adapter.n_layers
+    n_layers = adapter.n_layers if n_layers is None else n_layers
     method.check(n_layers)
-    adapter.check_compatible(method)
+    adapter.check_compatible(method, method.steps(n_layers))
     for layout in layouts:
         check_budget_scope(method, scope, layout)
         for budget in budgets:
