@@ -318,7 +318,9 @@ class Router:
             if got != quotas[b]:
                 raise PluginValidationError(
                     f"method {self.method.name!r} ignored the per-crop budget at layer {ctx.layer}: kept {got} per "
-                    f"crop, the split is {quotas[b]}. Select with ctx.topk(scores), which honours it"
+                    f"crop, the split is {quotas[b]}. Run it with --budget-scope global; its author can select with "
+                    "ctx.topk(scores), which honours the split, or declare budget_scopes = ('global',) so that the "
+                    "pair is refused before any compute"
                 )
 
     def _text_query_mask(self) -> torch.Tensor:
