@@ -377,7 +377,8 @@ class TokenReducer:
                 shown = f"\"{self.name}.{option}='{example}'\""
             except (ValueError, SyntaxError):
                 pass
-        return ConfigError(f"method {self.name!r} option {option!r}={value!r} {rule}. Example: -a {shown}")
+        given = ",".join(map(str, value)) if isinstance(value, tuple) and value else repr(value)  # as typed
+        return ConfigError(f"method {self.name!r}: {option}={given} {rule}. Example: -a {shown}")
 
     def prepare(self, weights: "ModelWeights") -> Any:  # noqa: ARG002 - default: nothing to prepare
         """One-off preparation with read access to the model's weights; the result is passed as ``ctx.artefact``."""

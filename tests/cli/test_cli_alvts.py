@@ -67,8 +67,8 @@ def test_default_model_runs_alvts_with_its_shipped_calibration(cache, tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [
     (["calibrate", "fastv", "-n", "2"], "nothing to calibrate"),
-    (["calibrate", "alvts", "-n", "0"], "at least 1"),
-    (["calibrate", "alvts", "--lr", "-1"], "positive"),
+    (["calibrate", "alvts", "-n", "0"], "'--samples' / '-n': 0 is not in the range x>=1"),
+    (["calibrate", "alvts", "--lr", "-1"], "'--lr': -1.0 is not in the range x>0"),
     (["calibrate", "alvts", "-a", "pooling=sum", "-n", "2", "--heldout", "1"], "pooling"),
     (["calibrate", "alvts", "-T", "n=3", "-n", "4", "--heldout", "1"], "has 3 samples"),
     (["calibrate", "alvts", "--out", "/nonexistent-dir/x.safetensors"], "cannot write --out '/nonexistent-dir"),

@@ -99,7 +99,7 @@ def test_full_is_computed_once_and_a_changed_option_misses(tmp_path):
     assert invoke("compare", "fastv", "-n", "8", "-a", "layer=3", *FAST, "--store", store, "--json",
                   str(third)).exit_code == 0
     c = json.loads(third.read_text())
-    assert [(r["label"], r["store"]["samples_computed"]) for r in c] == [("full", 0), ("fastv", 8)]
+    assert [(r["label"], r["store"]["samples_computed"]) for r in c] == [("full", 0), ("fastv[layer=3]", 8)]
     fourth = tmp_path / "d.json"  # another task option: another task, nothing reused
     assert invoke("compare", "fastv", "-n", "8", "-T", "seed=5", *FAST, "--store", store, "--json",
                   str(fourth)).exit_code == 0

@@ -85,8 +85,10 @@ def test_a_bad_option_is_refused_naming_it(name, options, option, follow):
     with pytest.raises(ConfigError) as info:
         _run_checks(method)
     message = str(info.value)
-    assert f"{option!r}" in message or f"{name}.{option}" in message, message
-    assert repr(options[option]) in message or str(options[option]) in message, message
+    value = options[option]
+    assert f"{option!r}" in message or f"{option}=" in message or f"{name}.{option}" in message, message
+    typed = ",".join(map(str, value)) if isinstance(value, tuple) else None  # a tuple as the user types it
+    assert repr(value) in message or str(value) in message or (typed is not None and typed in message), message
     if follow:  # the example, put in place of the bad value, works
         key, value = _example(message, name)
         assert key == option, message

@@ -49,5 +49,5 @@ def test_load_rejects_bad_device_and_dtype():
     with pytest.raises(ConfigError, match="dtype"):
         resolve_model("tiny-llava").load(dtype="float8")
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match=r"device 'cuda' is not available here \(no CUDA\); use --device cpu"):
             resolve_model("tiny-llava").load(device="cuda")
