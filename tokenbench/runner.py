@@ -650,7 +650,6 @@ class _Context:
         return {"method": stats["method"], "ref": stats.get("full", stats["method"]), "peak_mem_mb": peak}
 
     def row(self, method, budget: Budget, run: MethodRun, ref: MethodRun, timing) -> dict[str, Any]:
-        import torch
 
         from tokenbench.latency import attention_backends, paired, summary
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from test_cli_errors import _env, assert_cli_error, assert_user_error, invoke
+from test_cli_errors import _env, assert_cli_error, invoke
 
 FAST = ["--limit", "2", "--repeats", "1", "--warmup", "0", "-q"]
 
