@@ -24,6 +24,8 @@ Its own averages miscount one layer at 576 (the counted 2 full layers are 3: lay
 real mean of 206.75. tokenbench meets the real mean: the per-stage counts keep the shape (relative sizes) of the
 official row nearest to the budget's share of N, scaled so the mean over layers is the budget. ``counts=300,200,118``
 runs an official row as is (the row then reports its real mean). Below the first stage's floor the stages move earlier.
+Each stage keeps ``min(count, tokens left - 1)``, as the official ``score.py`` does (``topk(min(count,
+v_token_num - 1))``): a count that reaches the tokens left still drops one.
 """
 
 from dataclasses import dataclass
@@ -35,6 +37,16 @@ from tokenbench.schedule import REFERENCE_DEPTH
 V2_COUNTS = {64: (66, 34, 20), 96: (246, 54, 28), 128: (238, 108, 60), 192: (300, 200, 118)}
 REFERENCE_TOKENS = 576
 VERSIONS = ("2.0", "1.0")
+
+
+def capped(counts, n_visual: int) -> list[int]:
+    """Each stage's count as the official code applies it: ``min(count, tokens left - 1)`` (score.py's
+    ``topk(min(sparse_token_list[...], v_token_num - 1))``), so a stage always drops at least one token."""
+    out, left = [], n_visual
+    for count in counts:
+        left = max(0, min(count, left - 1))
+        out.append(left)
+    return out
 
 
 @register_method("sparsevlm")
@@ -97,7 +109,7 @@ class SparseVLM(TokenReducer):
                 raise self.option_error("counts", f"keeps more than this image's {n_visual} visual tokens; use counts "
                                         f"in 1..{n_visual} (the official rows are for {REFERENCE_TOKENS})",
                                         ",".join(map(str, scaled)))
-            return self._steps(pruned, list(self.counts))
+            return self._steps(pruned, capped(self.counts, n_visual))
         nominal = min(V2_COUNTS, key=lambda b: abs(b / REFERENCE_TOKENS - keep / n_visual))
         shape = [c / REFERENCE_TOKENS for c in V2_COUNTS[nominal]]
         while pruned[0] > 0 and (pruned[0] + 1) * n_visual / n_layers > keep:  # below the floor: move earlier
@@ -105,7 +117,7 @@ class SparseVLM(TokenReducer):
         steps_at = [layer + 1 for layer in pruned]
 
         def family(c: float):
-            return [(layer, min(n_visual, round(c * f * n_visual))) for layer, f in zip(steps_at, shape)]
+            return list(zip(steps_at, capped([round(c * f * n_visual) for f in shape], n_visual)))
 
         stages = schedule.fit(family, keep, n_visual, n_layers, hi=1 / min(shape))
         return self._steps(pruned, [count for _, count in stages])

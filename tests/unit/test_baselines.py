@@ -167,6 +167,18 @@ def test_sparsevlm_plan_meets_layer_mean(budget):
     assert abs(layer_mean(N, L, _stages(SparseVLM().plan(budget, N, L))) - budget) <= N / L
 
 
+def test_sparsevlm_stage_drops_at_least_one_token_as_the_official_code_does():
+    """score.py keeps topk(min(count, v_token_num - 1)): a count that reaches the tokens left still drops one, at every
+    stage (an uncapped schedule would keep 576 at the first two stages here)."""
+    def counts(method, keep):
+        return [k for _, k in _stages(method.plan(keep, 576, 32))]
+
+    assert counts(SparseVLM(counts=(576, 576, 500)), 575) == [575, 574, 500]
+    assert counts(SparseVLM(counts=(300, 200, 118)), 192) == [300, 200, 118]  # an official row is unchanged
+    fitted = counts(SparseVLM(), 575)
+    assert all(b < a for a, b in zip([576, *fitted], fitted)), fitted
+
+
 # -- FitPrune ---------------------------------------------------------------------------------------------------------
 def test_fitprune_head_max_cross_times_self_after_image_text_only():
     # visual rows, both heads equal, every row [.5, .1, .25, .25]: self = column sums / 4 = [.5, .1, .25, .25]
