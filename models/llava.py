@@ -107,8 +107,12 @@ class LlavaAdapter(ModelAdapter):
                 k = attn.k_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)  # (B, heads, 1 + N, hd)
                 captured["keys"] = (k[:, :, 1:], n * d * d)
                 if "cls_attn" in wanted:
-                    q = attn.q_proj(x[:, :1]).view(b, 1, -1, attn.head_dim).transpose(1, 2)
-                    probs = (torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scale).softmax(dim=-1)
+                    # one sample at a time: a (B, 1, d) projection and a (B, h, 1, hd) matmul round differently
+                    # from B = 1 on CPU, so a batch would rank near-equal CLS rows differently (VisPruner)
+                    q = torch.cat([attn.q_proj(x[i:i + 1, :1]) for i in range(b)]).view(b, 1, -1, attn.head_dim)
+                    q = q.transpose(1, 2)
+                    probs = torch.cat([torch.matmul(q[i:i + 1].float(), k[i:i + 1].float().transpose(-1, -2))
+                                       for i in range(b)]).mul(attn.scale).softmax(dim=-1)
                     captured["cls"] = (probs[:, :, 0, 1:], d * d + n * d)  # CLS query -> patch keys, (B, heads, N)
 
         def after(module, args, kwargs, output):
