@@ -58,6 +58,13 @@ BAD = [
     ("dart", {"pivot_text": -1}, "pivot_text", True),
     ("dart", {"pivot_text": 10000}, "pivot_text", True),  # more pivots than image tokens to pick (plan)
     ("dart", {"pivot_image": N + 1}, "pivot_image", True),  # more than the image's tokens (plan)
+    ("cdpruner", {"theta": 1.0}, "theta", True),
+    ("cdpruner", {"theta": -0.1}, "theta", True),
+    ("vispruner", {"important_ratio": 1.5}, "important_ratio", True),
+    ("vispruner", {"important_ratio": -0.5}, "important_ratio", True),
+    ("vispruner", {"per_round": 0}, "per_round", True),
+    ("scope", {"alpha": -1.0}, "alpha", True),
+    ("scope", {"alpha": 11.0}, "alpha", True),
     ("alvts", {"rank": -1}, "rank", True),
     ("alvts", {"pooling": "min"}, "pooling", True),
     ("alvts", {"layers": ()}, "layers", True),
