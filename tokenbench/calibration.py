@@ -139,8 +139,8 @@ def run(method_name: str, method_options: dict, model: str, task: str, task_opti
     method = build_method(method_name, method_options)
     from tokenbench.runner import check_counts
 
-    check_counts(samples=(samples, 1), heldout=(heldout, 1), batch_size=(batch_size, 1), epochs=(epochs, 1),
-                 seed=(seed, 0))
+    check_counts(samples=(samples, 1, 256), heldout=(heldout, 1, 64), batch_size=(batch_size, 1, 8),
+                 epochs=(epochs, 1, 3), seed=(seed, 0, 1))
     if not lr > 0:
         raise ConfigError(f"--lr {lr} must be positive")
     from tokenbench.adapter import check_device

@@ -294,18 +294,19 @@ class MethodRun:
     scored: Any = None  # the task's tokenbench.task.Scored
 
 
-def check_counts(**counts: tuple[int | None, int]) -> None:
-    """Each ``name=(value, least)``: an int of at least ``least`` (None: not given); a seed also below 2**32, what torch,
-    numpy and Python's random all take. The error names the option as the CLI spells it."""
-    for name, (value, least) in counts.items():
+def check_counts(**counts: tuple[int | None, int, int]) -> None:
+    """Each ``name=(value, least, example)``: an int of at least ``least`` (None: not given); a seed also below 2**32,
+    what torch, numpy and Python's random all take. The error names the option as the CLI spells it, with an example."""
+    for name, (value, least, example) in counts.items():
         flag = "--" + name.replace("_", "-")
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{flag} {value!r} must be a whole number (e.g. {flag} {max(least, 1)})")
-        if value < least or (name.endswith("seed") and value >= 2**32):
-            valid = f"0..{2**32 - 1}" if name.endswith("seed") else f"at least {least}"
-            raise ConfigError(f"{flag} {value} is out of range; it must be {valid} (e.g. {flag} {max(least, 1)})")
+            raise ConfigError(f"{flag} {value!r} must be a whole number; e.g. {flag} {example}")
+        if name.endswith("seed") and not 0 <= value < 2**32:
+            raise ConfigError(f"{flag} {value} must be in 0..{2**32 - 1}; e.g. {flag} {example}")
+        if value < least:
+            raise ConfigError(f"{flag} {value} must be at least {least}; e.g. {flag} {example}")
 
 
 def build_methods(specs: tuple[tuple[Any, ...], ...]) -> list[TokenReducer]:
@@ -367,8 +368,8 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
 
     methods = build_methods(spec.methods)  # rejects unknown names and bad options before any compute
     labels = method_labels(spec.methods)
-    check_counts(limit=(spec.limit, 1), batch_size=(spec.batch_size, 1), repeats=(spec.repeats, 1),
-                 warmup=(spec.warmup, 0), seed=(spec.seed, 0))
+    check_counts(limit=(spec.limit, 1, 200), batch_size=(spec.batch_size, 1, 8), repeats=(spec.repeats, 1, 5),
+                 warmup=(spec.warmup, 0, 2), seed=(spec.seed, 0, 0))
     from tokenbench.api import BUDGET_SCOPES
 
     if spec.budget_scope not in BUDGET_SCOPES:
@@ -386,10 +387,7 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
         for s in samples:
             layout = adapter.layout_of(s)
             layouts.setdefault((layout.n_visual, len(layout.crops)), layout)
-    for n in sorted({n for n, _ in layouts}):  # every budget fits every image, or stop here
-        for b in spec.budgets:
-            b.resolve(n)
-    for m in methods:  # and every method can run at every budget on every layout, or stop here
+    for m in methods:  # every budget fits every image and every method can run there, or stop here
         check_method_plans(m, adapter, list(layouts.values()), spec.budgets, spec.budget_scope)
     torch.manual_seed(spec.seed)
 
@@ -589,8 +587,8 @@ class _Context:
         if not limit:
             return None
         need = self.task.max_new_tokens
-        over = [(s.id, r.get("n_text", 0) + r["n_visual"] + need) for s, r in zip(self.samples, records)
-                if r.get("n_text", 0) + r["n_visual"] + need > limit]
+        lengths = [(s.id, r.get("n_text", 0) + r["n_visual"] + need) for s, r in zip(self.samples, records)]
+        over = [(sid, n) for sid, n in lengths if n > limit]
         if not over:
             return None
         sid, n = max(over, key=lambda x: x[1])

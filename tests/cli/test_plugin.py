@@ -53,14 +53,14 @@ class KeepFirst(TokenReducer):
 '''
 
 
-@pytest.fixture(scope="module")
-def plugin(tmp_path_factory):
-    """(env for subprocesses, work dir): the plugin installed into a private site directory, a private cache."""
-    root = tmp_path_factory.mktemp("plugin")
+def install(root, package: str, pyproject: str, files: dict[str, str]) -> dict[str, str]:
+    """Build ``package`` (``files`` in its module folder) with pip, offline, into ``root``/site; return the environment
+    for subprocesses that see it (PYTHONPATH), with a private cache under ``root`` and plugin autoload on."""
     pkg = root / "pkg"
-    (pkg / "tb_plugin_demo").mkdir(parents=True)
-    (pkg / "pyproject.toml").write_text(PYPROJECT)
-    (pkg / "tb_plugin_demo" / "__init__.py").write_text(MODULE)
+    (pkg / package).mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(pyproject)
+    for name, text in files.items():
+        (pkg / package / name).write_text(text)
     site = root / "site"
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
@@ -68,13 +68,19 @@ def plugin(tmp_path_factory):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, f"pip could not install the plugin package:\n{proc.stdout}\n{proc.stderr}"
-    assert (site / "tb_plugin_demo" / "__init__.py").is_file()
-
+    assert all((site / package / name).is_file() for name in files)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
     env["TOKENBENCH_CACHE"] = str(root / "cache")
     env.pop("TOKENBENCH_DISABLE_PLUGIN_AUTOLOAD", None)
-    return env, root
+    return env
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory):
+    """(env for subprocesses, work dir): the plugin installed into a private site directory, a private cache."""
+    root = tmp_path_factory.mktemp("plugin")
+    return install(root, "tb_plugin_demo", PYPROJECT, {"__init__.py": MODULE}), root
 
 
 def tokenbench_cmd() -> list[str]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 from click.testing import CliRunner
-from test_plugin import run
+from test_plugin import install, run
 
 from tokenbench.cli import main
 
@@ -108,22 +107,7 @@ BUG = "error: this is a bug in plugin tb-plugin-iso 1.2.0"
 def plugins(tmp_path_factory):
     """(env for subprocesses, work dir) with tb-plugin-iso installed in a private site directory, a private cache."""
     root = tmp_path_factory.mktemp("plugin-iso")
-    pkg = root / "pkg"
-    (pkg / "tb_plugin_iso").mkdir(parents=True)
-    (pkg / "pyproject.toml").write_text(PYPROJECT)
-    for name, text in FILES.items():
-        (pkg / "tb_plugin_iso" / name).write_text(text)
-    site = root / "site"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
-         "--target", str(site), str(pkg)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, f"pip could not install the plugin package:\n{proc.stdout}\n{proc.stderr}"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
-    env["TOKENBENCH_CACHE"] = str(root / "cache")
-    env.pop("TOKENBENCH_DISABLE_PLUGIN_AUTOLOAD", None)
+    env = install(root, "tb_plugin_iso", PYPROJECT, FILES)
     env.pop("TB_ISO_RAISE", None)
     return env, root
 
