@@ -18,11 +18,16 @@ is then fitted (papers that compare PDrop at 64-192 tokens retune its layers too
 setting). On LLaVA-1.5-7B: 270 -> 8/16/24 keeping 288/144/72 (the paper's own), 192 -> 1/11/21 keeping
 304/160/84, 64 -> 0/10/21 keeping 151/39/10. Every row reports the mean it reached.
 
+Under the ``nominal`` budget convention (``official=true``) "keep k" means what a pyramid ending at k means: the
+paper's layers (8/16/24, scaled, never moved) and lambda = (k/N)^(1/3), so the last stage keeps k (int() elsewhere):
+64 of 576 keeps 276/133/64 after layers 8/16/24, a layer mean of 262.25, next to the paper's own lambda = 0.5
+(288/144/72, 270). The repo ships no setting for 64-192; this reading keeps its schedule and only sets its end.
+
 Deviation, stated: the official code renumbers positions contiguously after each drop; tokenbench keeps every kept
 token's original position id (as FastV, DART, VTW and SparseVLM v2 do), so all in-LLM methods share one convention.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tokenbench.api import Need, Step, TokenReducer, register_method
 
@@ -36,6 +41,10 @@ class PyramidDrop(TokenReducer):
     layers: tuple[int, ...] | None = None  # stage layers; None: (8, 16, 24) on 32 layers (official layer_list), scaled
     lam: float = 0.5  # lambda: stage s keeps int(N * lam^s) (official image_token_ratio_list 0.5, 0.25, 0.125)
     fit_budget: bool = True  # solve lam for the run's layer-mean budget; False: the paper's fixed ratios
+    official: bool = False  # the paper's layers, never moved, and lam so that the last stage keeps the budget
+
+    def nominal(self):
+        return replace(self, official=True) if self.fit_budget else self
 
     def check(self, n_layers):
         if not 0 < self.lam <= 1:
@@ -69,6 +78,9 @@ class PyramidDrop(TokenReducer):
         layers = self._layers(n_layers)
         if not self.fit_budget:
             stages = _stages(layers, n_visual, self.lam)
+        elif self.official:  # lam^S = keep / N: the paper's pyramid, ending at the budget
+            stages = _stages(layers, n_visual, (keep / n_visual) ** (1 / len(layers)))
+            stages[-1] = (stages[-1][0], keep)
         else:
             if self.layers is None:  # move the pyramid earlier until lambda >= lam meets the budget (or layer 0)
                 first = layers[0]

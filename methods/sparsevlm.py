@@ -24,11 +24,13 @@ Its own averages miscount one layer at 576 (the counted 2 full layers are 3: lay
 real mean of 206.75. tokenbench meets the real mean: the per-stage counts keep the shape (relative sizes) of the
 official row nearest to the budget's share of N, scaled so the mean over layers is the budget. ``counts=300,200,118``
 runs an official row as is (the row then reports its real mean). Below the first stage's floor the stages move earlier.
-Each stage keeps ``min(count, tokens left - 1)``, as the official ``score.py`` does (``topk(min(count,
+Under the ``nominal`` budget convention (``official=true``) the budget is the paper's own "keep k" instead: the
+official row of the nearest budget (by share of N) scaled by k / that budget, at the official layers, so "64" of 576
+runs 66/34/20 as the paper did (a real layer mean of 81.8). Each stage keeps ``min(count, tokens left - 1)``, as the official ``score.py`` does (``topk(min(count,
 v_token_num - 1))``): a count that reaches the tokens left still drops one.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tokenbench.api import Need, Step, TokenReducer, register_method
 from tokenbench.schedule import REFERENCE_DEPTH
@@ -59,6 +61,10 @@ class SparseVLM(TokenReducer):
     counts: tuple[int, ...] | None = None  # fixed per-stage counts; None: fitted to the budget (official shape)
     heads: int = 0  # v2 heads scored; 0 = 14 of every 32 (official: 14 on LLaVA-1.5-7B); more than the model has: all
     version: str = "2.0"  # "2.0" (gravity correction, head selection) | "1.0" (head-mean attention)
+    official: bool = False  # the official per-stage row for the budget (the paper's "keep k"); False: a layer mean
+
+    def nominal(self):
+        return self if self.counts is not None else replace(self, official=True)
 
     def check(self, n_layers):
         if self.version not in VERSIONS:
@@ -111,6 +117,9 @@ class SparseVLM(TokenReducer):
                                         ",".join(map(str, scaled)))
             return self._steps(pruned, capped(self.counts, n_visual))
         nominal = min(V2_COUNTS, key=lambda b: abs(b / REFERENCE_TOKENS - keep / n_visual))
+        if self.official:  # the official row of the nearest budget, scaled by keep / that budget; layers as given
+            return self._steps(pruned, capped([max(1, round(c * keep / nominal)) for c in V2_COUNTS[nominal]],
+                                              n_visual))
         shape = [c / REFERENCE_TOKENS for c in V2_COUNTS[nominal]]
         while pruned[0] > 0 and (pruned[0] + 1) * n_visual / n_layers > keep:  # below the floor: move earlier
             pruned = tuple(x - 1 for x in pruned)

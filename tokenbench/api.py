@@ -384,6 +384,12 @@ class TokenReducer:
         """One-off preparation with read access to the model's weights; the result is passed as ``ctx.artefact``."""
         return None
 
+    def nominal(self) -> "TokenReducer":
+        """This method as its paper means "keep k" (the ``nominal`` budget convention, :mod:`tokenbench.budgets`):
+        itself by default; a multi-stage method whose budget is otherwise fitted to a layer mean returns itself
+        with its official schedule switched on (SparseVLM's per-stage rows, PyramidDrop's paper layers)."""
+        return self
+
     def reduces(self, keep: int, n_visual: int) -> bool:
         """Whether this method changes anything at this budget (``full`` never does)."""
         return True

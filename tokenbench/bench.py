@@ -55,6 +55,7 @@ class BenchSpec:
     seed: int = 0
     attn_implementation: str = "sdpa"
     named: frozenset = field(default_factory=frozenset)  # methods the user named: refused, not skipped, if unsupported
+    match: Any = None  # the budget convention (tokenbench.budgets.Convention); None: matched
 
 
 def defaults_for(device: str) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def _methods_for(adapter, spec: BenchSpec, depth: int, on_note) -> list:
     is built): one it cannot run is skipped with a note, or refused when the user named it."""
     from tokenbench.api import METHODS, build_method
     from tokenbench.errors import IncompatibleError
-    from tokenbench.runner import check_method_plans
+    from tokenbench.runner import check_method_plans, flops_cost
 
     specs = spec.methods or tuple((name, {}) for name in METHODS.names() if name != "full")
     out = []
@@ -118,7 +119,9 @@ def _methods_for(adapter, spec: BenchSpec, depth: int, on_note) -> list:
             continue
         method = build_method(name, options)
         try:
-            check_method_plans(method, adapter, [adapter.layout(spec.image_size)], spec.budgets, n_layers=depth)
+            layout = adapter.layout(spec.image_size)
+            check_method_plans(method, adapter, [layout], spec.budgets, n_layers=depth, match=_match(spec),
+                               cost_of=flops_cost(adapter, spec.n_text, {layout.n_visual: spec.image_size}))
         except (IncompatibleError, ConfigError) as exc:
             full_depth = adapter.text_config().num_hidden_layers
             if depth < full_depth:  # the depth is bench's cut: say which option made it, and how to change it
@@ -204,13 +207,21 @@ class _Progress:
         self.last = now
 
 
+def _match(spec: BenchSpec) -> tuple:
+    from tokenbench.budgets import MATCHED
+
+    return (spec.match or MATCHED,)
+
+
 def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], None]) -> list[dict]:
     import torch
 
     from tokenbench.accounting import prefill_count
     from tokenbench.api import Prepared, build_method
     from tokenbench.latency import attention_backends, paired, peak_memory_mb, summary, time_variants
+    from tokenbench.budgets import variant
     from tokenbench.results import provenance
+    from tokenbench.runner import flops_cost, keep_rule
 
     torch.manual_seed(spec.seed)
     batch = adapter.encode([bench_sample(adapter, spec.n_text, spec.image_size, spec.seed)])
@@ -238,9 +249,13 @@ def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], N
         # a warning here is about selection quality (ALVTS uncalibrated): random weights make that moot, not shown
         say(f"{adapter.name}: preparing {method.name} (untimed)")  # ALVTS's SVD initialisation takes a while
         prep = Prepared.of(method.prepare(adapter.weights()))
+        (match,) = _match(spec)
+        cost_of = flops_cost(adapter, n_text, {n_visual: spec.image_size})
         for budget, keep in zip(spec.budgets, keeps):
-            add(f"{method.name}@{budget.label()}", method, keep, prep.artefact,
-                {"budget": budget, "prepared": prep.info, "warnings": [prep.warning] if prep.warning else []})
+            own = keep_rule(method, budget, match, adapter.n_layers, cost_of)(n_visual)
+            add(f"{method.name}@{budget.label()}", variant(method, match), own, prep.artefact,
+                {"budget": budget, "budget_keep": keep, "match": match.label, "prepared": prep.info,
+                 "warnings": [prep.warning] if prep.warning else []})
     variants = {label: (c["method"], c["keep"], c["artefact"]) for label, c in cells.items()}
     stats = time_variants(adapter, batch, variants, spec.new_tokens, spec.warmup, spec.repeats, seed=spec.seed,
                           on_run=progress)
@@ -261,8 +276,10 @@ def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], N
             "method": method.name,
             "budget": budget.label() if budget else "all",
             "budget_kind": method.budget_kind,
-            "keep": c["keep"],
-            "keep_ratio": c["keep"] / n_visual,
+            "match": c.get("match"),  # the budget convention (tokenbench.budgets); None for full
+            "keep": c.get("budget_keep", c["keep"]),
+            "method_keep": c["keep"],  # what the method ran at under the convention
+            "keep_ratio": c.get("budget_keep", c["keep"]) / n_visual,
             "n_visual": n_visual,
             "n_text": n_text,
             "image_size": list(spec.image_size or adapter.typical_size),
@@ -298,6 +315,8 @@ def format_bench(rows: list[dict]) -> str:
 
     from tokenbench.results import device_words
 
+    from tokenbench.budgets import keep_cell, note
+
     def ms(x):
         return "-" if x is None else f"{x:.2f}"
 
@@ -313,7 +332,7 @@ def format_bench(rows: list[dict]) -> str:
                    f"tokens decoded, median of {first['timing_repeats']} interleaved rounds after "
                    f"{first['timing_warmup']} warm-up")
         out.append(tabulate([(
-            r["method"], f"{r['keep']}{'*' if r['budget_kind'] == 'layer_mean' else ''}",
+            r["method"], keep_cell(r),
             f"{r['flops_prefill'] / 1e12:.3f}", f"{r['predicted_speedup_prefill']:.2f}", f"{r['speedup_prefill']:.2f}",
             f"{r['prefill_ms']:.1f} ± {r['prefill_iqr_ms']:.1f}", ms(r["vision_ms"]), ms(r["overhead_ms"]),
             ms(r["decode_ms"]), "-" if r["speedup_decode"] is None else f"{r['speedup_decode']:.2f}",
@@ -322,6 +341,9 @@ def format_bench(rows: list[dict]) -> str:
                                  "vision ms", "overhead ms", "decode ms/tok", "decode ×", "KV MB", "peak MB"),
             tablefmt="github"))
         out.append("")
+    matches = list(dict.fromkeys(r["match"] for r in rows if r.get("match")))
+    if matches:
+        out.append(note(matches))
     out.append("predicted ×: full's prefill FLOPs over the method's; measured ×: full's median time to first token over "
                "the method's, from the same rounds. keep*: a layer-mean budget. The weights are random: what a method keeps "
                "(and whether it is calibrated, as ALVTS wants for accuracy) does not change its cost, so none is needed.")

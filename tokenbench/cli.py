@@ -156,6 +156,13 @@ SEED = click.IntRange(0, 2**32 - 1)
 
 
 # -- run / compare ----------------------------------------------------------------------------------------------------------
+MATCH_OPTION = click.option(
+    "--match", "match", default="matched", show_default=True, metavar="CONVENTION[,...]",
+    help="What the budget means for each method. matched: the same visual tokens per LLM layer on average (FastV "
+         "keeps fewer after its layer); nominal: each paper's own meaning (FastV keeps k from its layer on, SparseVLM "
+         "its official rows); flops=METHOD: every method at METHOD's prefill FLOPs. A list runs each in turn.")
+
+
 def _common(fn):
     options = [
         click.option("--model", "-M", default="mini-llava", show_default=True,
@@ -176,6 +183,7 @@ def _common(fn):
         click.option("--budget-scope", default="global", show_default=True, type=click.Choice(["global", "crop"]),
                      help="global: the budget covers all of an image's visual tokens (LLaVA-NeXT: base image and "
                           "crops together); crop: it is split over the crops in proportion to their tokens."),
+        MATCH_OPTION,
         click.option("--limit", "-n", type=click.IntRange(min=1), default=None,
                      help="Use the first N task samples (the same for every method). Default: the whole split."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
@@ -235,19 +243,31 @@ def run(method, **opts) -> None:
     _run((method,), **opts)
 
 
-def _run(methods, model, task, keep, keep_ratio, budget_scope, limit, device, dtype, seed, batch_size, repeats, warmup,
-         args, task_args, data, json_path, store, no_store, quiet) -> None:
+def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, device, dtype, seed, batch_size, repeats,
+         warmup, args, task_args, data, json_path, store, no_store, quiet) -> None:
     options = _method_options(methods, args)
+    from tokenbench import budgets
     from tokenbench.runner import RunSpec, compare as run_compare, parse_budgets
 
     spec = RunSpec(
         methods=tuple((m, options.get(m, {})) for m in methods), model=model, task=task,
         budgets=parse_budgets(keep, keep_ratio), limit=limit, device=device, dtype=dtype, seed=seed,
         batch_size=batch_size, warmup=warmup, repeats=repeats, task_options=parse_task_args(task_args) | _data_args(data),
-        budget_scope=budget_scope, store=_store_path(store, no_store),
+        budget_scope=budget_scope, store=_store_path(store, no_store), match=budgets.parse(match),
     )
     _rows_as_they_finish(json_path, format_table, lambda on_row: run_compare(
         spec, on_row=on_row, progress=not quiet, on_warning=lambda w: click.echo(f"warning: {w}", err=True)))
+
+
+def _one_match(text: str):
+    from tokenbench import budgets
+    from tokenbench.errors import ConfigError
+
+    parsed = budgets.parse(text)
+    if len(parsed) > 1:
+        raise ConfigError(f"--match {text!r}: bench times one budget convention per run; give one (e.g. --match "
+                          "nominal) and run bench again for the other")
+    return parsed[0]
 
 
 def _rows_as_they_finish(json_path: str | None, fmt, run) -> None:
@@ -337,10 +357,11 @@ def calibrate(method, model, task, samples, heldout, seed, epochs, lr, device, d
                    "(LLaVA-NeXT, Qwen2.5-VL). Default: a 640x480 photo.")
 @click.option("--n-text", type=click.IntRange(min=1), default=60, show_default=True,
               help="Non-visual prompt tokens per sample (system prompt + question; ~60 on LLaVA-1.5 benchmarks).")
+@MATCH_OPTION
 @click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE", help="A method option.")
 @click.option("--json", "json_path", default=None, help="Write the rows as JSON here.")
 @_guard
-def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path) -> None:
+def flops(methods, model, keep, keep_ratio, image_size, n_text, match, args, json_path) -> None:
     """Prefill FLOPs of METHODS (and `full`) from the model's config alone: no weights, no data.
 
     The schedule comes from each method's declared steps (the same accounting a run uses, checked against the
@@ -351,6 +372,8 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     Example:
       tokenbench flops alvts fastv --model llava-1.5-7b --keep 64,128,192
       tokenbench flops alvts fastv --model llava-next-7b --keep-ratio 0.111 --image-size 1024x768
+      tokenbench flops fastv sparsevlm pdrop --keep 64,128,192 --match matched,nominal
+      tokenbench flops fastv visionzip --keep 64 --match flops=alvts
     """
     from tabulate import tabulate
 
@@ -364,7 +387,9 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     from tokenbench.bench import DEFAULT_BUDGETS
     from tokenbench.flops import fastv_formula_macs
     from tokenbench.errors import ConfigError
-    from tokenbench.runner import FLOPS_CONVENTION, check_method_plans, option_label, parse_budgets, resolve_model
+    from tokenbench import budgets as conventions
+    from tokenbench.runner import (FLOPS_CONVENTION, Budget, check_method_plans, flops_cost, keep_rule, option_label,
+                                   parse_budgets, resolve_model)
 
     options = parse_method_args(args, methods)
     built = [build_method("full")] + [build_method(m, options.get(m, {})) for m in methods if m != "full"]
@@ -376,45 +401,53 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
     layout = adapter.layout(size)
     lm, encoder, n_visual = adapter.lm_dims(), adapter.encoder_macs(size), layout.n_visual
     budget_specs = parse_budgets(keep, keep_ratio, DEFAULT_BUDGETS)
-    for m in built:  # what compare refuses, flops refuses: a method the model cannot run has no FLOPs
-        check_method_plans(m, adapter, [layout], budget_specs, n_layers=lm.n_layers)
-    budgets = [b.resolve(n_visual) for b in budget_specs]
+    matches = conventions.parse(match)
     n_text += layout.n_structural  # image-span tokens that are never candidates (LLaVA-NeXT's newlines) count as text
+    cost_of = flops_cost(adapter, n_text, {n_visual: size})
+    for m in built:  # what compare refuses, flops refuses: a method the model cannot run has no FLOPs
+        check_method_plans(m, adapter, [layout], budget_specs, n_layers=lm.n_layers, match=matches, cost_of=cost_of)
     full_total = None
     rows = []
-    for m in built:
-        for k in [n_visual] if m.name == "full" else budgets:
-            p = plan(m, lm.n_layers, n_visual, k)
-            count = prefill_count(lm, encoder, n_text, p.visual_per_layer, p, m)
-            full_total = full_total or count.total_flops
-            rows.append({"method": m.name, "label": option_label(m.name, options.get(m.name, {})), "keep": k, "budget_kind": m.budget_kind, "flops_prefill": count.total_flops,
-                         "flops_ratio": count.total_flops / full_total, "flops_breakdown": count.as_flops_dict(),
-                         "flops_decode_step": decode_flops(lm, n_text, kv_counts(p, p.visual_per_layer), 1),
-                         "fastv_formula_llm_macs": fastv_formula_macs(
-                             lm, [n_text + v for v in p.visual_per_layer],
-                             [n_text + v for v in kv_counts(p, p.visual_per_layer)]),
-                         "flops_convention": FLOPS_CONVENTION,
-                         "selector_share": count.overhead / count.total_macs,
-                         "tokens_avg_layer": sum(p.visual_per_layer) / lm.n_layers, "n_text": n_text,
-                         "n_visual": n_visual, "image_size": size,
-                         "model": adapter.name, "params": m.params()})
+    runs = [(built[0], Budget(), matches[0])] + [(m, b, c) for c in matches for m in built[1:] for b in budget_specs]
+    for m0, budget, convention in runs:
+        m = conventions.variant(m0, convention)
+        k = keep_rule(m0, budget, convention, lm.n_layers, cost_of)(n_visual)
+        p = plan(m, lm.n_layers, n_visual, k)
+        count = prefill_count(lm, encoder, n_text, p.visual_per_layer, p, m)
+        full_total = full_total or count.total_flops
+        rows.append({"method": m.name, "label": option_label(m.name, options.get(m.name, {})),
+                     "keep": budget.resolve(n_visual), "method_keep": k,
+                     "match": None if m.name == "full" else convention.label,
+                     "budget_kind": m.budget_kind, "flops_prefill": count.total_flops,
+                     "flops_ratio": count.total_flops / full_total, "flops_breakdown": count.as_flops_dict(),
+                     "flops_decode_step": decode_flops(lm, n_text, kv_counts(p, p.visual_per_layer), 1),
+                     "fastv_formula_llm_macs": fastv_formula_macs(
+                         lm, [n_text + v for v in p.visual_per_layer],
+                         [n_text + v for v in kv_counts(p, p.visual_per_layer)]),
+                     "flops_convention": FLOPS_CONVENTION,
+                     "selector_share": count.overhead / count.total_macs,
+                     "tokens_avg_layer": sum(p.visual_per_layer) / lm.n_layers, "n_text": n_text,
+                     "n_visual": n_visual, "image_size": size,
+                     "model": adapter.name, "params": m.params()})
     shown = f" for a {size[0]}x{size[1]} image" if size else ""
     unit, scale = next((u, x) for u, x in (("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6), ("FLOPs", 1))
                        if full_total >= x or x == 1)  # small models get a unit their figures show in
     click.echo(f"model={adapter.name} ({lm.n_layers} layers, hidden {lm.hidden}) visual tokens={n_visual}{shown} "
                f"text tokens={n_text}; FLOPs = 2 x MACs, prefill incl. vision tower and projector")
+    several = len(matches) > 1
     click.echo(tabulate(
-        [(r["label"], f"{r['keep']}{'*' if r['budget_kind'] == 'layer_mean' else ''}", f"{r['flops_prefill'] / scale:.3f}",
+        [(r["label"], *([r["match"] or "-"] if several else []), conventions.keep_cell(r), f"{r['flops_prefill'] / scale:.3f}",
           f"{r['flops_ratio']:.3f}", f"{r['flops_breakdown']['llm'] / scale:.3f}",
           f"{r['flops_breakdown']['overhead'] / scale:.4f}", f"{100 * r['selector_share']:.1f}",
           f"{r['tokens_avg_layer']:.1f}", f"{r['fastv_formula_llm_macs'] / scale:.3f}",
           f"{r['flops_decode_step'] / 1e9:.4g}") for r in rows],
-        headers=("method", "keep", unit, "ratio", f"LLM {unit}", f"selector {unit}", "selector %", "vis tok avg",
+        headers=("method", *(["budgets"] if several else []), "keep", unit, "ratio", f"LLM {unit}", f"selector {unit}", "selector %", "vis tok avg",
                  f"FastV formula {unit[0]}", "decode GFLOPs/tok"),
         tablefmt="github"))
     click.echo(f"FastV formula {unit[0]}: the papers' per-layer 4nd^2 + 2n^2d + 2ndm summed over the LLM layers (MACs, which the "
                "papers print as FLOPs; compare it with their tables, not with our FLOPs). decode GFLOPs/tok: the first "
                "decode step against the KV cache the prefill left.")
+    click.echo(conventions.note([c.label for c in matches]))
     click.echo("keep*: a layer-mean budget (multi-stage methods). Selector: the method's signals and select() work in "
                "the LLM; pre-LLM signals (CLS attention, VisionZip's merge) need the model and are counted by runs only")
     if json_path:
@@ -447,13 +480,14 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, args, json_path)
               help="Timed rounds (median and IQR reported). Default: 5 on a GPU, 3 on a CPU.")
 @click.option("--warmup", type=int, default=None, help="Untimed rounds first. Default: 2 on a GPU, 1 on a CPU.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the random weights, image and methods.")
+@MATCH_OPTION
 @click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE", help="A method option.")
 @click.option("--json", "json_path", default=None,
               help="Write the rows as JSON here, rewritten after each row (a model's rows finish together, after its "
                    "interleaved rounds).")
 @_guard
 def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, n_text, new_tokens, repeats, warmup,
-          seed, args, json_path) -> None:
+          seed, match, args, json_path) -> None:
     """Time `full` and METHODS at real scale, with random weights built from the shipped configs: no download, no
     trained weights needed for speed. Default METHODS: on a GPU every registered method the model supports; on a
     CPU fastv and alvts.
@@ -493,7 +527,7 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
         methods=chosen["methods"], models=tuple(models), budgets=chosen["budgets"], device=device,
         dtype=chosen["dtype"], layers=layers, default_layers=defaults["layers"], n_text=n_text,
         image_size=_image_size(image_size), new_tokens=new_tokens, warmup=chosen["warmup"], repeats=chosen["repeats"],
-        seed=seed, named=frozenset(methods),
+        seed=seed, named=frozenset(methods), match=_one_match(match),
     )
     note = cpu_note(left_out) if left_out and defaults is not GPU_DEFAULTS else ""
     _rows_as_they_finish(json_path, format_bench, lambda on_row: run_bench(
@@ -837,6 +871,8 @@ def _metric_value(r: dict, value) -> str:
 def _task_table(rows: list[dict]) -> str:
     from tabulate import tabulate
 
+    from tokenbench import budgets
+
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}"
 
@@ -848,7 +884,7 @@ def _task_table(rows: list[dict]) -> str:
 
     table = [
         (
-            r.get("label") or r["method"], f"{r['keep']}{'*' if r.get('budget_kind') == 'layer_mean' else ''}",
+            r.get("label") or r["method"], budgets.keep_cell(r),
             _metric_value(r, r.get("score", r["accuracy"])), pct(r["retention"]), pct(r["agreement"]),
             f"{r['kl_first_token']:.4f}", f"{r['tokens_llm_input']:.0f}", f"{r['tokens_avg_layer']:.1f}",
             f"{r['flops_prefill'] / 1e9:.3f}", f"{r['flops_ratio']:.3f}", _ms(r["prefill_ms"]), _ms(paired_full(r)),
@@ -865,12 +901,16 @@ def _task_table(rows: list[dict]) -> str:
     if any(r.get("n_failed") for r in rows):
         table = [(*t, r.get("n_failed", 0)) for t, r in zip(table, rows)]
         headers = (*headers, "failed")
+    matches = list(dict.fromkeys(r["match"] for r in rows if r.get("match")))
+    if len(matches) > 1:  # several conventions: say which each row ran under
+        table = [(t[0], r.get("match") or "-", *t[1:]) for t, r in zip(table, rows)]
+        headers = (headers[0], "budgets", *headers[1:])
     from tokenbench.results import device_words
 
     head = (f"model={first['model']} task={first['task']} samples={first['n_samples']} device={device_words(first)} "
             f"dtype={first['dtype']} attn={first['attn_implementation']} "
             f"(timings: batch 1, {first['decode_tokens']} tokens decoded, median of {first['timing_repeats']})")
-    notes = [TIMING_NOTE]
+    notes = [TIMING_NOTE, budgets.note(matches)] if matches else [TIMING_NOTE]
     if any(r.get("budget_kind") == "layer_mean" for r in rows):
         notes.append("keep*: a layer-mean budget (visual tokens per LLM layer, averaged over layers: multi-stage methods); "
                      "otherwise the visual tokens left after the reduction. 'vis tok avg' is what each run reached")

@@ -68,8 +68,10 @@ def suite_spec():
         specs[at] = ("alvts", calibrated, "alvts")  # labelled as the method: the board's reference ALVTS row
         for variant, options in ALVTS_VARIANTS.items():  # the open choices, each as its own rows
             specs.insert(at + 1, ("alvts", calibrated | options, variant))
+    from tokenbench.budgets import MATCHED, NOMINAL
+
     return RunSpec(
-        methods=tuple(specs), model=MINI_SUITE["model"], task=MINI_SUITE["task"],
+        methods=tuple(specs), model=MINI_SUITE["model"], task=MINI_SUITE["task"], match=(MATCHED, NOMINAL),
         budgets=tuple(Budget(ratio=r) for r in MINI_SUITE["keep_ratio"]), seed=MINI_SUITE["seed"],
         batch_size=MINI_SUITE["batch_size"], warmup=MINI_SUITE["warmup"], repeats=MINI_SUITE["repeats"],
         task_options=dict(MINI_SUITE["task_options"]),
@@ -218,20 +220,57 @@ def _cell_key(row: dict) -> tuple[str, str]:
     return label(row), row["budget"]
 
 
+def match_of(row: dict) -> str:
+    """A row's budget convention (:mod:`tokenbench.budgets`); rows from before conventions were named, and ``full``
+    (the same in every convention), are ``matched``."""
+    return row.get("match") or "matched"
+
+
+#: what each convention's table is, as its heading says
+MATCH_HEADINGS = {
+    "matched": "Budgets matched: every method spends the same visual tokens per LLM layer, averaged over the layers "
+               "(FastV and DART, which see every token before their layer, keep fewer after it)",
+    "nominal": "Budgets nominal: each paper's own meaning of keep k (FastV and DART keep k from their layer on; "
+               "SparseVLM runs its official per-stage rows; PyramidDrop its paper layers, ending at k)",
+}
+
+
+def split_by_match(rows: list[dict]) -> dict[str, list[dict]]:
+    """Convention -> its table's rows: ``full`` in each, and only the rows that ran under it (a row copied from an
+    earlier convention because the plan is the same, ``same_as``, is listed once, under that one)."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("same_as") is None and r["method"] != "full":
+            out.setdefault(match_of(r), [])
+    full = [r for r in rows if r["method"] == "full"]
+    return {m: full + [r for r in rows if r["method"] != "full" and match_of(r) == m and r.get("same_as") is None]
+            for m in out} or {"matched": full}
+
+
 def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
     """Markdown for one (model, task) from its result files: the CPU file with the most samples gives the
     deterministic columns; each file adds a measured prefill speed-up column named for its device."""
     accuracy_file = max(files, key=lambda f: (f[1][0].get("device") == "cpu", f[1][0]["n_samples"]))
     name, rows = accuracy_file
-    header = list(DETERMINISTIC)
-    body = deterministic_cells(rows)
-    order = [_cell_key(r) for r in sorted(rows, key=_budget_key)]
-    for fname, frows in files:
-        by_cell = {_cell_key(r): r for r in frows}
-        header.append(f"prefill × ({device_label(frows[0])})")
-        for line, key in zip(body, order):
-            r = by_cell.get(key)
-            line.append(_fmt(r.get("speedup_prefill") if r else None, ".2f"))
+    tables = []
+    by_match = split_by_match(rows)
+    for match, mrows in by_match.items():
+        header = list(DETERMINISTIC)
+        body = deterministic_cells(mrows)
+        order = [_cell_key(r) for r in sorted(mrows, key=_budget_key)]
+        for fname, frows in files:
+            by_cell = {_cell_key(r): r for r in frows if match_of(r) == match or r["method"] == "full"}
+            header.append(f"prefill × ({device_label(frows[0])})")
+            for line, key in zip(body, order):
+                r = by_cell.get(key)
+                line.append(_fmt(r.get("speedup_prefill") if r else None, ".2f"))
+        if len(by_match) > 1:
+            tables += [f"## {MATCH_HEADINGS.get(match, 'Budgets ' + match)}", ""]
+            if match != next(iter(by_match)):
+                same = sorted({label(r) for r in rows if r.get("same_as") and match_of(r) == match})
+                if same:
+                    tables += [f"Not listed here, because they run the same plan in both: {', '.join(same)}.", ""]
+        tables += [_table(header, body), ""]
     first = rows[0]
     prov = first.get("provenance", {})
     lines = [
@@ -245,8 +284,7 @@ def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> 
         f"(tokenbench {prov.get('tokenbench', '?')}, torch {prov.get('torch', '?')}, transformers "
         f"{prov.get('transformers', '?')}, {device_label(first)}).",
         "",
-        _table(header, body),
-        "",
+        *tables,
         "* `budget`: the budget asked for: a share of each image's visual tokens (`1/9`) or a number of them "
         "(`64`); `keep`: the visual tokens it comes to on this model. `*` marks a layer-mean budget (visual tokens per "
         "LLM layer, averaged, rather than kept).",
@@ -281,9 +319,13 @@ def pareto_png(path: str, model: str, rows: list[dict]) -> None:
 
     fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
     styles = zip(itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"]), itertools.cycle("osD^vPX*"))
-    for method, (color, marker) in zip(sorted({label(r) for r in rows} - {"full"}), styles):
+    def line(r):  # one line per method and convention it ran under
+        return label(r) + ("" if match_of(r) == "matched" else f" ({match_of(r)})")
+
+    rows = [r for r in rows if r.get("same_as") is None]
+    for method, (color, marker) in zip(sorted({line(r) for r in rows} - {"full"}), styles):
         pts = sorted((r["flops_ratio"], r["retention"], _budget_cell(r)) for r in rows
-                     if label(r) == method and r["retention"] is not None)
+                     if line(r) == method and r["retention"] is not None)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=method)
             for x, y, budget in pts:
@@ -333,15 +375,31 @@ def render(root: str = LEADERBOARD_DIR, plots: bool = True) -> list[str]:
 
 # -- the check ---------------------------------------------------------------------------------------------------------
 def committed_cells(markdown: str) -> list[list[str]]:
-    """The deterministic columns of the table in a committed board, one list per row."""
-    lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
-    if len(lines) < 3:
-        return []
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    idx = [header.index(c) for c in DETERMINISTIC if c in header]
-    if len(idx) != len(DETERMINISTIC):
-        return []
-    return [[[c.strip() for c in ln.strip("|").split("|")][i] for i in idx] for ln in lines[2:]]
+    """The deterministic columns of the tables in a committed board, one list per row, each led by its table's budget
+    convention (a board with one table: ``matched``)."""
+    out, match, idx, rows_of_table = [], "matched", None, 0
+    for ln in markdown.splitlines():
+        if ln.startswith("## Budgets "):
+            match = ln[len("## Budgets "):].split(":")[0].strip()
+        if not ln.startswith("|"):
+            idx = None
+            continue
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        if idx is None:  # a table's header, then its separator
+            idx = [cells.index(c) for c in DETERMINISTIC if c in cells]
+            rows_of_table = 0
+            if len(idx) != len(DETERMINISTIC):
+                return []
+            continue
+        rows_of_table += 1
+        if rows_of_table > 1:  # past the separator
+            out.append([match] + [cells[i] for i in idx])
+    return out
+
+
+def fresh_cells(rows: list[dict]) -> list[list[str]]:
+    """:func:`deterministic_cells` of each convention's table, led by the convention (as :func:`committed_cells`)."""
+    return [[match] + c for match, mrows in split_by_match(rows).items() for c in deterministic_cells(mrows)]
 
 
 def check(fresh_rows: list[dict], root: str = LEADERBOARD_DIR) -> list[str]:
@@ -352,17 +410,18 @@ def check(fresh_rows: list[dict], root: str = LEADERBOARD_DIR) -> list[str]:
         return [f"{path} does not exist"]
     with open(path) as f:
         committed = committed_cells(f.read())
-    fresh = deterministic_cells(fresh_rows)
+    fresh = fresh_cells(fresh_rows)
     problems = []
-    old = {(c[0], c[1]): c for c in committed}
-    new = {(c[0], c[1]): c for c in fresh}
+    old = {(c[0], c[1], c[2]): c[1:] for c in committed}
+    new = {(c[0], c[1], c[2]): c[1:] for c in fresh}
     for key in sorted(set(old) | set(new)):
+        where = f"{key[1]} @ {key[2]} ({key[0]} budgets)"
         if key not in old:
-            problems.append(f"{key[0]} @ {key[1]}: not in {path}")
+            problems.append(f"{where}: not in {path}")
         elif key not in new:
-            problems.append(f"{key[0]} @ {key[1]}: in {path} but no longer produced")
+            problems.append(f"{where}: in {path} but no longer produced")
         else:
             for col, a, b in zip(DETERMINISTIC, old[key], new[key]):
                 if a != b:
-                    problems.append(f"{key[0]} @ {key[1]}: {col} committed {a}, now {b}")
+                    problems.append(f"{where}: {col} committed {a}, now {b}")
     return problems

@@ -277,6 +277,9 @@ class RunSpec:
     task_options: dict[str, Any] = field(default_factory=dict)
     budget_scope: str = "global"  # "global" over an image's visual tokens, or "crop": split over its crops
     store: str | None = None  # a results store (tokenbench.store) to reuse and save samples in; None: none
+    #: budget conventions (tokenbench.budgets), each run in turn; a method whose plan a later one leaves unchanged
+    #: is not run again: its rows are copied with the later convention's name and ``same_as`` the first's
+    match: tuple[Any, ...] = ()
 
 
 @dataclass
@@ -292,6 +295,7 @@ class MethodRun:
     keeps: list[int]  # the budget resolved for each sample's image
     n_visual: list[int]  # each sample's visual tokens before reduction
     scored: Any = None  # the task's tokenbench.task.Scored
+    method_keeps: list[int] = field(default_factory=list)  # what the method ran at under the convention
 
 
 def check_counts(**counts: tuple[int | None, int, int]) -> None:
@@ -341,12 +345,15 @@ def method_labels(specs: tuple[tuple[Any, ...], ...]) -> list[str]:
     return labels
 
 
-def check_method_plans(method, adapter, layouts, budgets, scope: str = "global", n_layers: int | None = None) -> None:
+def check_method_plans(method, adapter, layouts, budgets, scope: str = "global", n_layers: int | None = None,
+                       match: tuple = (), cost_of: Callable | None = None) -> None:
     """Everything a method can refuse, before any compute: its options against the model's depth (``check``), the
     signals it needs (``check_compatible``), the budget scope against each layout's crops, and its ``plan`` at every
     budget on every image layout (options against the image's tokens and the budget). ``layouts``: VisualLayouts;
-    ``n_layers``: the depth when no model is loaded (``flops`` and ``bench`` check from the config alone)."""
+    ``n_layers``: the depth when no model is loaded (``flops`` and ``bench`` check from the config alone); ``match``
+    and ``cost_of``: the budget conventions and FLOPs (:func:`keep_rule`)."""
     from tokenbench.api import check_budget_scope
+    from tokenbench.budgets import MATCHED, variant
 
     n_layers = adapter.n_layers if n_layers is None else n_layers
     method.check(n_layers)
@@ -354,8 +361,45 @@ def check_method_plans(method, adapter, layouts, budgets, scope: str = "global",
     for layout in layouts:
         check_budget_scope(method, scope, layout)
         for budget in budgets:
-            steps = method.plan(budget.resolve(layout.n_visual), layout.n_visual, n_layers)
-            adapter.check_compatible(method, steps)
+            for convention in match or (MATCHED,):
+                keep = keep_rule(method, budget, convention, n_layers, cost_of)
+                steps = variant(method, convention).plan(keep(layout.n_visual), layout.n_visual, n_layers)
+                adapter.check_compatible(method, steps)
+
+
+def keep_rule(method, budget: Budget, convention, n_layers: int, cost_of: Callable | None = None
+              ) -> Callable[[int], int]:
+    """The function of an image's visual tokens that gives ``method``'s own budget under ``convention``
+    (:func:`tokenbench.budgets.method_keep`; run it as ``budgets.variant(method, convention)``). ``cost_of(n_visual)``:
+    prefill FLOPs ``(method, k) -> FLOPs`` of an image with that many tokens (``flops=`` conventions)."""
+    from tokenbench.budgets import method_keep, variant
+
+    m = variant(method, convention)
+
+    def keep(n_visual: int) -> int:
+        return method_keep(m, budget.resolve(n_visual), n_visual, n_layers, convention,
+                           cost_of(n_visual) if cost_of is not None else None)
+
+    return keep
+
+
+def flops_cost(adapter, n_text: int, sizes: dict[int, Any]) -> Callable[[int], Callable]:
+    """``cost_of`` for :func:`keep_rule`: the planned prefill FLOPs of one sample with ``n_text`` non-visual tokens, for
+    an image of ``sizes[n_visual]`` (its pixel size, which fixes the vision tower's work)."""
+    from tokenbench.accounting import plan, prefill_count
+
+    lm = adapter.lm_dims()
+
+    def cost_of(n_visual: int):
+        encoder = adapter.encoder_macs(sizes.get(n_visual))
+
+        def cost(method, k: int) -> float:
+            p = plan(method, lm.n_layers, n_visual, k)
+            return prefill_count(lm, encoder, n_text, p.visual_per_layer, p, method).total_flops
+
+        return cost
+
+    return cost_of
 
 
 def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
@@ -387,8 +431,27 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
         for s in samples:
             layout = adapter.layout_of(s)
             layouts.setdefault((layout.n_visual, len(layout.crops)), layout)
+    from tokenbench.budgets import MATCHED, variant
+
+    conventions = spec.match or (MATCHED,)
+    cost_of = None
+    if any(c.kind == "flops" for c in conventions):  # FLOPs of the first sample's prompt, on each image layout
+        sizes = {}
+        for samples, _ in splits:
+            for smp in samples:
+                sizes.setdefault(adapter.layout_of(smp).n_visual, tuple(smp.image.size))
+        first = splits[0][0][0]
+        first = dataclasses.replace(first, question=tasks[0].prompt(first, adapter.family))
+        cost_of = flops_cost(adapter, adapter.encode([first]).n_text[0], sizes)
     for m in methods:  # every budget fits every image and every method can run there, or stop here
-        check_method_plans(m, adapter, list(layouts.values()), spec.budgets, spec.budget_scope)
+        check_method_plans(m, adapter, list(layouts.values()), spec.budgets, spec.budget_scope,
+                           match=conventions, cost_of=cost_of)
+
+    def same_plan(m, a, b) -> bool:  # conventions a and b run m identically on every layout and budget
+        return variant(m, a) == variant(m, b) and all(
+            keep_rule(m, budget, a, adapter.n_layers, cost_of)(lay.n_visual)
+            == keep_rule(m, budget, b, adapter.n_layers, cost_of)(lay.n_visual)
+            for budget in spec.budgets for lay in layouts.values())
     torch.manual_seed(spec.seed)
 
     from tokenbench.results import provenance
@@ -418,6 +481,7 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
             ctx.task_name, ctx.store, ctx.cells = name, store, cells
             full = build_method("full")
             everything = Budget()
+            ctx.match, ctx.keep_of = conventions[0], everything.resolve
             reference = ctx.run(full, everything)
             task_warnings = [ctx.too_long] if ctx.too_long else []
             if ctx.too_long and on_warning:
@@ -430,10 +494,22 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
                 ctx.artefact, ctx.artefact_digest = prep.artefact, _artefact_digest(prep)
                 extra = {"label": label, "prepare_s": prepare_s, "prepared": prep.info,
                          "warnings": [prep.warning] * bool(prep.warning) + task_warnings}
-                for budget in spec.budgets:
-                    run = ctx.run(m, budget)
-                    timing = ctx.time(m, budget)
-                    finished(ctx.row(m, budget, run, reference, timing) | extra)
+                done: dict[Any, list[dict]] = {}  # convention -> this method's rows under it
+                for convention in conventions:
+                    earlier = next((c for c in done if same_plan(m, c, convention)), None)
+                    if earlier is not None:  # the same plan: the same rows, named for this convention too
+                        for r in done[earlier]:
+                            finished(r | {"match": convention.label, "same_as": earlier.label})
+                        continue
+                    done[convention] = []
+                    for budget in spec.budgets:
+                        ctx.match = convention
+                        ctx.keep_of = keep_rule(m, budget, convention, adapter.n_layers, cost_of)
+                        mv = variant(m, convention)
+                        run = ctx.run(mv, budget)
+                        timing = ctx.time(mv, budget)
+                        done[convention].append(ctx.row(mv, budget, run, reference, timing) | extra)
+                        finished(done[convention][-1])
     except BaseException:
         if store is not None:
             store.update_run(run_id, rows, cells, state="interrupted")
@@ -503,6 +579,8 @@ class _Context:
         self.cells: list[str] = []
         self.model_fingerprint = None
         self.too_long: str | None = None  # set by full's run: samples longer than the model's positions
+        self.match = None  # the budget convention of the current runs (tokenbench.budgets.Convention)
+        self.keep_of: Callable[[int], int] | None = None  # n_visual -> the method's own budget under it
 
     def run(self, method: TokenReducer, budget: Budget) -> MethodRun:
         """Every sample, in batches of samples that share a visual layout; results in the samples' order. With a
@@ -522,7 +600,7 @@ class _Context:
         n_layers = self.adapter.n_layers
         bar = tqdm(total=len(self.samples), desc=f"{method.name} keep={budget.label()}", unit="sample",
                    disable=True if not self.progress else None, leave=False)  # None: only on a TTY
-        with self.adapter.reduction(method, budget.resolve, seed=self.spec.seed, artefact=self.artefact,
+        with self.adapter.reduction(method, self.keep_of, seed=self.spec.seed, artefact=self.artefact,
                                     budget_scope=self.spec.budget_scope) as router:
             for idx in self.adapter.batches(self.samples, self.spec.batch_size):
                 chunk = [self.samples[i] for i in idx]
@@ -545,6 +623,7 @@ class _Context:
                         "answer": text,
                         "visual_per_layer": list(per_layer),
                         "keep": budget.resolve(n_visual),
+                        "method_keep": self.keep_of(n_visual),
                         "n_visual": n_visual,
                         "n_text": n_text,
                         "flops": dc.asdict(prefill_count(self.lm, encoder, n_text, per_layer, rec, method)),
@@ -578,7 +657,7 @@ class _Context:
                          [r["visual_per_layer"] for r in ordered], [PrefillCount(**r["flops"]) for r in ordered],
                          [tuple(r["decode_flops"]) for r in ordered], [r["fastv_formula"] for r in ordered],
                          sum(r["kv_bytes"] for r in ordered) / len(ordered), [r["keep"] for r in ordered],
-                         [r["n_visual"] for r in ordered], scored)
+                         [r["n_visual"] for r in ordered], scored, [r.get("method_keep", r["keep"]) for r in ordered])
 
     def longer_than_positions(self, records: list[dict]) -> str | None:
         """A warning when some samples' prompt plus answer exceeds the positions the model was trained on (its
@@ -623,6 +702,7 @@ class _Context:
             "method": {"name": method.name, "params": method.params(), "code": _source_digest(type(method)),
                        "artefact": self.artefact_digest},
             "budget": budget.label(), "budget_scope": spec.budget_scope, "seed": spec.seed,
+            "match": None if method.name == "full" else self.match.label,
             "batch_size": spec.batch_size, "max_new_tokens": self.task.max_new_tokens,
             "tokenbench": __version__, "code": code_digest(), "first_token_top_k": TOP_K,
         }
@@ -638,12 +718,12 @@ class _Context:
 
         adapter, spec = self.adapter, self.spec
         batch = adapter.encode(self.samples[:1])
-        variants = {"method": (method, budget.resolve, self.artefact)}
+        variants = {"method": (method, self.keep_of, self.artefact)}
         if method.name != "full":
             variants["full"] = (build_method("full"), batch.layout.n_visual, None)
         stats = time_variants(adapter, batch, variants, self.task.max_new_tokens, spec.warmup, spec.repeats,
                               seed=spec.seed, budget_scope=spec.budget_scope)
-        peak = peak_memory_mb(adapter, batch, method, budget.resolve, self.task.max_new_tokens, seed=spec.seed,
+        peak = peak_memory_mb(adapter, batch, method, self.keep_of, self.task.max_new_tokens, seed=spec.seed,
                               artefact=self.artefact, budget_scope=spec.budget_scope)
         return {"method": stats["method"], "ref": stats.get("full", stats["method"]), "peak_mem_mb": peak}
 
@@ -673,7 +753,9 @@ class _Context:
             "budget": budget.label(),
             "budget_scope": spec.budget_scope,
             "budget_kind": method.budget_kind,  # kept: tokens left after the reduction; layer_mean: mean per layer
+            "match": None if method.name == "full" else self.match.label,  # the budget convention (tokenbench.budgets): matched, nominal, flops=METHOD
             "keep": mean(run.keeps),
+            "method_keep": mean(run.method_keeps),  # the budget the method ran at under the convention
             "keep_ratio": sum(k / v for k, v in zip(run.keeps, run.n_visual)) / n,
             "n_visual": mean(run.n_visual),
             "n_samples": n,

@@ -61,10 +61,10 @@ def test_check_names_every_changed_cell(tmp_path):
     changed = [dict(r) for r in ROWS]
     changed[1] = _row("fastv", "64", 64, "1111110000" * 5, FULL, flops_ratio=0.3)
     problems = lb.check(changed, str(tmp_path))
-    assert any(p.startswith("fastv @ 64: accuracy committed 0.500, now 0.600") for p in problems), problems
+    assert any(p.startswith("fastv @ 64 (matched budgets): accuracy committed 0.500, now 0.600") for p in problems), problems
     timing_only = [dict(r, speedup_prefill=9.0) for r in ROWS]
     assert lb.check(timing_only, str(tmp_path)) == []  # timings are never compared
-    assert lb.check(ROWS[:2], str(tmp_path)) == ["random @ 64: in " + str(tmp_path / "m--t.md") +
+    assert lb.check(ROWS[:2], str(tmp_path)) == ["random @ 64 (matched budgets): in " + str(tmp_path / "m--t.md") +
                                                  " but no longer produced"]
 
 
@@ -129,7 +129,7 @@ def test_variant_rows_render_under_their_own_label(tmp_path):
     assert len([ln for ln in text.splitlines() if ln.startswith("| alvts[skipped_as_kv=False] ")]) == 1
     assert lb.check(rows, str(tmp_path)) == []
     changed = [*rows[:-1], dict(variant, accuracy=0.1)]
-    assert any(p.startswith("alvts[skipped_as_kv=False] @ 64: accuracy") for p in lb.check(changed, str(tmp_path)))
+    assert any(p.startswith("alvts[skipped_as_kv=False] @ 64 (matched budgets): accuracy") for p in lb.check(changed, str(tmp_path)))
 
 
 def test_a_method_listed_twice_is_refused():
@@ -197,3 +197,25 @@ def test_device_label_names_the_processor_where_the_row_records_it():
     assert lb.device_label(ROWS[0]) == "CPU, 2 threads"  # rows from before the field
     row = dict(ROWS[0], provenance={"torch_threads": 4, "cpu_model": "Apple M2"})
     assert lb.device_label(row) == "Apple M2, 4 threads"
+
+
+def test_two_conventions_render_as_two_tables_and_are_checked_apart(tmp_path):
+    matched = [dict(r, match=None if r["method"] == "full" else "matched") for r in ROWS]
+    nominal = [dict(_row("fastv", "64", 64, "1111110000" * 5, FULL, flops_ratio=0.35), match="nominal"),
+               dict(ROWS[2], match="nominal", same_as="matched")]  # random: the same plan in both
+    rows = matched + nominal
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "cpu.json").write_text(json.dumps(rows))
+    lb.render(str(tmp_path), plots=False)
+    text = (tmp_path / "m--t.md").read_text()
+    matched_at, nominal_at = text.index("## Budgets matched"), text.index("## Budgets nominal")
+    assert matched_at < nominal_at
+    nominal_part = text[nominal_at:]
+    assert "run the same plan in both: random" in nominal_part
+    table = [ln for ln in nominal_part.splitlines() if ln.startswith("| ")]
+    assert [ln.split("|")[1].strip() for ln in table[1:]] == ["full", "fastv"]  # header, full, fastv; no random
+    assert "0.600" in nominal_part and "0.600" not in text[matched_at:nominal_at]  # each row in its own table
+    assert lb.check(rows, str(tmp_path)) == []
+    changed = [dict(r) for r in rows]
+    changed[3] = dict(changed[3], flops_ratio=0.4)
+    assert lb.check(changed, str(tmp_path)) == ["fastv @ 64 (nominal budgets): FLOPs ratio committed 0.350, now 0.400"]

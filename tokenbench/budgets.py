@@ -1,0 +1,134 @@
+"""Budget conventions: what "keep k" means for each method in a run. No torch here.
+
+The harness asks every method for the same budget ``k`` (a count or a share of each image's visual tokens). Methods
+read a number differently, so a run names its convention, and every row and board says which one it used:
+
+* ``matched`` (the default): every method spends the same visual tokens per LLM layer, averaged over the layers. A
+  method whose budget is a layer mean (``budget_kind = "layer_mean"``: PyramidDrop, SparseVLM, FitPrune, VTW) fits its
+  schedule to ``k`` itself. A method that keeps a count (``budget_kind = "kept"``) gets the count ``k'`` whose
+  schedule's layer mean is closest to ``k`` (ties to the smaller; never above when an exact hit is impossible): FastV
+  and DART, which see every token before their layer, keep fewer than ``k`` after it; methods that act before the LLM
+  or at every layer (VisionZip, ALVTS, ...) keep ``k``. When even one kept token is over the mean (the tokens before
+  the method's layer alone exceed it) the method keeps 1 and the row reports the mean it reached.
+* ``nominal``: each paper's own meaning of "keep k", so that a number can be set beside the paper's. A ``kept`` method
+  keeps ``k`` after its reduction (FastV keeps ``k`` from its layer on); a multi-stage method runs its official
+  schedule for ``k`` (:meth:`~tokenbench.api.TokenReducer.nominal`: SparseVLM's per-stage rows, PyramidDrop's
+  pyramid at its paper layers); methods whose papers have no other meaning keep the matched one.
+* ``flops=METHOD``: every method gets the budget at which its prefill FLOPs are closest to ``METHOD``'s at ``k`` (the
+  FLOPs of one representative sample: the task's first), so every row costs the same; the fairest comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from tokenbench.errors import ConfigError
+
+KINDS = ("matched", "nominal", "flops")
+EXAMPLE = "--match nominal, --match matched,nominal or --match flops=alvts"
+
+
+@dataclass(frozen=True)
+class Convention:
+    kind: str = "matched"
+    reference: str | None = None  # flops: the method whose FLOPs at the budget every method meets
+
+    @property
+    def label(self) -> str:
+        return f"flops={self.reference}" if self.kind == "flops" else self.kind
+
+
+MATCHED, NOMINAL = Convention("matched"), Convention("nominal")
+
+
+def parse(text: str | None) -> tuple[Convention, ...]:
+    """``--match`` as conventions: a comma-separated list of ``matched``, ``nominal``, ``flops=METHOD``."""
+    if text is None:
+        return (MATCHED,)
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ConfigError(f"--match is empty; give a convention, e.g. {EXAMPLE}")
+    out = []
+    for part in parts:
+        kind, _, ref = part.partition("=")
+        kind = kind.strip().lower()
+        if kind not in KINDS or (kind == "flops") != bool(ref.strip()):
+            raise ConfigError(f"--match {part!r} is not a budget convention; use matched, nominal or flops=METHOD "
+                              f"(every method at that method's FLOPs), e.g. {EXAMPLE}")
+        if kind == "flops":
+            from tokenbench.api import METHODS
+
+            METHODS.get(ref.strip())  # an unknown name is the registry's one-line error with the known names
+        c = Convention(kind, ref.strip() or None)
+        if c in out:
+            raise ConfigError(f"--match names {c.label} twice; give each convention once, e.g. {EXAMPLE}")
+        out.append(c)
+    return tuple(out)
+
+
+def variant(method, convention: Convention):
+    """The method as it runs under ``convention``: its paper's own schedule under ``nominal``, else itself."""
+    return method.nominal() if convention.kind == "nominal" else method
+
+
+def layer_mean(method, keep: int, n_visual: int, n_layers: int) -> float:
+    """Visual tokens per LLM layer, averaged, of ``method`` at ``keep`` (its plan, no model needed)."""
+    from tokenbench.accounting import plan
+
+    return sum(plan(method, n_layers, n_visual, keep).visual_per_layer) / n_layers
+
+
+def closest(measure: Callable[[int], float], target: float, n_visual: int) -> int:
+    """The count in 1..n_visual whose ``measure`` (non-decreasing in it) is closest to ``target``; ties and
+    unreachable targets go to the smaller side."""
+    lo, hi = 1, n_visual
+    if measure(lo) >= target:
+        return lo
+    while lo < hi:  # the largest count whose measure is <= target
+        mid = (lo + hi + 1) // 2
+        if measure(mid) <= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo < n_visual and measure(lo + 1) - target < target - measure(lo):
+        return lo + 1
+    return lo
+
+
+def method_keep(method, keep: int, n_visual: int, n_layers: int, convention: Convention,
+                cost: Callable[[object, int], float] | None = None) -> int:
+    """The budget ``method`` (already its :func:`variant`) is run at for the run's budget ``keep`` on an image of
+    ``n_visual`` tokens. ``cost(method, k)``: prefill FLOPs at ``k`` (``flops`` conventions only)."""
+    if keep >= n_visual or method.name == "full":
+        return keep
+    if convention.kind == "matched" and method.budget_kind == "kept":
+        return closest(lambda k: layer_mean(method, k, n_visual, n_layers), keep, n_visual)
+    if convention.kind == "flops":
+        from tokenbench.api import build_method
+
+        target = cost(build_method(convention.reference), keep)
+        return closest(lambda k: cost(method, k), target, n_visual)
+    return keep
+
+
+# -- how tables write it ---------------------------------------------------------------------------------------------
+WORDS = {
+    "matched": "the same visual tokens per LLM layer, averaged, for every method",
+    "nominal": "each paper's own meaning of keep k (FastV keeps k from its layer on; SparseVLM its official rows)",
+}
+
+
+def note(labels: list[str]) -> str:
+    """The line under a table that says what its conventions mean."""
+    words = [f"{m}: {WORDS.get(m, 'every method at the prefill FLOPs of ' + m.partition('=')[2] + ' at the budget')}"
+             for m in labels]
+    return ("budgets " + "; ".join(words) + ". keep A → B: budget A, which this method runs as B (its own count, or "
+            "layer mean for keep*)")
+
+
+def keep_cell(row: dict) -> str:
+    """``keep`` as tables write it: ``*`` for a layer-mean budget, ``→ k`` where the convention runs it as another."""
+    own = row.get("method_keep", row["keep"])
+    return (f"{row['keep']}{'*' if row.get('budget_kind') == 'layer_mean' else ''}"
+            + (f" → {own:g}" if own != row["keep"] else ""))
