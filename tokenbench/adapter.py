@@ -178,11 +178,12 @@ class ModelAdapter:
 
     def check_compatible(self, method, steps=None) -> None:
         """Refuse, before any compute, a method that needs a signal this adapter cannot provide (in ``steps``,
-        default the method's own)."""
+        default the method's own; a step with ``alternatives`` needs one of its need sets)."""
+        from tokenbench.api import resolve_needs
         from tokenbench.errors import IncompatibleError
 
         for step in method.steps(self.n_layers) if steps is None else steps:
-            for need in step.needs:
+            for need in resolve_needs(step, self.provides):
                 if need.kind not in self.provides:
                     why = self.missing_reasons.get(need.kind)
                     raise IncompatibleError(
@@ -210,7 +211,9 @@ class ModelAdapter:
         if not steps:
             yield None
             return
-        kinds = {need.kind for step in steps for need in step.needs}
+        from tokenbench.api import resolve_needs
+
+        kinds = {need.kind for step in steps for need in resolve_needs(step, self.provides)}
         with self.pre_llm_signals(kinds) as providers, Router(
             method, keep, self.decoder_layers(), self.language_model(), seed=seed,
             artefact=artefact, pre_llm_providers=providers, budget_scope=budget_scope,

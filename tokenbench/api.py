@@ -67,12 +67,17 @@ NEED_KINDS: dict[str, str] = {
     "visual_embeds": "the visual tokens as they enter the LLM (after the projector): (B, N, D)",
     "cls_attn": "attention of the vision tower's CLS query to the patch tokens at the layer that feeds the "
     "projector (VisionZip's and FasterVLM's signal), per head: (B, vision_heads, N); only towers with a CLS token",
-    "vision_keys": "keys of the vision layer that gives cls_attn, per head, for the patch tokens: "
+    "vision_received": "attention each visual token receives in the vision tower's last block, per head: the "
+    "block's softmax probabilities (over its own attention span: the image on a full-attention block) summed over "
+    "every query patch, averaged over the patches the merger joins into the token (2x2 on Qwen2.5-VL), in the LLM's "
+    "raster order: (B, vision_heads, N) (VisionZip's signal on towers without CLS); only towers with a patch merger",
+    "vision_keys": "keys of the vision layer that gives cls_attn or vision_received, per head, one per visual token "
+    "(Qwen2.5-VL: after the tower's rotary embedding, averaged over the patches merged into the token): "
     "(B, vision_heads, N, vision_head_dim) (VisionZip's merge metric)",
     "vision_features": "the vision features the projector maps into the LLM, one per visual token: (B, N, Dv); "
     "with a CLS token, its feature first: (B, 1 + N, Dv). Return merged features in Selection.features",
 }
-PRE_LLM_NEEDS = ("visual_embeds", "cls_attn", "vision_keys", "vision_features")
+PRE_LLM_NEEDS = ("visual_embeds", "cls_attn", "vision_received", "vision_keys", "vision_features")
 QUERY_KINDS = ("last", "text", "visual")
 #: kinds computed per token, which ``tokens="text"`` computes for every non-visual token instead (rows in
 #: ``ctx.text_query_mask`` order, padding included there as False): (B, ..., T, ...) in place of n_active
@@ -139,6 +144,13 @@ class Step:
     "static" ablation prunes once with the routing score). ``skipped_as_kv`` (route steps only): the visual tokens
     that skip the layer still serve as its keys and values, and only their own update is skipped; the layer then runs
     on every token, and its cost is counted that way.
+
+    ``alternatives`` (pre-LLM signals only): other need sets the step can decide from, in order of preference, for a
+    method whose official code has a variant per kind of model (VisionZip: CLS attention on CLIP towers, the attention
+    each token receives on Qwen2.5-VL's). The first of ``needs, *alternatives`` whose every kind the adapter provides
+    is computed (:func:`resolve_needs`), and ``ctx.signals`` holds exactly that set: ``select`` reads which it got
+    (``Need("cls_attn") in ctx.signals``). When no set is provided the pair is refused up front, naming what ``needs``
+    lacks. Steps without alternatives are unaffected.
     """
 
     layer: int
@@ -146,6 +158,7 @@ class Step:
     stage: str | None = None
     skipped_as_kv: bool = False
     keep: int | None = None  # visual tokens this step keeps (``ctx.keep``); None: the run's budget
+    alternatives: tuple[tuple[Need, ...], ...] = ()  # other pre-LLM need sets, tried in order after ``needs``
 
     def __post_init__(self) -> None:
         if self.keep is not None and self.keep < 0:
@@ -155,6 +168,20 @@ class Step:
                                         "'route' only")
         if self.skipped_as_kv and self.stage == "prune":
             raise PluginValidationError("Step(skipped_as_kv=True) applies to route steps, not prune steps")
+        if self.alternatives and (self.layer != -1 or any(
+                n.kind not in PRE_LLM_NEEDS for alt in self.alternatives for n in (*self.needs, *alt))):
+            raise PluginValidationError(f"Step(alternatives=...) offers a pre-LLM step (layer -1) other sets of "
+                                        f"pre-LLM signals ({', '.join(PRE_LLM_NEEDS)}) only")
+
+
+def resolve_needs(step: Step, provided) -> tuple[Need, ...]:
+    """The need set ``step`` is computed with where the signal kinds in ``provided`` are available: the first of
+    ``step.needs, *step.alternatives`` that ``provided`` covers, else ``step.needs`` (whose missing kind the refusal
+    names)."""
+    for needs in (step.needs, *step.alternatives):
+        if all(n.kind in provided for n in needs):
+            return needs
+    return step.needs
 
 
 @dataclass(frozen=True)

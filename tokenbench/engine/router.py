@@ -212,6 +212,12 @@ class Router:
     def _pre_llm(self, embeds: torch.Tensor) -> torch.Tensor:
         t = self.tokens
         step = self.steps[-1]
+        if step.alternatives:  # the first need set this model provides; select sees exactly that set
+            from dataclasses import replace
+
+            from tokenbench.api import resolve_needs
+
+            step = replace(step, needs=resolve_needs(step, {"visual_embeds", *self.providers}), alternatives=())
         t0 = self._tic()
         for need in step.needs:
             if need.kind == "visual_embeds":
