@@ -34,15 +34,20 @@ Deviations from the official code, all stated:
   break differently;
 * the official ``COMBINED='add'`` ablation (gain + saliency) is not offered, only the product it runs by default;
 * LLaVA-NeXT: the official NeXT script runs another code path (``LLaVA/llava/model/llava_arch.py``, facility location
-  per crop through ``submodular_function.FacilityLocation`` on the projected tokens); not implemented (see below).
+  per crop through ``submodular_function.FacilityLocation`` on the projected tokens), not implemented; here the rule
+  above runs on the adapter's per-crop signals (each token's saliency is its own crop's CLS row, mapped through
+  unpadding; features are the last N rows of ``vision_features``, after every tower pass's CLS row): under
+  ``--budget-scope global`` one greedy over the whole image, under ``crop`` one greedy inside each region of
+  ``layout.crops`` on its share (``ctx.crop_shares``), the closer to the official per-crop selection; original
+  positions (the newlines leave no contiguous renumbering).
 
 Adapters: it needs ``cls_attn`` and ``vision_features`` (a vision tower with a CLS token), so it runs on LLaVA-1.5
-(``llava``, ``tiny-llava``, ``mini-llava``, ...). ``adapter.check_compatible`` refuses it up front, before any compute,
-on **tiny-qwen2.5-vl / Qwen2.5-VL** (its tower has no CLS token) and on **tiny-llava-next / LLaVA-NeXT** (the CLS
-signals of each crop are not mapped through AnyRes unpadding), with that reason. Budget scope: global only (the greedy
-picks over the whole image).
+(``llava``, ``tiny-llava``, ``mini-llava``, ...) and LLaVA-NeXT (``tiny-llava-next``, ``llava-next-7b``, ...).
+``adapter.check_compatible`` refuses it up front, before any compute, on **tiny-qwen2.5-vl / Qwen2.5-VL** (its tower
+has no CLS token), with that reason. Budget scope: global or crop.
 
-Cost: one cosine-similarity matmul, N x N x Dv MACs per image (``Selection.macs``, counted with the pre-LLM signals;
+Cost: one cosine-similarity matmul, N x N x Dv MACs per image (per region under ``crop``: the sum of each region's
+squared size; ``Selection.macs``, counted with the pre-LLM signals;
 576 x 576 x 1024 ~ 0.34 GMACs on LLaVA-1.5-7B); the greedy loop is ``keep`` passes of elementwise work over the
 N x N matrix (no matmul, not in the MAC count; its time is the method's measured overhead).
 """
@@ -58,7 +63,7 @@ NEEDS = (Need("cls_attn"), Need("vision_features"), Need("visual_embeds"))
 @dataclass(frozen=True)
 class SCOPE(TokenReducer):
     stage = "pre_llm"
-    budget_scopes = ("global",)  # the greedy picks over the whole image
+    budget_scopes = ("global", "crop")  # under crop, the greedy runs inside each region on its share
     alpha: float = 1.0  # saliency exponent (official ALPHA=1.0 in run_scope_llava.sh); 0: coverage alone
     renumber: bool = True  # official LLaVA: the kept tokens are a shorter image with contiguous positions
 
@@ -77,17 +82,25 @@ class SCOPE(TokenReducer):
         import torch
 
         saliency = ctx.signal(Need("cls_attn")).float().sum(dim=1) ** self.alpha  # (B, N), summed over heads
-        feats = ctx.signal(Need("vision_features"))[:, 1:].float()  # (B, N, Dv), CLS dropped
+        n = saliency.shape[1]
+        feats = ctx.signal(Need("vision_features"))[:, -n:].float()  # (B, N, Dv), the CLS row(s) dropped
         unit = torch.nn.functional.normalize(feats, dim=-1)
-        sim = torch.bmm(unit, unit.transpose(1, 2))  # (B, N, N), S[b, i, j]
-        picked = greedy(sim, saliency, ctx.keep)
-        kept = picked.sort(dim=1).values  # raster order: the router's order too
+        shares = ctx.crop_shares(ctx.keep)  # before the LLM every token is active: one split for every sample
+        groups = [(torch.arange(n), ctx.keep)] if shares is None else [
+            ((shares[0][0] == i).nonzero().squeeze(1).cpu(), quota) for i, quota in enumerate(shares[1][0])]
+        picks, macs = [], 0
+        for members, quota in groups:
+            members = members.to(unit.device)
+            part = unit[:, members]
+            sim = torch.bmm(part, part.transpose(1, 2))  # (B, m, m), S[b, i, j]
+            picks.append(members[greedy(sim, saliency[:, members], quota)])
+            macs += len(members) ** 2 * feats.shape[2]
+        kept = torch.cat(picks, dim=1).sort(dim=1).values  # raster order: the router's order too
         embeds = ctx.signal(Need("visual_embeds"))
-        n, dv = feats.shape[1], feats.shape[2]
         if self.renumber and not ctx.layout.n_structural:
             rows = embeds.gather(1, kept[..., None].expand(-1, -1, embeds.shape[-1]))
-            return Selection(kept, embeds=rows, renumber=True, macs=n * n * dv)
-        return Selection(kept, macs=n * n * dv)
+            return Selection(kept, embeds=rows, renumber=True, macs=macs)
+        return Selection(kept, macs=macs)
 
 
 def greedy(sim, saliency, keep: int):

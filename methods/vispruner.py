@@ -42,15 +42,16 @@ Deviations, stated:
   contiguous positions): under ``--budget-scope crop`` the rule runs inside each region of ``layout.crops`` on its
   share of the budget (``ctx.crop_shares``, proportional to the region's tokens after unpadding), which is the
   official per-crop rule up to the share; under ``global`` it ranks the whole image at once. Positions stay original
-  there (the newline tokens in the image span leave no contiguous renumbering to the router). This applies only once
-  the NeXT adapter provides ``cls_attn``.
+  there (the newline tokens in the image span leave no contiguous renumbering to the router). Each token's CLS
+  attention is its own crop's CLS row (the adapter maps every tower pass's row through unpadding), so a global
+  ranking compares rows that are softmaxes over different crops; the features are the last N rows of
+  ``vision_features`` (after every pass's CLS row).
 
 Adapters: runs where the adapter provides ``cls_attn`` and ``vision_features`` (LLaVA-1.5: tiny-llava, mini-llava,
-llava-1.5-7b/13b). Refused up front by ``adapter.check_compatible`` (IncompatibleError, before any compute) where
+llava-1.5-7b/13b; LLaVA-NeXT: tiny-llava-next, llava-next-7b/13b/mistral-7b). Refused up front by ``adapter.check_compatible`` (IncompatibleError, before any compute) where
 the tower has no CLS signal: Qwen2.5-VL (its tower has no CLS token; the official repo has no Qwen2.5-VL variant, only
 one for a SigLIP tower, ``siglip_encoder.py``, ranking by the attention each patch receives in the last layer averaged
-over queries, a signal no tokenbench adapter provides, so it is out of scope) and, today, LLaVA-NeXT (its adapter does
-not yet map each crop's CLS row through unpadding).
+over queries, a signal no tokenbench adapter provides, so it is out of scope).
 """
 
 from dataclasses import dataclass

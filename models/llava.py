@@ -87,7 +87,9 @@ class LlavaAdapter(ModelAdapter):
         """Signals of the CLIP layer whose output feeds the projector (``vision_feature_layer``, -2 for LLaVA-1.5),
         recomputed from that layer's input by hooks, with their cost: ``cls_attn`` (the CLS query's attention row to
         the patches), ``vision_keys`` (the patches' keys per head), ``vision_features`` (the layer's output, CLS first:
-        what the projector reads) and ``project`` (the projector, for merged features)."""
+        what the projector reads) and ``project`` (the projector, for merged features). The tower runs once per image
+        here; an adapter whose tower runs on several crops per image maps each pass's rows onto the visual tokens in
+        :meth:`_token_map` (LLaVA-NeXT)."""
         import contextlib
 
         import torch
@@ -124,28 +126,57 @@ class LlavaAdapter(ModelAdapter):
             dims = (cfg.vision_config.hidden_size, cfg.text_config.hidden_size, cfg.text_config.hidden_size)
             return self.model.model.multi_modal_projector(features), mlp_projector_macs(dims, features.shape[1])
 
+        def mapped(value, macs, features=False):
+            """A pass-by-pass signal on the visual tokens, and its MACs for one image (all of its passes)."""
+            runs = value.shape[0]
+            src = self._token_map(captured, runs)  # (B, N) or None: one pass per image, patches in order
+            if src is None:
+                return value, macs
+            b = src.shape[0]
+            per = value.view(b, runs // b, *value.shape[1:])
+            if features:  # (B, passes, 1 + P, Dv): every pass's CLS row first, then the patches
+                patches = per[:, :, 1:].flatten(1, 2)
+                rows = patches.gather(1, src[..., None].expand(-1, -1, patches.shape[-1]).to(patches.device))
+                return torch.cat([per[:, :, 0], rows], dim=1), macs * (runs // b)
+            grid = per.movedim(1, 2).flatten(2, 3)  # (B, heads, passes * P, ...)
+            index = src.to(grid.device).view(b, 1, -1, *([1] * (grid.dim() - 3))).expand(
+                -1, grid.shape[1], -1, *grid.shape[3:])
+            return grid.gather(2, index), macs * (runs // b)
+
         def keys_once():  # the keys' projection is counted once, whichever signal reads it first
             value, macs = captured["keys"]
             captured["keys"] = (value, 0)
-            return value, macs
+            return mapped(value, macs)
 
         def cls_attn():
-            value, macs = captured["cls"]
+            value, macs = mapped(*captured["cls"])
             _, k_macs = keys_once()
             return value, macs + k_macs
+
+        def features():
+            return mapped(captured["features"], 0, features=True)
 
         @contextlib.contextmanager
         def installed():
             handles = [layer.register_forward_pre_hook(before, with_kwargs=True),
-                       layer.register_forward_hook(after, with_kwargs=True)]
+                       layer.register_forward_hook(after, with_kwargs=True), *self._signal_hooks(captured)]
             try:
-                yield {"cls_attn": cls_attn, "vision_keys": keys_once,
-                       "vision_features": lambda: (captured["features"], 0), "project": project}
+                yield {"cls_attn": cls_attn, "vision_keys": keys_once, "vision_features": features, "project": project}
             finally:
                 for h in handles:
                     h.remove()
 
         return installed()
+
+    def _signal_hooks(self, captured: dict) -> list:
+        """Extra hooks :meth:`_token_map` needs (LLaVA-NeXT records each image's size); none here."""
+        return []
+
+    def _token_map(self, captured: dict, runs: int):
+        """Where each visual token's vision-tower row comes from, for a tower that ran ``runs`` passes: ``None`` when
+        each image is one pass whose patches are its visual tokens in order (LLaVA-1.5), else (B, N): the row of each
+        visual token among its image's passes' patches laid end to end (pass after pass, P patches each)."""
+        return None
 
     def encoder_macs(self, size=None) -> dict[str, int]:
         """CLIP tower (every layer runs, CLS included) and the 2-layer MLP projector on the patch tokens."""

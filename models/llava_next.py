@@ -23,14 +23,18 @@ Decisions (documented in the README):
 * **The budget is global** over all of an image's visual tokens (base and crops together): ``--keep 320`` keeps 320
   of them, whichever crops they sit in. ``--budget-scope crop`` splits it over the regions instead, in proportion to
   their tokens (per-crop selection, as in VScan's per-sub-image pruning).
-* **No CLS attention.** The tower runs once per crop; each crop's CLS row would have to be mapped through
-  unpadding, which is not implemented, so a method needing ``cls_attn`` is refused on this model.
+* **Vision-tower signals per crop, in the LLM's numbering.** The CLIP tower runs once per crop (the base image, then
+  the ny x nx grid crops, row by row). ``cls_attn``, ``vision_keys`` and ``vision_features`` are computed on every
+  pass at ``vision_feature_layer`` by LLaVA-1.5's hooks (each crop's own CLS query, softmax over that crop's tokens)
+  and mapped onto the visual tokens: the base image's patches first, then each crop's patches at the place where
+  the LLM reads them after unpadding; patches that unpadding removes appear nowhere (:meth:`_token_map`).
+  ``vision_features`` is (B, passes + N, Dv): the passes' CLS rows first (base, then the crops row by row, every
+  crop the tower saw), then the N visual tokens' rows. Their cost is counted for every pass.
 """
 
 from __future__ import annotations
 
 from tokenbench.models.llava import SIZES, LlavaAdapter
-from tokenbench.adapter import ModelAdapter
 from tokenbench.api import Region, VisualLayout, register_model
 
 
@@ -39,12 +43,6 @@ class LlavaNextAdapter(LlavaAdapter):
     model_types = ("llava_next",)
     default_source = "llava-hf/llava-v1.6-vicuna-7b-hf"
     model_class = "LlavaNextForConditionalGeneration"
-    provides = ModelAdapter.provides
-    missing_reasons = dict.fromkeys(
-        ("cls_attn", "vision_keys", "vision_features"),
-        "LLaVA-NeXT runs its CLIP tower once per crop, and mapping each crop's vision-tower signals through AnyRes "
-        "unpadding is not implemented (VisionZip's own NeXT code pools each crop and drops the newlines and the "
-        "unpadding, a different image layout)")
     input_names = ("input_ids", "attention_mask", "pixel_values", "image_sizes")
 
     def __init__(self, source=None, revision=None, name=None, template=None):
@@ -95,6 +93,30 @@ class LlavaNextAdapter(LlavaAdapter):
                     regions.append(Region(f"crop {i},{j}", g * g + top * width + left, bottom - top, right - left,
                                           stride=width))
         return VisualLayout(n_visual=g * g + (r1 - r0) * width, crops=tuple(regions), n_structural=r1 - r0)
+
+    def _signal_hooks(self, captured):
+        """Record each image's (height, width) as the model receives it (``image_sizes``), for :meth:`_token_map`."""
+        def sizes(module, args, kwargs):
+            if kwargs.get("image_sizes") is not None:
+                captured["sizes"] = kwargs["image_sizes"]
+
+        return [self.model.model.register_forward_pre_hook(sizes, with_kwargs=True)]
+
+    def _token_map(self, captured, runs):
+        """(B, N): for each visual token, its row among the image's passes' patches laid end to end (base first,
+        then crop (i, j) as pass 1 + i * nx + j, g * g patches each). Merged-grid row y, column x comes from crop
+        (y // g, x // g), patch (y % g, x % g); only the rows and columns unpadding keeps are visual tokens."""
+        import torch
+
+        rows = []
+        for height, width in captured["sizes"].tolist():
+            g, ny, nx, (r0, r1), (c0, c1) = self._geometry((width, height))
+            y, x = torch.meshgrid(torch.arange(r0, r1), torch.arange(c0, c1), indexing="ij")
+            grid = (1 + (y // g) * nx + x // g) * g * g + (y % g) * g + x % g
+            rows.append(torch.cat([torch.arange(g * g), grid.flatten()]))
+        if runs != len(rows) * (1 + ny * nx):
+            raise ValueError(f"the vision tower ran {runs} passes for {len(rows)} images of {1 + ny * nx} crops each")
+        return torch.stack(rows)
 
     def _visual_mask(self, ids, layout):
         """Image tokens minus the newline that ends each row of the high-resolution grid."""

@@ -66,7 +66,8 @@ NEED_KINDS: dict[str, str] = {
     "visual), their positions and validity, and the layer's rotary embedding at their original positions",
     "visual_embeds": "the visual tokens as they enter the LLM (after the projector): (B, N, D)",
     "cls_attn": "attention of the vision tower's CLS query to the patch tokens at the layer that feeds the "
-    "projector (VisionZip's and FasterVLM's signal), per head: (B, vision_heads, N); only towers with a CLS token",
+    "projector (VisionZip's and FasterVLM's signal), per head: (B, vision_heads, N); only towers with a CLS token. "
+    "A tower run once per crop (LLaVA-NeXT) gives each visual token its own crop's CLS row, in the LLM's numbering",
     "vision_received": "attention each visual token receives in the vision tower's last block, per head: the "
     "block's softmax probabilities (over its own attention span: the image on a full-attention block) summed over "
     "every query patch, averaged over the patches the merger joins into the token (2x2 on Qwen2.5-VL), in the LLM's "
@@ -75,7 +76,9 @@ NEED_KINDS: dict[str, str] = {
     "(Qwen2.5-VL: after the tower's rotary embedding, averaged over the patches merged into the token): "
     "(B, vision_heads, N, vision_head_dim) (VisionZip's merge metric)",
     "vision_features": "the vision features the projector maps into the LLM, one per visual token: (B, N, Dv); "
-    "with a CLS token, its feature first: (B, 1 + N, Dv). Return merged features in Selection.features",
+    "with a CLS token, the CLS rows first, one per tower pass (LLaVA-1.5: (B, 1 + N, Dv); LLaVA-NeXT, one pass per "
+    "crop: (B, passes + N, Dv)), so the visual tokens are always the last N rows. Return merged features in "
+    "Selection.features",
 }
 PRE_LLM_NEEDS = ("visual_embeds", "cls_attn", "vision_received", "vision_keys", "vision_features")
 QUERY_KINDS = ("last", "text", "visual")

@@ -136,7 +136,7 @@ def test_qwen_kept_tokens_keep_their_own_mrope_rotation(method, adapter_factory)
 
 
 # -- refusals ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("model, reason", [("tiny-qwen2.5-vl", "no CLS token"), ("tiny-llava-next", "once per crop")])
+@pytest.mark.parametrize("model, reason", [("tiny-qwen2.5-vl", "no CLS token")])  # LLaVA-NeXT provides it: test_next_signals
 def test_a_method_needing_cls_is_refused_with_both_names_and_the_reason(model, reason, adapter_factory):
     adapter = adapter_factory(model)
     with pytest.raises(IncompatibleError) as err:
