@@ -20,9 +20,29 @@ same way, ``dominant = round(k * dominant_share)`` (54/64) and the rest contextu
 Without a CLS token (**Qwen2.5-VL**) the official Qwen code uses another signal: the attention each token receives in
 the vision tower's last block (summed over queries, averaged over heads and each 2x2 merge group), with that block's
 keys for the contextual step, merging on the LLM input embeddings and original M-RoPE positions. That variant is not
-implemented here, so Qwen2.5-VL refuses VisionZip before any compute (no CLS attention). LLaVA-NeXT is refused too:
-the official NeXT code runs VisionZip on each crop on its own and drops the newlines and the unpadding, a different
-image layout from the model's own.
+implemented here, so Qwen2.5-VL refuses VisionZip before any compute (no CLS attention).
+
+**LLaVA-NeXT** (:meth:`VisionZip.select_per_crop`; official ``clip_encoder.py`` on the stacked crops and
+``llava_arch.py::restore_image_features_sorted``): the CLIP tower runs once per crop (the base image and each grid
+crop), and the official code applies steps 1-2 to every crop on its own with the same counts (so "64" keeps 64 per
+crop: 5 x 64 = 320 on a 2 x 2 grid), then feeds the LLM the base image's [CLS, dominant, contextual], the grid crops'
+dominant tokens in the padded grid's raster order, then their CLS and contextual tokens appended, without newlines
+or unpadding, positions contiguous. Here the model's own layout is kept (``layout.crops``: the base image, then each
+crop as it survives unpadding, newlines between rows), and each region runs steps 1-2 on its own, on the adapter's
+per-crop signals (each crop's own CLS row, keys and features, mapped through unpadding); dominant tokens stay at
+their own slots, each contextual token takes its target's slot with the merged feature (``Selection.features``,
+``renumber=False``: the newlines leave no contiguous renumbering), and every token keeps its original position.
+Deviations, stated:
+
+- the budget k is shared among the regions in proportion to their tokens after unpadding (``split_budget``, the
+  ``crop`` scope's split, whichever scope the run uses: the rule is per crop either way), where the official code
+  gives every crop the same count; the paper's LLaVA-NeXT budgets 640/320/160 (of 5 x 576 = 2,880 on a 2 x 2 grid)
+  are its 128/64/32 per crop, which ``--keep 640,320,160`` gives up to that split;
+- a crop's CLS token has no slot in the model's own layout: its share goes to one more dominant patch (the region's
+  ``dominant`` are all patches, where the official ``dominant - 1`` patches + CLS);
+- patches that unpadding removes are neither candidates nor merged (the official code ranks and merges all of a
+  crop's patches, padding included, and its kept padding tokens reach the LLM);
+- contextual tokens sit at their targets' slots in the grid (official: appended after it) and newlines are kept.
 """
 
 from dataclasses import dataclass
@@ -36,7 +56,7 @@ CLS_NEEDS = (Need("cls_attn"), Need("vision_keys"), Need("vision_features"))
 @dataclass(frozen=True)
 class VisionZip(TokenReducer):
     stage = "pre_llm"
-    budget_scopes = ("global",)  # dominant tokens are ranked over the whole image, and contextual ones merge across it
+    budget_scopes = ("global", "crop")  # one region: the same; LLaVA-NeXT: per crop on its share, whatever the scope
     dominant_share: float = 54 / 64  # of the budget, dominant tokens (CLS included); the rest are contextual
 
     def check(self, n_layers):
@@ -55,6 +75,12 @@ class VisionZip(TokenReducer):
         return dominant, keep - dominant
 
     def select(self, ctx):
+        if len(ctx.layout.crops) > 1:  # one tower pass per region (LLaVA-NeXT: the base image, then each crop)
+            return self.select_per_crop(ctx)
+        return self.select_image(ctx)
+
+    def select_image(self, ctx):
+        """LLaVA-1.5: one tower pass; [CLS, dominant, contextual] as a shorter, renumbered image."""
         import torch
 
         cls_attn = ctx.signal(Need("cls_attn")).float().sum(dim=1)  # (B, N) summed over heads
@@ -63,37 +89,84 @@ class VisionZip(TokenReducer):
         dominant, contextual = self.split(ctx.keep)
         b, n = cls_attn.shape
         top = cls_attn.topk(dominant - 1, dim=1).indices.sort(dim=1).values  # patches, raster order
-        rest_mask = torch.ones(b, n, dtype=torch.bool, device=cls_attn.device)
-        rest_mask.scatter_(1, top, False)
-        rest = rest_mask.nonzero()[:, 1].view(b, n - (dominant - 1))  # the other patches, raster order
+        rest = others(top, n)  # the other patches, raster order
         patches = feats[:, 1:]
-        parts = [feats[:, :1], patches.gather(1, top[..., None].expand(-1, -1, feats.shape[-1]))]
+        parts = [feats[:, :1], take(patches, top)]
         macs = 0
         if contextual:
-            ctx_feats, macs = merge(keys.gather(1, rest[..., None].expand(-1, -1, keys.shape[-1])),
-                                    patches.gather(1, rest[..., None].expand(-1, -1, feats.shape[-1])), contextual)
+            ctx_feats, macs = merge(take(keys, rest), take(patches, rest), contextual)
             parts.append(ctx_feats)
         out = torch.cat(parts, dim=1)
         slots = torch.arange(ctx.keep, device=cls_attn.device).expand(b, -1)
         return Selection(slots, features=out, renumber=True, macs=macs)
 
+    def select_per_crop(self, ctx):
+        """LLaVA-NeXT: the rule inside each region on its share of the budget; every kept token at a slot of the
+        model's own layout (dominant tokens at theirs, each contextual token at its target's), original positions."""
+        import torch
+
+        from tokenbench.api import split_budget
+
+        cls_attn = ctx.signal(Need("cls_attn")).float().sum(dim=1)  # (B, N) summed over heads
+        keys = ctx.signal(Need("vision_keys")).float().mean(dim=1)  # (B, N, hd) averaged over heads
+        n = cls_attn.shape[1]
+        patches = ctx.signal(Need("vision_features"))[:, -n:]  # (B, N, Dv): the passes' CLS rows dropped
+        slots, rows, macs = [], [], 0
+        for region, quota in zip(ctx.layout.crops, split_budget(ctx.keep, [r.size for r in ctx.layout.crops])):
+            if not quota:
+                continue
+            members = torch.tensor(region.indices(), device=cls_attn.device)
+            dominant, contextual = self.split(quota)  # no CLS slot: all `dominant` are patches
+            top = cls_attn[:, members].topk(dominant, dim=1).indices.sort(dim=1).values  # region raster order
+            slots.append(members[top])
+            rows.append(take(patches[:, members], top))
+            if contextual:
+                rest = others(top, len(members))
+                merged, m = merge(take(keys[:, members], rest), take(patches[:, members], rest), contextual)
+                slots.append(members[rest[:, targets(rest.shape[1], contextual, rest.device)]])
+                rows.append(merged)
+                macs += m
+        return Selection(torch.cat(slots, dim=1), features=torch.cat(rows, dim=1), macs=macs)
+
+
+def take(x, index):
+    """Rows ``index`` (B, k) of ``x`` (B, n, d)."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def others(chosen, n: int):
+    """(B, n - k) the positions 0..n-1 not in ``chosen`` (B, k), ascending."""
+    import torch
+
+    mask = torch.ones(chosen.shape[0], n, dtype=torch.bool, device=chosen.device)
+    mask.scatter_(1, chosen, False)
+    return mask.nonzero()[:, 1].view(chosen.shape[0], n - chosen.shape[1])
+
+
+def targets(r: int, contextual: int, device=None):
+    """The contextual step's targets among ``r`` remaining tokens: ``contextual`` at a uniform stride,
+    ``0, step, 2 step, ...`` with ``step = max(1, r // contextual)``."""
+    import torch
+
+    return torch.arange(0, r, max(1, r // contextual), device=device)[:contextual]
+
 
 def merge(keys, values, contextual: int):
-    """VisionZip's contextual step on R remaining tokens: ``contextual`` targets at a uniform stride; every other
-    token joins its most cosine-similar target (by ``keys``); each result is the target's ``values`` row plus the mean
-    of those that joined it. Returns ((B, contextual, Dv), MACs of one sample's two matmuls)."""
+    """VisionZip's contextual step on R remaining tokens: ``contextual`` targets at a uniform stride (:func:`targets`);
+    every other token joins its most cosine-similar target (by ``keys``); each result is the target's ``values`` row
+    plus the mean of those that joined it. Returns ((B, contextual, Dv), MACs of one sample's two matmuls)."""
     import torch
 
     b, r, _ = keys.shape
-    step = max(1, r // contextual)
-    targets = torch.arange(0, r, step, device=keys.device)[:contextual]
+    chosen = targets(r, contextual, keys.device)
     is_target = torch.zeros(r, dtype=torch.bool, device=keys.device)
-    is_target[targets] = True
+    is_target[chosen] = True
     unit = torch.nn.functional.normalize(keys, dim=-1)
-    sim = torch.bmm(unit[:, ~is_target], unit[:, targets].transpose(1, 2))  # (B, R - c, c)
+    sim = torch.bmm(unit[:, ~is_target], unit[:, chosen].transpose(1, 2))  # (B, R - c, c)
     assign = torch.zeros_like(sim, dtype=values.dtype).scatter_(2, sim.argmax(dim=2, keepdim=True), 1.0)
     counts = assign.sum(dim=1).clamp(min=1)[..., None]  # (B, c, 1)
     merged = torch.bmm(assign.transpose(1, 2), values[:, ~is_target]) / counts
-    others = r - len(targets)
-    macs = others * len(targets) * keys.shape[-1] + len(targets) * others * values.shape[-1]
-    return values[:, targets] + merged, macs
+    joined = r - len(chosen)
+    # the second product is an outer product when one token joins (inner dimension 1): elementwise work, 0 MACs
+    macs = joined * len(chosen) * keys.shape[-1] + (len(chosen) * joined * values.shape[-1] if joined > 1 else 0)
+    return values[:, chosen] + merged, macs

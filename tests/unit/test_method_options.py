@@ -162,7 +162,7 @@ def test_an_undeclared_method_is_left_to_the_router_and_builtins_declare():
     for name in METHODS.names():
         scopes = METHODS.get(name).budget_scopes
         assert scopes is not None and "global" in scopes, name
-    assert "crop" not in METHODS.get("visionzip").budget_scopes
+    assert "crop" not in METHODS.get("divprune").budget_scopes
 
 
 @pytest.mark.parametrize("keep", range(0, 11))
