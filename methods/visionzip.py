@@ -17,10 +17,20 @@ Rule, before the LLM, in the vision tower (text-agnostic):
 Counts: 54+10 / 108+20 / 162+30 for 64/128/192 (the official README's 54+10 for 64, scaled); any budget k splits the
 same way, ``dominant = round(k * dominant_share)`` (54/64) and the rest contextual.
 
-Without a CLS token (**Qwen2.5-VL**) the official Qwen code uses another signal: the attention each token receives in
-the vision tower's last block (summed over queries, averaged over heads and each 2x2 merge group), with that block's
-keys for the contextual step, merging on the LLM input embeddings and original M-RoPE positions. That variant is not
-implemented here, so Qwen2.5-VL refuses VisionZip before any compute (no CLS attention).
+**Qwen2.5-VL** (no CLS token): the official variant, ``Qwen2_5_VL/qwen2_5vl_visionzip.py`` of JIA-Lab-research/VisionZip
+(formerly dvlab-research, whose mirror here predates the file; read in the fork jsilvcast/VisionZip at 68993a31, the
+authors' file "modified from Transformers 4.49.0"). VisionZip picks its signal by model without any option:
+the step offers the CLS needs first and the received-attention needs as an alternative (``Step.alternatives``), and
+the adapter computes the first set it provides. Rule (:func:`select_received`): the attention each visual token
+receives in the tower's last block (softmax probabilities summed over the queries, averaged over heads and over the
+2x2 patches of each merge group, mapped back from the tower's window order: ``Need("vision_received")``); its top
+``dominant`` tokens; the rest merge by that block's keys (group- and head-averaged, ``Need("vision_keys")``) exactly
+as step 2 above, **after the merger**, on the LLM input embeddings; every kept token keeps its slot and original
+M-RoPE position (a contextual token sits where its target was), no renumbering. Deviations: the official code keeps
+0.65 N dominant + 0.05 N contextual tokens whatever the budget; here the budget is split by ``dominant_share`` as on
+LLaVA (``-a visionzip.dominant_share=0.9286`` gives the official 13:1 split); the attention is recomputed in float32
+(official: the model's dtype) over the block's own attention spans (the whole image: the last block is a
+full-attention block in every released config).
 
 **LLaVA-NeXT** (:meth:`VisionZip.select_per_crop`; official ``clip_encoder.py`` on the stacked crops and
 ``llava_arch.py::restore_image_features_sorted``): the CLIP tower runs once per crop (the base image and each grid
@@ -50,6 +60,7 @@ from dataclasses import dataclass
 from tokenbench.api import Need, Selection, Step, TokenReducer, register_method
 
 CLS_NEEDS = (Need("cls_attn"), Need("vision_keys"), Need("vision_features"))
+RECEIVED_NEEDS = (Need("vision_received"), Need("vision_keys"), Need("visual_embeds"))  # Qwen2.5-VL's variant
 
 
 @register_method("visionzip")
@@ -65,7 +76,7 @@ class VisionZip(TokenReducer):
                                     0.8)
 
     def steps(self, n_layers):
-        return (Step(-1, needs=CLS_NEEDS),)
+        return (Step(-1, needs=CLS_NEEDS, alternatives=(RECEIVED_NEEDS,)),)
 
     def reduces(self, keep, n_visual):
         return keep < n_visual
@@ -75,6 +86,8 @@ class VisionZip(TokenReducer):
         return dominant, keep - dominant
 
     def select(self, ctx):
+        if Need("vision_received") in ctx.signals:  # a tower without CLS: the official Qwen2.5-VL variant
+            return select_received(ctx, *self.split(ctx.keep))
         if len(ctx.layout.crops) > 1:  # one tower pass per region (LLaVA-NeXT: the base image, then each crop)
             return self.select_per_crop(ctx)
         return self.select_image(ctx)
@@ -127,6 +140,26 @@ class VisionZip(TokenReducer):
                 rows.append(merged)
                 macs += m
         return Selection(torch.cat(slots, dim=1), features=torch.cat(rows, dim=1), macs=macs)
+
+
+def select_received(ctx, dominant: int, contextual: int) -> Selection:
+    """VisionZip's official Qwen2.5-VL variant (see the module docstring): the ``dominant`` visual tokens receiving
+    the most attention in the tower's last block (averaged over heads), then ``contextual`` tokens merged from the
+    others (raster order) by that block's keys (:func:`merge`) on the LLM input embeddings. Every kept token stays in
+    its own slot at its original position: a dominant token unchanged, a contextual one where its target was."""
+    import torch
+
+    received = ctx.signal(Need("vision_received")).float().mean(dim=1)  # (B, N) averaged over heads
+    keys = ctx.signal(Need("vision_keys")).float().mean(dim=1)  # (B, N, hd) averaged over heads
+    embeds = ctx.signal(Need("visual_embeds"))  # (B, N, D), after the merger
+    top = received.topk(dominant, dim=1).indices
+    slots, rows, macs = [top], [take(embeds, top)], 0
+    if contextual:
+        rest = others(top, received.shape[1])  # raster order
+        merged, macs = merge(take(keys, rest), take(embeds, rest), contextual)
+        slots.append(rest[:, targets(rest.shape[1], contextual, rest.device)])
+        rows.append(merged)
+    return Selection(torch.cat(slots, dim=1), embeds=torch.cat(rows, dim=1), macs=macs)
 
 
 def take(x, index):

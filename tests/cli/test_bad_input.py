@@ -406,13 +406,13 @@ def test_check_method_on_a_tiny_model_other_than_tiny_llava():
 
 # -- 9. flops agrees with compare ----------------------------------------------------------------------------------
 def test_flops_refuses_what_compare_refuses(cache):
-    compare = bad(cache, ["compare", "visionzip", "-M", "tiny-qwen2.5-vl", *FAST], "visionzip")
-    flops = bad(cache, ["flops", "visionzip", "-M", "qwen2.5-vl-7b"], "visionzip")
+    compare = bad(cache, ["compare", "vispruner", "-M", "tiny-qwen2.5-vl", *FAST], "vispruner")
+    flops = bad(cache, ["flops", "vispruner", "-M", "qwen2.5-vl-7b"], "vispruner")
     assert "qwen" in compare.lower() and "qwen" in flops.lower()
 
 
-def test_flops_refuses_visionzip_on_tiny_qwen(cache):
-    bad(cache, ["flops", "visionzip", "-M", "tiny-qwen2.5-vl"], "visionzip")
+def test_flops_refuses_vispruner_on_tiny_qwen(cache):
+    bad(cache, ["flops", "vispruner", "-M", "tiny-qwen2.5-vl"], "vispruner")
 
 
 @pytest.mark.parametrize("method", ["fastv", "alvts", "pdrop"])
@@ -433,7 +433,7 @@ EARLIER = [{"method": "full", "model": "mini-llava", "note": "written by an earl
     pytest.param(["compare", "fastv", "dart", "-M", "tiny-llava-next", "--budget-scope", "crop", *FAST],
                  id="compare-crop-mid-run"),
     pytest.param(["run", "fastv", "--seed", SEED_2_70, *FAST], id="run-seed"),
-    pytest.param(["flops", "visionzip", "-M", "qwen2.5-vl-7b"], id="flops-refused-pair"),
+    pytest.param(["flops", "vispruner", "-M", "qwen2.5-vl-7b"], id="flops-refused-pair"),
     pytest.param(["bench", "fastv", *BENCH, "--layers", "1"], id="bench-layers-1"),
 ])
 def test_a_later_failure_keeps_the_earlier_json(cache, tmp_path, args):

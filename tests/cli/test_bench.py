@@ -75,7 +75,7 @@ def test_bench_on_a_truncated_7b_config_prints_predicted_and_measured(tmp_path):
 
 def test_bench_skips_unsupported_defaults_and_refuses_a_named_one(tmp_path):
     runner = CliRunner()
-    named = runner.invoke(main, ["bench", "visionzip", "-M", "tiny-qwen2.5-vl", "--device", "cpu"])
+    named = runner.invoke(main, ["bench", "vispruner", "-M", "tiny-qwen2.5-vl", "--device", "cpu"])
     assert named.exit_code == 2 and "error:" in named.output and "cls_attn" in named.output
     from tokenbench.bench import BenchSpec, bench
     from tokenbench.runner import Budget
@@ -83,9 +83,9 @@ def test_bench_skips_unsupported_defaults_and_refuses_a_named_one(tmp_path):
     notes: list[str] = []  # no methods named: every one (the GPU default), on the CPU here to test it
     rows = bench(BenchSpec(models=("tiny-qwen2.5-vl",), budgets=(Budget(keep=16),), dtype="float32", repeats=1,
                            warmup=0, new_tokens=1), on_note=notes.append)
-    assert any(n.startswith("skipped visionzip on tiny-qwen2.5-vl") for n in notes), notes
+    assert any(n.startswith("skipped vispruner on tiny-qwen2.5-vl") for n in notes), notes
     methods = {r["method"] for r in rows}
-    assert "visionzip" not in methods and {"full", "fastv", "alvts", "pdrop"} <= methods
+    assert "vispruner" not in methods and {"full", "fastv", "alvts", "pdrop", "visionzip"} <= methods
 
 
 def test_bench_refuses_a_budget_before_building_anything():
