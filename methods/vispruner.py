@@ -51,7 +51,8 @@ Adapters: runs where the adapter provides ``cls_attn`` and ``vision_features`` (
 llava-1.5-7b/13b; LLaVA-NeXT: tiny-llava-next, llava-next-7b/13b/mistral-7b). Refused up front by ``adapter.check_compatible`` (IncompatibleError, before any compute) where
 the tower has no CLS signal: Qwen2.5-VL (its tower has no CLS token; the official repo has no Qwen2.5-VL variant, only
 one for a SigLIP tower, ``siglip_encoder.py``, ranking by the attention each patch receives in the last layer averaged
-over queries, a signal no tokenbench adapter provides, so it is out of scope).
+over queries; the Qwen2.5-VL adapter's ``vision_received`` is close to that signal, but VisPruner's authors published
+no Qwen2.5-VL rule, so none is invented here).
 """
 
 from dataclasses import dataclass
