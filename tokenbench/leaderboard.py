@@ -204,7 +204,8 @@ def deterministic_cells(rows: list[dict]) -> list[list[str]]:
         retention = _fmt(r["retention"])
         if ci is not None and r["method"] != "full":
             retention += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-        out.append([label(r), _budget_cell(r), _fmt(r["keep"], "g"),
+        own = r.get("method_keep", r["keep"])  # what the convention ran the method at, where it differs
+        out.append([label(r), _budget_cell(r), _fmt(r["keep"], "g") + (f" → {own:g}" if own != r["keep"] else ""),
                     _fmt(r.get("score", r["accuracy"])), retention, _fmt(r["agreement"]), f"{r['tokens_avg_layer']:.1f}",
                     _fmt(r["flops_ratio"])])
     return out
@@ -286,7 +287,7 @@ def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> 
         "",
         *tables,
         "* `budget`: the budget asked for: a share of each image's visual tokens (`1/9`) or a number of them "
-        "(`64`); `keep`: the visual tokens it comes to on this model. `*` marks a layer-mean budget (visual tokens per "
+        "(`64`); `keep`: the visual tokens it comes to on this model (`16 → 4`: the method runs at 4 under this table's convention). `*` marks a layer-mean budget (visual tokens per "
         "LLM layer, averaged, rather than kept).",
         "* `retention`: accuracy / accuracy of `full` on the same samples; the interval is a 95 % paired bootstrap "
         "(1,000 resamples, seed 0).",
