@@ -9,8 +9,13 @@ import json
 import pytest
 import torch
 
-from tests.cli.test_cli_errors import FAST, assert_cli_error, assert_user_error, cache, invoke  # noqa: F401
+from tests.cli.test_cli_errors import FAST, assert_cli_error, assert_user_error, invoke
 from tokenbench.api import METHODS, Prepared, Step, TokenReducer, build_method, split_budget
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tokenbench-cache"))
 
 BUILTINS = sorted(name for name in METHODS.names() if name != "full")
 #: methods that declare the crop scope (all run on LLaVA-NeXT: the CLS-based ones read each crop's CLS row)
