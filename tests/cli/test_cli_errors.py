@@ -208,9 +208,11 @@ def test_compare_end_to_end(cache, tmp_path):
     assert fastv["params"] == {"layer": None} and rand["params"] == {"layer": 0}  # None: K=2 of 32 -> 1 of 12
     assert 0 < fastv["flops_ratio"] < 1
     assert 0 < rand["flops_ratio"] < fastv["flops_ratio"]  # random prunes from layer 0, fastv from layer 1
-    # fastv: layer 0 sees all 144 visual tokens, layers 1-11 the 16 kept
+    # fastv under the default matched budgets: layer 0 sees all 144 visual tokens, layers 1-11 the k' kept, with
+    # (144 + 11 k') / 12 closest to 16: k' = 4 (15.67; 5 would give 16.58)
+    assert fastv["match"] == "matched" and fastv["method_keep"] == 4
     assert fastv["tokens_llm_input"] == 144
-    assert fastv["tokens_avg_layer"] == pytest.approx((144 + 11 * 16) / 12)
+    assert fastv["tokens_avg_layer"] == pytest.approx((144 + 11 * 4) / 12)
     assert rand["tokens_llm_input"] == 16 and rand["tokens_avg_layer"] == 16
 
 

@@ -148,7 +148,10 @@ def test_plugin_runs_in_compare(plugin):
     assert kf["keep"] == 8
     assert kf["params"] == {"layer": 1}
     assert kf["tokens_llm_input"] == 144  # layer 0 of the default mini-llava still sees every visual token
-    assert kf["tokens_avg_layer"] == pytest.approx((144 + 11 * 8) / 12)  # 12 layers, pruned from layer 1
+    # matched budgets (the default) hold for a plugin too: 12 layers pruned from layer 1 average (144 + 11 k') / 12,
+    # at least 12.9 > 8 even at k' = 1, so the plugin keeps 1 and the row says so
+    assert kf["match"] == "matched" and kf["method_keep"] == 1
+    assert kf["tokens_avg_layer"] == pytest.approx((144 + 11 * 1) / 12)
     assert 0 < kf["flops_ratio"] < 1
     assert rows["full"]["tokens_avg_layer"] == 144
 
