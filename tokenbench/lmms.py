@@ -14,7 +14,7 @@ lmms-eval 0.7.3 finds it through the entry-point group ``lmms_eval.models`` (its
 * ``match``: ``matched`` (default) or ``nominal`` (:mod:`tokenbench.budgets`); ``budget_scope``: ``global``/``crop``;
 * ``dtype`` (float32), ``attn_implementation`` (sdpa), ``seed`` (0); ``device`` and ``batch_size`` come from
   lmms-eval's own ``--device`` / ``--batch_size`` (``device`` in ``model_args`` when ``--device`` is not given;
-  default ``cuda`` where available, else ``cpu``).
+  default ``cuda`` where available, else ``cpu``; ``cuda:$LOCAL_RANK`` under ``accelerate launch -m lmms_eval``).
 
 Each request runs through the adapter's own ``encode`` and greedy ``generate`` under the method's router, as one cell of
 ``tokenbench compare`` does (:meth:`tokenbench.runner._Context.run`): the doc's image from ``doc_to_visual``, the
@@ -63,9 +63,11 @@ def filelock_compat() -> None:
 
 filelock_compat()  # at import: lmms-eval imports this module while it builds its registry, before any evaluation
 
-from lmms_eval.api.model import lmms  # after manifest(): lmms-eval imports this module mid-registry
+# after manifest() and filelock_compat(): lmms-eval imports this module while it builds its model registry
+from lmms_eval.api.model import lmms
 
 from tokenbench.errors import ConfigError
+
 
 def cut_at(text: str, until) -> str:
     """``text`` up to the first of the ``until`` strings (lmms-eval's stop sequences), stripped."""
@@ -98,6 +100,8 @@ class TokenBench(lmms):
                  max_batch_size: int | None = None, seed: int = 0, attn_implementation: str = "sdpa",
                  **options: Any) -> None:
         super().__init__()
+        import os
+
         import torch
 
         from tokenbench import budgets
@@ -124,6 +128,8 @@ class TokenBench(lmms):
             raise ConfigError(f"budget_scope={budget_scope!r} is not one of {', '.join(BUDGET_SCOPES)}")
         self.budget_scope, self.seed, self.batch_size = budget_scope, seed, batch_size
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device == "cuda" and "LOCAL_RANK" in os.environ:  # `accelerate launch -m lmms_eval`: one GPU per process
+            device = f"cuda:{os.environ['LOCAL_RANK']}"  # (lmms-eval's evaluator shards the docs by RANK itself)
         self.adapter = resolve_model(str(model)).load(device, dtype, attn_implementation)
         if self.method.name == "full":  # full runs with every visual token, as the runner's reference does
             self.budget = Budget()
