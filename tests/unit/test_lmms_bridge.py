@@ -38,41 +38,48 @@ def process_results(doc, results):
 
 @pytest.fixture(scope="module")
 def local_task(tmp_path_factory):
-    """A local lmms-eval task over the synthetic task's first N samples: PNG images (lossless, the same pixels),
-    questions as tokenbench prompts them for the model's family, gold answers."""
+    """A local lmms-eval task over the synthetic task's first N samples for a model: PNG images (lossless, the same
+    pixels), questions as tokenbench prompts them for the model's family, gold answers."""
     from tokenbench.runner import build_task, resolve_model
 
-    root = tmp_path_factory.mktemp("lmms-task")
-    task = build_task("synthetic", {"n": N}, seed=0)
-    family = resolve_model("tiny-llava").family
-    with open(root / "data.jsonl", "w") as f:
-        for i, s in enumerate(task.samples()):
-            s.image.save(root / f"{i}.png")
-            f.write(json.dumps({"id": s.id, "image": str(root / f"{i}.png"), "question": task.prompt(s, family),
-                                "answer": s.answer}) + "\n")
-    (root / "utils.py").write_text(UTILS)
-    (root / "tb_local.yaml").write_text(textwrap.dedent(f"""\
-        task: tb_local
-        dataset_path: json
-        dataset_kwargs:
-          data_files:
-            test: {root / "data.jsonl"}
-        test_split: test
-        output_type: generate_until
-        doc_to_visual: !function utils.doc_to_visual
-        doc_to_text: !function utils.doc_to_text
-        doc_to_target: answer
-        generation_kwargs:
-          max_new_tokens: {task.max_new_tokens}
-          until: ["</never>"]
-          do_sample: false
-        process_results: !function utils.process_results
-        metric_list:
-          - metric: exact_match
-            aggregation: mean
-            higher_is_better: true
-        """))
-    return root
+    made = {}
+
+    def make(model: str):
+        family = resolve_model(model).family
+        if family in made:
+            return made[family]
+        root = made[family] = tmp_path_factory.mktemp(f"lmms-task-{family}")
+        task = build_task("synthetic", {"n": N}, seed=0)
+        with open(root / "data.jsonl", "w") as f:
+            for i, s in enumerate(task.samples()):
+                s.image.save(root / f"{i}.png")
+                f.write(json.dumps({"id": s.id, "image": str(root / f"{i}.png"), "question": task.prompt(s, family),
+                                    "answer": s.answer}) + "\n")
+        (root / "utils.py").write_text(UTILS)
+        (root / "tb_local.yaml").write_text(textwrap.dedent(f"""\
+            task: tb_local
+            dataset_path: json
+            dataset_kwargs:
+              data_files:
+                test: {root / "data.jsonl"}
+            test_split: test
+            output_type: generate_until
+            doc_to_visual: !function utils.doc_to_visual
+            doc_to_text: !function utils.doc_to_text
+            doc_to_target: answer
+            generation_kwargs:
+              max_new_tokens: {task.max_new_tokens}
+              until: ["</never>"]
+              do_sample: false
+            process_results: !function utils.process_results
+            metric_list:
+              - metric: exact_match
+                aggregation: mean
+                higher_is_better: true
+            """))
+        return root
+
+    return make
 
 
 def lmms_eval(task_dir, out, model_args: str) -> tuple[dict[int, str], float]:
@@ -96,32 +103,46 @@ def lmms_eval(task_dir, out, model_args: str) -> tuple[dict[int, str], float]:
 
 @pytest.fixture(scope="module")
 def tokenbench_run(tmp_path_factory):
-    """``tokenbench compare fastv --keep 64`` on the same samples: its rows and each method's stored answers."""
+    """``tokenbench compare fastv --keep K --batch-size 2`` on the same samples: its rows and each method's stored
+    answers by sample index."""
     from tokenbench.runner import Budget, RunSpec, compare
     from tokenbench.store import Store
 
-    path = str(tmp_path_factory.mktemp("store") / "runs.sqlite")
-    rows = compare(RunSpec(methods=(("fastv", {}),), model="tiny-llava", task="synthetic", task_options={"n": N},
-                           budgets=(Budget(keep=KEEP),), batch_size=BATCH, warmup=0, repeats=1, store=path),
-                   progress=False)
-    store = Store(path)
-    [run] = store.runs()
-    answers: dict[str, dict[int, str]] = {}
-    for _, spec, sid, rec in store.cell_records(run["cells"]):
-        answers.setdefault(spec["method"]["name"], {})[int(sid.rsplit("-", 1)[1])] = rec["answer"]
-    store.close()
-    return {r["method"]: r for r in rows}, answers
+    done = {}
+
+    def run(model: str, keep: int):
+        if (model, keep) in done:
+            return done[model, keep]
+        path = str(tmp_path_factory.mktemp("store") / "runs.sqlite")
+        rows = compare(RunSpec(methods=(("fastv", {}),), model=model, task="synthetic", task_options={"n": N},
+                               budgets=(Budget(keep=keep),), batch_size=BATCH, warmup=0, repeats=1, store=path),
+                       progress=False)
+        store = Store(path)
+        [stored_run] = store.runs()
+        answers: dict[str, dict[int, str]] = {}
+        for _, spec, sid, rec in store.cell_records(stored_run["cells"]):
+            answers.setdefault(spec["method"]["name"], {})[int(sid.rsplit("-", 1)[1])] = rec["answer"]
+        store.close()
+        done[model, keep] = {r["method"]: r for r in rows}, answers
+        return done[model, keep]
+
+    return run
 
 
-@pytest.mark.parametrize("method", ["fastv", "full"])
-def test_lmms_eval_answers_equal_tokenbench_compare(local_task, tokenbench_run, tmp_path, method):
-    rows, stored = tokenbench_run
-    answers, score = lmms_eval(local_task, tmp_path / "out", f"model=tiny-llava,method={method},keep={KEEP}")
+# tiny-llava (random weights: 576 visual tokens, byte-level answers) as the issue's command; mini-llava (trained: 144
+# tokens, real answers) so that the scores say something: full gets all 6 right, FastV at 16 (4 after its layer) 5
+@pytest.mark.parametrize(("model", "method", "keep"), [("tiny-llava", "fastv", 64), ("mini-llava", "full", 16),
+                                                       ("mini-llava", "fastv", 16)])
+def test_lmms_eval_answers_equal_tokenbench_compare(local_task, tokenbench_run, tmp_path, model, method, keep):
+    rows, stored = tokenbench_run(model, keep)
+    answers, score = lmms_eval(local_task(model), tmp_path / "out", f"model={model},method={method},keep={keep}")
     assert sorted(answers) == list(range(N))
     assert answers == stored[method]  # sample by sample, the same text
     assert score == pytest.approx(rows[method]["score"])
     if method == "fastv":  # the method really ran: its answers are not full's on every sample
         assert answers != stored["full"]
+    if model == "mini-llava":
+        assert score == {"full": 1.0, "fastv": 5 / 6}[method]
 
 
 def test_model_args_are_checked_before_any_request():
