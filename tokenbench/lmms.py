@@ -143,6 +143,13 @@ class TokenBench(lmms):
             logger.warning(prepared.warning)
         self.artefact = prepared.artefact
 
+    @property
+    def device(self):
+        """The torch device the adapter runs on (lmms-eval's evaluator gathers its request counts there)."""
+        import torch
+
+        return torch.device(self.adapter.device)
+
     def check(self, layout) -> None:
         """Refuse, before its first batch runs, an image layout the method cannot run on at the budget."""
         from tokenbench.runner import check_method_plans

@@ -82,12 +82,23 @@ def local_task(tmp_path_factory):
     return make
 
 
-def lmms_eval(task_dir, out, model_args: str) -> tuple[dict[int, str], float]:
-    """lmms-eval's CLI on the local task: ({doc id: answer}, its exact_match)."""
+def lmms_eval(task_dir, out, model_args: str, processes: int = 1) -> tuple[dict[int, str], float]:
+    """lmms-eval's CLI on the local task (under ``accelerate launch`` with ``processes`` > 1: torchrun, gloo on CPU):
+    ({doc id: answer}, its exact_match)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_DATASETS_CACHE": str(out.parent / "hf"), "PYTHONWARNINGS": "ignore"}
+    launcher = []
+    if processes > 1:
+        import socket
+
+        with socket.socket() as free:  # a port of our own: other tests may launch at the same time
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+        launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    "--main_process_port", str(port)]
     proc = subprocess.run(
-        [sys.executable, "-m", "lmms_eval", "--model", "tokenbench", "--model_args", model_args, "--tasks", "tb_local",
+        [sys.executable, *launcher, "-m", "lmms_eval", "--model", "tokenbench", "--model_args", model_args, "--tasks", "tb_local",
          "--include_path", str(task_dir), "--batch_size", str(BATCH), "--device", "cpu", "--log_samples",
          "--output_path", str(out)],
         cwd=out.parent, env=env, capture_output=True, text=True, timeout=600, check=False)
@@ -143,6 +154,16 @@ def test_lmms_eval_answers_equal_tokenbench_compare(local_task, tokenbench_run, 
         assert answers != stored["full"]
     if model == "mini-llava":
         assert score == {"full": 1.0, "fastv": 5 / 6}[method]
+
+
+def test_lmms_eval_data_parallel_over_two_processes(local_task, tokenbench_run, tmp_path):
+    """``accelerate launch -m lmms_eval`` with 2 processes: lmms-eval shards the docs by rank (0, 2, 4 and 1, 3, 5,
+    so the batches are not compare's) and merges them; every answer and the score are still compare's."""
+    rows, stored = tokenbench_run("mini-llava", 16)
+    answers, score = lmms_eval(local_task("mini-llava"), tmp_path / "out", "model=mini-llava,method=fastv,keep=16",
+                               processes=2)
+    assert answers == stored["fastv"]
+    assert score == pytest.approx(rows["fastv"]["score"]) == 5 / 6
 
 
 def test_model_args_are_checked_before_any_request():
