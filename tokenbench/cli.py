@@ -205,6 +205,9 @@ def _common(fn):
                           "results.sqlite in the tokenbench cache directory."),
         click.option("--no-store", is_flag=True, help="Run without a results store (nothing reused or saved)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+        click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Shard the samples over N processes (each its own GPU with --device cuda), merged through "
+                          "--store: runs this command under `accelerate launch --num_processes N`."),
     ]
     for opt in reversed(options):
         fn = opt(fn)
@@ -244,10 +247,10 @@ def run(method, **opts) -> None:
 
 
 def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, device, dtype, seed, batch_size, repeats,
-         warmup, args, task_args, data, json_path, store, no_store, quiet) -> None:
+         warmup, args, task_args, data, json_path, store, no_store, quiet, processes) -> None:
     options = _method_options(methods, args)
-    from tokenbench import budgets
-    from tokenbench.runner import RunSpec, compare as run_compare, parse_budgets
+    from tokenbench import budgets, parallel
+    from tokenbench.runner import RunSpec, parse_budgets
 
     spec = RunSpec(
         methods=tuple((m, options.get(m, {})) for m in methods), model=model, task=task,
@@ -255,7 +258,14 @@ def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, dev
         batch_size=batch_size, warmup=warmup, repeats=repeats, task_options=parse_task_args(task_args) | _data_args(data),
         budget_scope=budget_scope, store=_store_path(store, no_store), match=budgets.parse(match),
     )
-    _rows_as_they_finish(json_path, format_table, lambda on_row: run_compare(
+    world = parallel.world_size()
+    if processes > 1 and world == 1:
+        parallel.launch(processes, spec, sys.argv[1:])  # this command again, in each of the processes
+    if processes > 1 and world != processes:
+        from tokenbench.errors import ConfigError
+
+        raise ConfigError(f"--processes {processes} under a launch of {world} processes; give one of the two")
+    _rows_as_they_finish(json_path, format_table, lambda on_row: parallel.compare(
         spec, on_row=on_row, progress=not quiet, on_warning=lambda w: click.echo(f"warning: {w}", err=True)))
 
 

@@ -280,6 +280,8 @@ class RunSpec:
     #: budget conventions (tokenbench.budgets), each run in turn; a method whose plan a later one leaves unchanged
     #: is not run again: its rows are copied with the later convention's name and ``same_as`` the first's
     match: tuple[Any, ...] = ()
+    #: the processes whose samples the rows merge (tokenbench.parallel); the timings are always one process's own
+    processes: int = 1
 
 
 @dataclass
@@ -403,11 +405,17 @@ def flops_cost(adapter, n_text: int, sizes: dict[int, Any]) -> Callable[[int], C
 
 
 def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
-            on_warning: Callable[[str], None] | None = None) -> list[dict]:
+            on_warning: Callable[[str], None] | None = None, shard: tuple[int, int] | None = None,
+            computed: dict[str, int] | None = None) -> list[dict]:
     """Run ``full`` plus every method of ``spec`` at every budget; return one row per (method, budget).
 
     ``on_warning`` receives what a method's preparation wants the user to see (e.g. ALVTS without a calibration
-    artefact); the same text is kept in the rows' ``warnings``."""
+    artefact); the same text is kept in the rows' ``warnings``.
+
+    Data-parallel runs (:mod:`tokenbench.parallel`): ``shard=(rank, world)`` computes only every world-th batch of
+    every cell, from the rank-th on, into the store (no timing, no row, no run recorded) and counts the samples it
+    computed per cell into ``computed``; the merge then runs without ``shard`` and with ``computed`` summed over the
+    processes, so that its rows count those samples as computed by this run rather than read back from an earlier one."""
     import torch
 
     methods = build_methods(spec.methods)  # rejects unknown names and bad options before any compute
@@ -463,13 +471,13 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
         prepared.append((Prepared.of(m.prepare(adapter.weights())), time.perf_counter() - t0))
         if prepared[-1][0].warning and on_warning:
             on_warning(prepared[-1][0].warning)
-    store, run_id = _open_store(spec)
+    store, run_id = _open_store(spec, record=shard is None)
     rows: list[dict] = []
     cells: list[str] = []
 
     def finished(row):
         rows.append(row)
-        if store is not None:
+        if run_id is not None:
             store.update_run(run_id, rows, cells)
         if on_row:
             on_row(row)
@@ -479,6 +487,7 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
             samples = [dataclasses.replace(s, question=task.prompt(s, adapter.family)) for s in samples]
             ctx = _Context(spec, task, adapter, samples, prov, progress, failed)
             ctx.task_name, ctx.store, ctx.cells = name, store, cells
+            ctx.shard, ctx.computed_by = shard, computed if computed is not None else {}
             full = build_method("full")
             everything = Budget()
             ctx.match, ctx.keep_of = conventions[0], everything.resolve
@@ -486,8 +495,9 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
             task_warnings = [ctx.too_long] if ctx.too_long else []
             if ctx.too_long and on_warning:
                 on_warning(ctx.too_long)
-            finished(ctx.row(full, everything, reference, reference, ctx.time(full, everything))
-                     | {"prepare_s": 0.0, "prepared": {}, "warnings": task_warnings})
+            if shard is None:
+                finished(ctx.row(full, everything, reference, reference, ctx.time(full, everything))
+                         | {"prepare_s": 0.0, "prepared": {}, "warnings": task_warnings})
             for m, label, (prep, prepare_s) in zip(methods, labels, prepared):  # prepared: one-off, from the weights
                 if m.name == "full":
                     continue
@@ -507,25 +517,30 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
                         ctx.keep_of = keep_rule(m, budget, convention, adapter.n_layers, cost_of)
                         mv = variant(m, convention)
                         run = ctx.run(mv, budget)
+                        if shard is not None:
+                            continue
                         timing = ctx.time(mv, budget)
                         done[convention].append(ctx.row(mv, budget, run, reference, timing) | extra)
                         finished(done[convention][-1])
     except BaseException:
-        if store is not None:
+        if run_id is not None:
             store.update_run(run_id, rows, cells, state="interrupted")
         raise
-    if store is not None:
+    if run_id is not None:
         store.update_run(run_id, rows, cells, state="finished")
     return rows
 
 
-def _open_store(spec: RunSpec):
-    """(Store, run id) for ``spec.store`` (None, None without one); the run is recorded before any compute."""
+def _open_store(spec: RunSpec, record: bool = True):
+    """(Store, run id) for ``spec.store`` (None, None without one); the run is recorded before any compute (unless not
+    ``record``: then the run id is None)."""
     if spec.store is None:
         return None, None
     from tokenbench.store import Store
 
     store = Store(spec.store)
+    if not record:
+        return store, None
     import socket
 
     fields = json.loads(json.dumps(dataclasses.asdict(spec), default=str))
@@ -578,6 +593,8 @@ class _Context:
         self.reused = self.computed = 0  # samples read back from the store / computed, over this context
         self.cells: list[str] = []
         self.model_fingerprint = None
+        self.shard: tuple[int, int] | None = None  # (rank, world): compute only this process's batches (compare)
+        self.computed_by: dict[str, int] = {}  # cell -> samples this run's other processes computed (compare)
         self.too_long: str | None = None  # set by full's run: samples longer than the model's positions
         self.match = None  # the budget convention of the current runs (tokenbench.budgets.Convention)
         self.keep_of: Callable[[int], int] | None = None  # n_visual -> the method's own budget under it
@@ -598,11 +615,15 @@ class _Context:
         self.reused = self.computed = 0
         records: dict[str, dict] = {}
         n_layers = self.adapter.n_layers
-        bar = tqdm(total=len(self.samples), desc=f"{method.name} keep={budget.label()}", unit="sample",
+        batches = self.adapter.batches(self.samples, self.spec.batch_size)
+        if self.shard is not None:  # one of several processes (tokenbench.parallel): every world-th batch, as batched
+            rank, world = self.shard  # in one process, so that every record is the one a single process computes
+            batches = batches[rank::world]
+        bar = tqdm(total=sum(map(len, batches)), desc=f"{method.name} keep={budget.label()}", unit="sample",
                    disable=True if not self.progress else None, leave=False)  # None: only on a TTY
         with self.adapter.reduction(method, self.keep_of, seed=self.spec.seed, artefact=self.artefact,
                                     budget_scope=self.spec.budget_scope) as router:
-            for idx in self.adapter.batches(self.samples, self.spec.batch_size):
+            for idx in batches:
                 chunk = [self.samples[i] for i in idx]
                 if all(s.id in stored for s in chunk):  # this batch finished in an earlier run
                     records.update({s.id: stored[s.id] for s in chunk})
@@ -640,6 +661,13 @@ class _Context:
                 self.computed += len(chunk)
                 bar.update(len(chunk))
         bar.close()
+        if self.shard is not None:  # this process's share is stored; the merge scores every sample
+            self.computed_by[cell] = self.computed_by.get(cell, 0) + self.computed
+            if method.name == "full":  # the methods' KL needs full's records of this process's samples only
+                self.reference = records
+            return None
+        moved = min(self.computed_by.get(cell, 0), self.reused)  # computed by this run's processes, read back here
+        self.reused, self.computed = self.reused - moved, self.computed + moved
         if cell not in self.cells:
             self.cells.append(cell)
         ordered = [records[s.id] for s in self.samples]
@@ -800,6 +828,7 @@ class _Context:
             else f"local:{os.path.abspath(task.data)}",
             "model_source": self.adapter.source,
             "seed": spec.seed,
+            "processes": spec.processes,  # computed the samples (tokenbench.parallel); the timings are one process's
             "limit": spec.limit,
             "provenance": self.prov,
             # where the samples came from: read back from the store, or computed by this run (not a result field)

@@ -1,0 +1,106 @@
+"""Data-parallel runs on accelerate, merged through the results store.
+
+``accelerate launch --multi_gpu --num_processes N -m tokenbench compare ...`` (or ``tokenbench compare ...
+--processes N``, which runs exactly that) starts N copies of the command. Each computes its share of every cell (full
+first, then each method, convention and budget): every N-th batch of the samples, batched exactly as one process
+batches them, so that every stored record is the one a single process computes. Each finished batch goes to the
+results store, which must be a file every process sees. Then process 0 runs the ordinary single-process comparison
+over all the samples with the same store: it reads every sample back, scores, times on its own device (alone: the
+others have finished) and prints the rows, which say ``processes: N``. A process that dies loses only its unfinished
+batch; the launcher then stops the others, and the same command run again computes only what the store lacks.
+
+Without a launcher (``WORLD_SIZE`` unset or 1) nothing here imports accelerate: :func:`compare` is
+:func:`tokenbench.runner.compare`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import sys
+from typing import Any, Callable
+
+from tokenbench.errors import ConfigError
+
+#: how long a process that finished its share waits for the others (they run equal shares of the same cells)
+WAIT = datetime.timedelta(hours=24)
+
+#: what accelerate launch runs (torchrun; on a machine without GPUs too, where the processes use gloo), with every
+#: setting given so that no accelerate config file is needed
+LAUNCH = ("--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no")
+
+
+def world_size() -> int:
+    """The processes of this launch, from the environment the launcher sets (torchrun; mpirun's too), else 1."""
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        raw = os.environ.get(name)
+        if raw:
+            if not raw.isdigit() or int(raw) < 1:
+                raise ConfigError(f"{name}={raw!r} is not a number of processes; unset it, or start the run with "
+                                  "`accelerate launch --num_processes N`")
+            return int(raw)
+    return 1
+
+
+def compare(spec, on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
+            on_warning: Callable[[str], None] | None = None) -> list[dict]:
+    """:func:`tokenbench.runner.compare` over this launch's processes: the rows on process 0, ``[]`` on the others."""
+    from tokenbench import runner
+
+    world = world_size()
+    if world == 1:
+        return runner.compare(spec, on_row=on_row, progress=progress, on_warning=on_warning)
+    check(spec, world)
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    # gloo, on GPUs too: the processes exchange only a few counts; the samples go through the store
+    state = PartialState(cpu=True, timeout=WAIT)
+    rank, local = state.process_index, state.local_process_index
+    device = spec.device
+    if device == "cuda":  # each process its own GPU
+        import torch
+
+        if local >= torch.cuda.device_count():
+            raise ConfigError(f"process {local} of this machine has no GPU of its own (it has "
+                              f"{torch.cuda.device_count()}); launch at most that many processes per machine")
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    computed: dict[str, int] = {}  # cell -> samples this process computed
+    runner.compare(dataclasses.replace(spec, device=device), progress=progress and rank == 0,
+                   shard=(rank, world), computed=computed)
+    shares = gather_object([computed])  # returns once every process has stored its share
+    state.destroy_process_group()
+    if rank != 0:
+        return []
+    total: dict[str, int] = {}
+    for share in shares:
+        for cell, n in share.items():
+            total[cell] = total.get(cell, 0) + n
+    return runner.compare(dataclasses.replace(spec, processes=world), on_row=on_row, progress=progress,
+                          on_warning=on_warning, computed=total)
+
+
+def check(spec, world: int) -> None:
+    """What a run over ``world`` processes needs: a store they all write, and a device each can call its own."""
+    if spec.store is None:
+        raise ConfigError(f"{world} processes share their samples through the results store; pass --store PATH on a "
+                          "filesystem every process sees, not --no-store")
+    if spec.device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {spec.device!r} with {world} processes: give --device cuda (each process uses "
+                          "its own GPU, cuda:<local rank>) or --device cpu")
+
+
+def launch(processes: int, spec, argv: list[str]) -> None:
+    """``--processes N``: this process becomes ``accelerate launch`` with N processes, each running this command
+    (``argv``, tokenbench's arguments)."""
+    import importlib.util
+
+    check(spec, processes)
+    if importlib.util.find_spec("accelerate") is None:
+        raise ConfigError("--processes needs accelerate: pip install accelerate")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "accelerate.commands.launch", *LAUNCH,
+                              "--num_processes", str(processes), "-m", "tokenbench", *argv])
