@@ -117,8 +117,8 @@ class TokenBench(lmms):
         check_counts(batch_size=(batch_size, 1, 8), seed=(seed, 0, 0))
         opts = parse_method_args(tuple(f"{k}={v}" for k, v in options.items()), (method,)).get(method, {})
         self.method = build_method(method, opts)
-        found = parse_budgets(None if keep is None else str(keep), None if keep_ratio is None else str(keep_ratio))
-        self.budget = found[0]
+        self.budget = parse_budgets(None if keep is None else str(keep),
+                                    None if keep_ratio is None else str(keep_ratio))[0]
         conventions = budgets.parse(str(match))
         if len(conventions) != 1 or conventions[0].kind == "flops":
             raise ConfigError(f"match={match!r}: model tokenbench runs one convention, matched or nominal (flops= "
