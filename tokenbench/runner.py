@@ -594,7 +594,7 @@ class _Context:
         self.cells: list[str] = []
         self.model_fingerprint = None
         self.shard: tuple[int, int] | None = None  # (rank, world): compute only this process's batches (compare)
-        self.computed_by: dict[str, int] = {}  # cell -> samples this run's other processes computed (compare)
+        self.computed_by: dict[str, int] = {}  # cell -> samples this run's processes computed (compare's shard passes)
         self.too_long: str | None = None  # set by full's run: samples longer than the model's positions
         self.match = None  # the budget convention of the current runs (tokenbench.budgets.Convention)
         self.keep_of: Callable[[int], int] | None = None  # n_visual -> the method's own budget under it
