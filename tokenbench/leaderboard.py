@@ -239,13 +239,12 @@ MATCH_HEADINGS = {
 def split_by_match(rows: list[dict]) -> dict[str, list[dict]]:
     """Convention -> its table's rows: ``full`` in each, and only the rows that ran under it (a row copied from an
     earlier convention because the plan is the same, ``same_as``, is listed once, under that one)."""
+    full = [r for r in rows if r["method"] == "full"]
     out: dict[str, list[dict]] = {}
     for r in rows:
         if r.get("same_as") is None and r["method"] != "full":
-            out.setdefault(match_of(r), [])
-    full = [r for r in rows if r["method"] == "full"]
-    return {m: full + [r for r in rows if r["method"] != "full" and match_of(r) == m and r.get("same_as") is None]
-            for m in out} or {"matched": full}
+            out.setdefault(match_of(r), []).append(r)
+    return {m: full + ran for m, ran in out.items()} or {"matched": full}
 
 
 def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> tuple[str, list[dict]]:

@@ -374,10 +374,13 @@ def keep_rule(method, budget: Budget, convention, n_layers: int, cost_of: Callab
     """The function of an image's visual tokens that gives ``method``'s own budget under ``convention``
     (:func:`tokenbench.budgets.method_keep`; run it as ``budgets.variant(method, convention)``). ``cost_of(n_visual)``:
     prefill FLOPs ``(method, k) -> FLOPs`` of an image with that many tokens (``flops=`` conventions)."""
+    from functools import lru_cache
+
     from tokenbench.budgets import method_keep, variant
 
     m = variant(method, convention)
 
+    @lru_cache(maxsize=None)  # asked for every batch and sample; each answer is a search over the method's plans
     def keep(n_visual: int) -> int:
         return method_keep(m, budget.resolve(n_visual), n_visual, n_layers, convention,
                            cost_of(n_visual) if cost_of is not None else None)
@@ -435,19 +438,17 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     splits = [_split(task, task.samples(spec.limit)) for task in tasks]  # data problems surface before the model loads
     adapter.load(spec.device, spec.dtype, spec.attn_implementation)
     layouts = {}  # every distinct image layout of the samples (visual tokens, regions): what plans depend on
+    sizes = {}  # visual tokens -> the first such image's pixel size (what the flops= conventions' FLOPs are of)
     for samples, _ in splits:
         for s in samples:
             layout = adapter.layout_of(s)
             layouts.setdefault((layout.n_visual, len(layout.crops)), layout)
+            sizes.setdefault(layout.n_visual, tuple(s.image.size))
     from tokenbench.budgets import MATCHED, variant
 
     conventions = spec.match or (MATCHED,)
     cost_of = None
     if any(c.kind == "flops" for c in conventions):  # FLOPs of the first sample's prompt, on each image layout
-        sizes = {}
-        for samples, _ in splits:
-            for smp in samples:
-                sizes.setdefault(adapter.layout_of(smp).n_visual, tuple(smp.image.size))
         first = splits[0][0][0]
         first = dataclasses.replace(first, question=tasks[0].prompt(first, adapter.family))
         cost_of = flops_cost(adapter, adapter.encode([first]).n_text[0], sizes)
