@@ -73,7 +73,7 @@ class FitPrune(TokenReducer):
         return tuple(Step(layer + 1, needs=self._needs(layer)) for layer in range(n_layers - 1))
 
     def plan(self, keep, n_visual, n_layers):
-        from tokenbench import schedule
+        from tokenbench.contract import schedule
 
         def family(x: float):  # x = 1 - FLOPs reduction: the layer mean grows with it
             shares = remaining_after(1 - x)

@@ -64,7 +64,7 @@ class PyramidDrop(TokenReducer):
     def _layers(self, n_layers: int) -> tuple[int, ...]:
         if self.layers is not None:
             return tuple(self.layers)
-        from tokenbench.schedule import at_depth
+        from tokenbench.contract.schedule import at_depth
 
         return at_depth((8, 16, 24), n_layers, option="pdrop.layers")
 
@@ -73,7 +73,7 @@ class PyramidDrop(TokenReducer):
                      for layer in self._layers(n_layers))
 
     def plan(self, keep, n_visual, n_layers):
-        from tokenbench import schedule
+        from tokenbench.contract import schedule
 
         layers = self._layers(n_layers)
         if not self.fit_budget:

@@ -33,7 +33,7 @@ v_token_num - 1))``): a count that reaches the tokens left still drops one.
 from dataclasses import dataclass, replace
 
 from tokenbench.api import Need, Step, TokenReducer, register_method
-from tokenbench.schedule import REFERENCE_DEPTH
+from tokenbench.contract.schedule import REFERENCE_DEPTH
 
 #: official v2 per-stage counts (score.py), for LLaVA-1.5's 576 visual tokens, keyed by the nominal budget
 V2_COUNTS = {64: (66, 34, 20), 96: (246, 54, 28), 128: (238, 108, 60), 192: (300, 200, 118)}
@@ -87,8 +87,8 @@ class SparseVLM(TokenReducer):
 
     def _pruned(self, n_layers: int) -> tuple[int, ...]:
         """The pruning layers for this depth, each < n_layers - 1: pruning layer l's output takes effect before layer
-        l + 1, and that layer is placed by the rule every method shares (:func:`tokenbench.schedule.at_depth`)."""
-        from tokenbench.schedule import at_depth
+        l + 1, and that layer is placed by the rule every method shares (:func:`tokenbench.contract.schedule.at_depth`)."""
+        from tokenbench.contract.schedule import at_depth
 
         return tuple(x - 1 for x in at_depth(tuple(x + 1 for x in self.layers), n_layers, option="sparsevlm.layers"))
 
@@ -106,7 +106,7 @@ class SparseVLM(TokenReducer):
         return self._steps(self._pruned(n_layers))
 
     def plan(self, keep, n_visual, n_layers):
-        from tokenbench import schedule
+        from tokenbench.contract import schedule
 
         pruned = self._pruned(n_layers)
         if self.counts is not None:

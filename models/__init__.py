@@ -2,7 +2,7 @@
 
 Adding a model family:
 
-1. Create ``models/<family>.py`` with a subclass of :class:`tokenbench.adapter.ModelAdapter` that loads the
+1. Create ``models/<family>.py`` with a subclass of :class:`tokenbench.hf.adapter.ModelAdapter` that loads the
    checkpoint, formats prompts, reports where the visual tokens are (``encode``/``layout``), exposes the decoder
    layers and the dimensions for the FLOPs counter.
 2. Register one factory per preset (hub id) and a tiny variant built from a config with random weights.

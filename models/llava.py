@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 
-from tokenbench.adapter import Batch, ModelAdapter
-from tokenbench.task import as_pil
+from tokenbench.hf.adapter import Batch, ModelAdapter
+from tokenbench.contract.task import as_pil
 from tokenbench.api import Region, VisualLayout, register_model
 
 
@@ -121,7 +121,7 @@ class LlavaAdapter(ModelAdapter):
             captured["features"] = output[0] if isinstance(output, tuple) else output  # (B, 1 + N, Dv), CLS first
 
         def project(features):
-            from tokenbench.flops import mlp_projector_macs
+            from tokenbench.measure.flops import mlp_projector_macs
 
             dims = (cfg.vision_config.hidden_size, cfg.text_config.hidden_size, cfg.text_config.hidden_size)
             return self.model.model.multi_modal_projector(features), mlp_projector_macs(dims, features.shape[1])
@@ -180,7 +180,7 @@ class LlavaAdapter(ModelAdapter):
 
     def encoder_macs(self, size=None) -> dict[str, int]:
         """CLIP tower (every layer runs, CLS included) and the 2-layer MLP projector on the patch tokens."""
-        from tokenbench.flops import VisionDims, clip_vision_macs, mlp_projector_macs
+        from tokenbench.measure.flops import VisionDims, clip_vision_macs, mlp_projector_macs
 
         cfg = self.config
         vision = VisionDims.from_config(cfg.vision_config)

@@ -134,7 +134,7 @@ class LlavaNextAdapter(LlavaAdapter):
     def encoder_macs(self, size=None) -> dict[str, int]:
         """The CLIP tower on the base image and every crop (all layers, CLS included), and the projector on every
         crop's patch tokens (it runs before unpadding, so on the padding too)."""
-        from tokenbench.flops import VisionDims, clip_vision_macs, mlp_projector_macs
+        from tokenbench.measure.flops import VisionDims, clip_vision_macs, mlp_projector_macs
 
         _, ny, nx, _, _ = self._geometry(size)
         cfg = self.config

@@ -32,8 +32,8 @@ from __future__ import annotations
 import json
 import os
 
-from tokenbench.adapter import ModelAdapter
-from tokenbench.task import as_pil
+from tokenbench.hf.adapter import ModelAdapter
+from tokenbench.contract.task import as_pil
 from tokenbench.api import Region, VisualLayout, register_model
 
 SYSTEM = "You are a helpful assistant."
@@ -267,7 +267,7 @@ class QwenVLAdapter(ModelAdapter):
 
     def encoder_macs(self, size=None) -> dict[str, int]:
         """The vision tower (window attention, full attention in ``fullatt_block_indexes``) and the patch merger."""
-        from tokenbench.flops import QwenVisionDims, qwen_vision_macs
+        from tokenbench.measure.flops import QwenVisionDims, qwen_vision_macs
 
         return qwen_vision_macs(QwenVisionDims.from_config(self.config.vision_config), *self._grid(size))
 

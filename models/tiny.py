@@ -32,7 +32,7 @@ def tiny_tokenizer(specials: tuple[str, ...] = ("<image>",), image_token: str = 
 def cached_build(directory: str | None, stem: str, seed: int, build) -> str:
     """The directory of a tiny model: ``directory`` or ``$TOKENBENCH_CACHE/models/<stem>-seed<seed>``, built there by
     ``build(path, seed=seed)`` on first use."""
-    from tokenbench.checkpoint import check_directory
+    from tokenbench.hf.checkpoint import check_directory
     from tokenbench.errors import ConfigError
     from tokenbench.paths import cache_dir
 

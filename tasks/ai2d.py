@@ -19,7 +19,7 @@ Gold answer: the right option's letter (``model_specific_target_kwargs`` ``mcq``
 (lmms-eval's ``max_new_tokens``).
 
 Scoring (the yaml's ``flexible-extract`` filter, then the ``exact_match`` metric with ``ignore_case`` and
-``ignore_punctuation``; :func:`tokenbench.scoring.choice.judge_ai2d`): an answer that starts (after whitespace) with
+``ignore_punctuation``; :func:`tokenbench.data.scoring.choice.judge_ai2d`): an answer that starts (after whitespace) with
 a capital letter and a full stop becomes that letter; any other answer is kept whole; it is stripped, lower-cased and
 stripped of ASCII punctuation, and must then equal the gold letter. So "B", "b", "(B)", "B." and "B. cat" are right
 for B, while "B cat", "The answer is B" are wrong. Metric: ``exact_match``, the share right (primary; per-sample score
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tokenbench.api import register_task
-from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.choice import LETTERS, format_options, judge_ai2d
-from tokenbench.task import Sample, Scored
+from tokenbench.data.hub import DatasetTask
+from tokenbench.data.scoring.choice import LETTERS, format_options, judge_ai2d
+from tokenbench.contract.task import Sample, Scored
 
 POST_PROMPT = "\nAnswer with the option's letter from the given choices directly."
 

@@ -1,5 +1,5 @@
 """Captioning tasks ``coco_cap`` (COCO Caption) and ``nocaps`` (NoCaps), scored as lmms-eval scores them: corpus
-BLEU-1..4, METEOR, ROUGE_L and CIDEr from pycocoevalcap (:mod:`tokenbench.scoring.caption`; needs ``java``).
+BLEU-1..4, METEOR, ROUGE_L and CIDEr from pycocoevalcap (:mod:`tokenbench.data.scoring.caption`; needs ``java``).
 
 ``coco_cap``: lmms-eval's task ``coco2017_cap_val`` (``lmms_eval/tasks/coco_cap/coco2017_cap_val.yaml``):
 dataset ``lmms-lab-encoder/COCO-Caption2017`` (then ``lmms-lab/COCO-Caption2017``), split ``val``, 5,000 images with
@@ -36,7 +36,7 @@ computed over the scored images, so a ``limit`` of a few images gives CIDEr far 
 always 0); SPICE is not computed (lmms-eval leaves it out too).
 
 Differences from lmms-eval: samples are keyed by position rather than image id, and the characters Stanford's
-tokenizer takes as line breaks besides "\\n" are replaced by a space (see :mod:`tokenbench.scoring.caption`); neither
+tokenizer takes as line breaks besides "\\n" are replaced by a space (see :mod:`tokenbench.data.scoring.caption`); neither
 changes a correct lmms-eval number. No submission file is written.
 """
 
@@ -47,9 +47,9 @@ from typing import Sequence
 
 from tokenbench.api import register_task
 from tokenbench.errors import ConfigError
-from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.caption import score_captions
-from tokenbench.task import Sample, Scored
+from tokenbench.data.hub import DatasetTask
+from tokenbench.data.scoring.caption import score_captions
+from tokenbench.contract.task import Sample, Scored
 
 #: the instruction lmms-eval gives for both tasks
 PROMPT = "Provide a one-sentence caption for the provided image."

@@ -14,7 +14,7 @@ lmms-eval's ``gqa_process_docs`` joins them:
 
 A local copy (``--data DIR``) is one of:
 
-- ``DIR`` holding the two parts side by side, each in any form ``--data`` accepts (:mod:`tokenbench.hfdata`): the
+- ``DIR`` holding the two parts side by side, each in any form ``--data`` accepts (:mod:`tokenbench.data.hub`): the
   questions as ``DIR/instructions.parquet``, ``.jsonl``, ``.json`` or ``DIR/instructions`` (a ``save_to_disk``
   directory or a folder of parquet files), the images likewise as ``DIR/images...`` (the first of these names that
   exists is taken; a jsonl's image paths are relative to ``DIR``).
@@ -37,7 +37,7 @@ phrase.`` for every model family here (the yaml's other prompt is for ``qwen_vl`
 
 Generation: 16 new tokens (lmms-eval's value).
 
-Scoring (:mod:`tokenbench.scoring.exact`, following ``lmms_eval/api/metrics.py`` ``exact_match_hf_evaluate`` and the
+Scoring (:mod:`tokenbench.data.scoring.exact`, following ``lmms_eval/api/metrics.py`` ``exact_match_hf_evaluate`` and the
 answer stripping of ``lmms_eval/api/task.py``): the stripped answer and the gold, both lower-cased and rid of ASCII
 punctuation, must be equal. Metric: ``accuracy`` (lmms-eval's ``exact_match``), the mean of the per-sample 0/1
 scores; primary ``accuracy``. Nothing is ever ``unparsed``.
@@ -53,9 +53,9 @@ from dataclasses import dataclass
 
 from tokenbench.api import register_task
 from tokenbench.errors import ConfigError
-from tokenbench.hfdata import DatasetTask, load_rows, read_image
-from tokenbench.scoring.exact import exact_match
-from tokenbench.task import Sample
+from tokenbench.data.hub import DatasetTask, load_rows, read_image
+from tokenbench.data.scoring.exact import exact_match
+from tokenbench.contract.task import Sample
 
 IMAGES_CONFIG = "testdev_balanced_images"
 #: the two parts of a local copy: our names and the hub repository's folder names

@@ -28,7 +28,7 @@ lmms-eval's: it joins the yaml's post prompt, which starts with a newline, with 
 Generation: 64 new tokens. lmms-eval allows 1024; the answer is a letter, but the matcher also accepts an option's
 text (which can be a long phrase), and 64 tokens hold "B. <option text>" for MMBench's options.
 
-Scoring (``MMBench_Evaluator.eval_result(eval_method="static")``, :mod:`tokenbench.scoring.choice`): a row's answer
+Scoring (``MMBench_Evaluator.eval_result(eval_method="static")``, :mod:`tokenbench.data.scoring.choice`): a row's answer
 gives a letter by ``can_infer`` (exactly one of A-E as a word or as "B." "(B)" "B:" ..., else exactly one option's
 text inside the answer), else by lmms-eval's ``extract_mcq_answer`` with the row's option letters; the row is right
 when that letter is its gold letter. Metrics:
@@ -58,10 +58,10 @@ from typing import Sequence
 
 from tokenbench.api import register_task
 from tokenbench.errors import ConfigError
-from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.choice import (MMBENCH_ROTATION, circular_groups, judge_mmbench, mmbench_choices,
+from tokenbench.data.hub import DatasetTask
+from tokenbench.data.scoring.choice import (MMBENCH_ROTATION, circular_groups, judge_mmbench, mmbench_choices,
                                        mmbench_options_prompt)
-from tokenbench.task import Sample, Scored
+from tokenbench.contract.task import Sample, Scored
 
 POST_PROMPT = "\nAnswer with the option's letter from the given choices directly."
 

@@ -2,7 +2,7 @@
 scored as lmms-eval's ``mme`` task scores it: perception and cognition totals of acc + acc+.
 
 Data: ``lmms-lab-encoder/MME`` (then ``lmms-lab/MME``), default config, split ``test`` (2,374 questions on 1,187
-images). Columns read (the schema a local copy must have; ``--data``, see :mod:`tokenbench.hfdata`): ``question_id``
+images). Columns read (the schema a local copy must have; ``--data``, see :mod:`tokenbench.data.hub`): ``question_id``
 (string: the image's file name, e.g. ``code_reasoning/0020.png``, shared by the image's two questions), ``question``
 (string, ending in " Please answer yes or no."), ``answer`` (string, ``Yes``/``No``), ``category`` (string: the
 subtask), ``image`` (image).
@@ -22,7 +22,7 @@ word or phrase.``
 
 Generation: 16 new tokens (lmms-eval's value).
 
-Scoring (:mod:`tokenbench.scoring.yesno`, following ``lmms_eval/tasks/mme/utils.py``): an answer is yes/no when it is
+Scoring (:mod:`tokenbench.data.scoring.yesno`, following ``lmms_eval/tasks/mme/utils.py``): an answer is yes/no when it is
 (after lower-casing and dropping ".") yes/no, y/n, or has "yes" (else "no") in its first four characters; anything
 else is wrong (and listed in ``unparsed``). Metrics (``percent=False``: printed as they are):
 
@@ -49,9 +49,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tokenbench.api import register_task
-from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.yesno import mme_correct, mme_metrics, mme_unparsed
-from tokenbench.task import Sample, Scored
+from tokenbench.data.hub import DatasetTask
+from tokenbench.data.scoring.yesno import mme_correct, mme_metrics, mme_unparsed
+from tokenbench.contract.task import Sample, Scored
 
 #: the answer-format sentence lmms-eval removes from each question before adding its own post prompt
 REPLACE_PROMPT = " Please answer yes or no."

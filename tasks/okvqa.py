@@ -21,7 +21,7 @@ single word or phrase."``. No OK-VQA gold answer is "unanswerable", so a model t
 Generation: 32 new tokens (lmms-eval sets none; its llava_hf model then allows 1024; 32 hold every gold answer and
 our decoder stops at EOS).
 
-Scoring (``tokenbench.scoring.vqa.score_evalai``, following ``lmms_eval/tasks/ok_vqa/utils.py``
+Scoring (``tokenbench.data.scoring.vqa.score_evalai``, following ``lmms_eval/tasks/ok_vqa/utils.py``
 ``ok_vqa_process_results``): the EvalAI answer processor on the prediction and on each gold answer, then VQA
 accuracy (for each leave-one-out subset ``min(1, matches / 3)``, averaged; no answers: 0, as there). Per-sample
 score: that accuracy; metric ``accuracy`` (primary, a share in [0, 1]): their mean, lmms-eval's ``exact_match``.
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tokenbench.api import register_task
-from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.vqa import normalize_answer, score_evalai, vqa_scored
-from tokenbench.task import Sample, Scored
+from tokenbench.data.hub import DatasetTask
+from tokenbench.data.scoring.vqa import normalize_answer, score_evalai, vqa_scored
+from tokenbench.contract.task import Sample, Scored
 
 POST_PROMPT = ("\nWhen the provided information is insufficient, respond with 'Unanswerable'."
                "\nAnswer the question using a single word or phrase.")

@@ -9,7 +9,7 @@ lmms-eval's ``pope_adv``/``pope_pop``/``pope_random`` (group ``pope_full``) read
 the same 500 COCO val2014 images, so an image recurs across categories. ``--limit`` takes the first rows of the split
 in its stored order, which need not cover every category.
 
-Columns read (the schema a local copy must have; ``--data``, see :mod:`tokenbench.hfdata`): ``question_id``
+Columns read (the schema a local copy must have; ``--data``, see :mod:`tokenbench.data.hub`): ``question_id``
 (string), ``question`` (string), ``answer`` (string, ``yes``/``no``), ``category`` (string), ``image`` (image). The
 hub dataset also has ``id`` and ``image_source`` (string), not read.
 
@@ -23,7 +23,7 @@ phrase.`` for every model family (the yaml defines no llava_hf/qwen2_5_vl prompt
 Generation: 16 new tokens (lmms-eval allows 128; a valid answer is one word and our decoder stops at EOS, so 16 only
 cuts rambling, which POPE's rule scores wrong anyway).
 
-Scoring (:mod:`tokenbench.scoring.yesno`, following ``lmms_eval/tasks/pope/utils.py``): the stripped, lower-cased
+Scoring (:mod:`tokenbench.data.scoring.yesno`, following ``lmms_eval/tasks/pope/utils.py``): the stripped, lower-cased
 answer must equal ``yes``/``no`` exactly. Metrics, all shares in [0, 1]:
 
 - ``accuracy``, ``precision``, ``recall``, ``f1``, ``yes_ratio`` pooled over every sample, as lmms-eval's ``pope``
@@ -49,9 +49,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tokenbench.api import register_task
-from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.yesno import pope_correct, pope_metrics, pope_unparsed
-from tokenbench.task import Sample, Scored
+from tokenbench.data.hub import DatasetTask
+from tokenbench.data.scoring.yesno import pope_correct, pope_metrics, pope_unparsed
+from tokenbench.contract.task import Sample, Scored
 
 #: POPE's categories in the order reported
 CATEGORIES = ("adversarial", "popular", "random")

@@ -11,7 +11,7 @@ Prompt: the question text stripped, nothing added (lmms-eval's ``realworldqa_doc
 kwargs, empty pre and post prompts, the ones lmms-eval uses for llava_hf and qwen2_5_vl). Gold answer: ``answer``
 stripped. Generation: 16 new tokens (lmms-eval's ``max_new_tokens``).
 
-Scoring (``realworldqa_process_results``, :func:`tokenbench.scoring.choice.judge_realworldqa`): when the gold answer
+Scoring (``realworldqa_process_results``, :func:`tokenbench.data.scoring.choice.judge_realworldqa`): when the gold answer
 is a letter A-D, the letter lmms-eval's ``extract_mcq_answer`` finds in the answer with choices A-D must equal it;
 that extraction reads upper-case letters only ("B", "(B)", "B.", "The answer is B", "B. Straight" give B; "b" gives
 nothing). Otherwise the answer lower-cased, without trailing full stops, must equal the gold answer lower-cased
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tokenbench.api import register_task
-from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.choice import judge_realworldqa
-from tokenbench.task import Sample, Scored
+from tokenbench.data.hub import DatasetTask
+from tokenbench.data.scoring.choice import judge_realworldqa
+from tokenbench.contract.task import Sample, Scored
 
 
 @register_task("realworldqa")

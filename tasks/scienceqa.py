@@ -18,7 +18,7 @@ Prompt (lmms-eval's ``sqa_doc_to_text``, format ``default``, which its yaml uses
 
 Gold answer: the right choice's letter. Generation: 16 new tokens (lmms-eval's ``max_new_tokens``).
 
-Scoring (``sqa_process_results``, :func:`tokenbench.scoring.choice.judge_scienceqa`): after stripping whitespace, right
+Scoring (``sqa_process_results``, :func:`tokenbench.data.scoring.choice.judge_scienceqa`): after stripping whitespace, right
 if the answer lower-cased is the gold letter ("B", "b"), or if it starts with a capital letter and a full stop and that
 letter is the gold one ("B.", "B. a duck"); everything else is wrong: "(B)", "B)", "b.", "The answer is B".
 Metric: ``exact_match``, the share right (primary; per-sample score 0/1, their mean). Answers that are neither a
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tokenbench.api import register_task
-from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.choice import LETTERS, format_options, judge_scienceqa
-from tokenbench.task import Sample, Scored
+from tokenbench.data.hub import DatasetTask
+from tokenbench.data.scoring.choice import LETTERS, format_options, judge_scienceqa
+from tokenbench.contract.task import Sample, Scored
 
 POST_PROMPT = "\nAnswer with the option's letter from the given choices directly."
 

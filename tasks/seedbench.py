@@ -24,7 +24,7 @@ Prompt (lmms-eval's ``seed_doc_to_text``; the yaml has no model-specific kwargs)
 Generation: 16 new tokens. lmms-eval sets no ``max_new_tokens`` for this task (the model's default applies) and reads
 only the answer's first character, so any length gives the same score; 16 only caps rambling.
 
-Scoring (``seed_process_result`` and ``seed_aggregation_result``; :func:`tokenbench.scoring.choice.judge_seed`): the
+Scoring (``seed_process_result`` and ``seed_aggregation_result``; :func:`tokenbench.data.scoring.choice.judge_seed`): the
 first character of the stripped answer, compared case-insensitively with the gold letter: "B", "b", "B.", "B. cat"
 are right for B, "(B)" and "The answer is B" wrong. Metric: ``seed_image``, the share of image questions right
 (primary; per-sample score 0/1, their mean). Answers whose first character is not one of A-D (either case) go into
@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tokenbench.api import register_task
-from tokenbench.hfdata import DatasetTask, read_image
-from tokenbench.scoring.choice import judge_seed
-from tokenbench.task import Sample, Scored
+from tokenbench.data.hub import DatasetTask, read_image
+from tokenbench.data.scoring.choice import judge_seed
+from tokenbench.contract.task import Sample, Scored
 
 POST_PROMPT = "\nAnswer with the option's letter from the given choices directly."
 

@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 
 from tokenbench.api import register_task
 from tokenbench.errors import ConfigError
-from tokenbench.task import Sample, Task
+from tokenbench.contract.task import Sample, Task
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),

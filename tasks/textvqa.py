@@ -33,7 +33,7 @@ Generation: 32 new tokens. lmms-eval sets no ``max_new_tokens`` for TextVQA (its
 32 tokens hold any gold answer (book titles and signs included), and our decoder stops at EOS, so the cap only
 cuts rambling, which could not have matched anyway.
 
-Scoring (``tokenbench.scoring.vqa.score_evalai``, following ``lmms_eval/tasks/textvqa/utils.py``
+Scoring (``tokenbench.data.scoring.vqa.score_evalai``, following ``lmms_eval/tasks/textvqa/utils.py``
 ``textvqa_process_results``): the EvalAI answer processor on the prediction and on each of the ten answers, then
 VQA accuracy -- for each leave-one-out subset of nine answers ``min(1, matches / 3)``, averaged. Per-sample score:
 that accuracy; metric ``accuracy`` (primary, a share in [0, 1]): their mean, lmms-eval's ``exact_match``.
@@ -52,9 +52,9 @@ from typing import Sequence
 
 from tokenbench.api import register_task
 from tokenbench.errors import ConfigError
-from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.vqa import normalize_answer, score_evalai, vqa_scored
-from tokenbench.task import Sample, Scored
+from tokenbench.data.hub import DatasetTask
+from tokenbench.data.scoring.vqa import normalize_answer, score_evalai, vqa_scored
+from tokenbench.contract.task import Sample, Scored
 
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
 

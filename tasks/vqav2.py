@@ -32,7 +32,7 @@ Prompt (lmms-eval's ``vqav2_doc_to_text`` with the ``default`` kwargs of ``vqav2
 
 Generation: 16 new tokens, lmms-eval's ``max_new_tokens`` for VQAv2.
 
-Scoring (``tokenbench.scoring.vqa.score_vqav2``, following ``lmms_eval/tasks/vqav2/utils.py``
+Scoring (``tokenbench.data.scoring.vqa.score_vqav2``, following ``lmms_eval/tasks/vqav2/utils.py``
 ``vqav2_process_results``): newlines and tabs to spaces, strip, then the EvalAI processor's punctuation and
 digit/article steps -- not its ``word_tokenize`` (lmms-eval's VQAv2 code calls the two steps directly, unlike its
 TextVQA/OK-VQA/VizWiz code): so ``,`` and ``?`` follow the punctuation rule instead of being deleted outright and
@@ -56,9 +56,9 @@ from typing import Sequence
 
 from tokenbench.api import register_task
 from tokenbench.errors import ConfigError
-from tokenbench.hfdata import DatasetTask
-from tokenbench.scoring.vqa import normalize_answer_vqav2, score_vqav2, vqa_scored
-from tokenbench.task import Sample, Scored
+from tokenbench.data.hub import DatasetTask
+from tokenbench.data.scoring.vqa import normalize_answer_vqav2, score_vqav2, vqa_scored
+from tokenbench.contract.task import Sample, Scored
 
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
 

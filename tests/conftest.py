@@ -36,7 +36,7 @@ def method_names() -> list[str]:
 #: method configurations that change what the engine does, run through the contract suite as their own entries:
 #: ALVTS's skipped tokens leaving the layer (the default keeps them as keys and values)
 def _variants() -> dict:
-    from tokenbench.leaderboard import ALVTS_VARIANTS  # the same variants the leaderboard shows as rows
+    from tokenbench.results.leaderboard import ALVTS_VARIANTS  # the same variants the leaderboard shows as rows
 
     return {label: ("alvts", options) for label, options in ALVTS_VARIANTS.items()}
 
@@ -74,7 +74,7 @@ def adapter_factory():
     def get(name: str):
         if name not in _ADAPTERS:
             from tokenbench.cli import _quiet_transformers
-            from tokenbench.runner import resolve_model
+            from tokenbench.harness.resolve import resolve_model
 
             _quiet_transformers()
             _ADAPTERS[name] = resolve_model(name).load()

@@ -12,7 +12,7 @@ __all__ = ["__version__", "compare", "evaluate"]
 
 def __getattr__(name: str):  # lazy public API (no torch at import time)
     if name in ("compare", "evaluate"):
-        from tokenbench import runner
+        from tokenbench.harness import compare as runner
 
         return getattr(runner, name)
     raise AttributeError(f"module 'tokenbench' has no attribute {name!r}")

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 from tokenbench.errors import ConfigError, PluginValidationError
-from tokenbench.registry import Registry
+from tokenbench.contract.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -427,7 +427,7 @@ class TokenReducer:
     def select_macs(self, dims: Any, n_text: int, n_active: int, layer: int, n_visual: int = 0) -> int:  # noqa: ARG002
         """MACs of the matmul work ``select`` itself does at the step at ``layer``, for one sample with ``n_text``
         non-visual and ``n_active`` visual tokens, of ``n_visual`` before any reduction (``dims`` is a
-        :class:`tokenbench.flops.LMDims`). Signals the
+        :class:`tokenbench.measure.flops.LMDims`). Signals the
         harness computes are counted by the harness; override this only if ``select`` multiplies matrices itself.
         :func:`tokenbench.testing.check_method` checks the whole count against torch's FlopCounterMode."""
         return 0

@@ -20,6 +20,8 @@ read a number differently, so a run names its convention, and every row and boar
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -74,7 +76,7 @@ def variant(method, convention: Convention):
 
 def layer_mean(method, keep: int, n_visual: int, n_layers: int) -> float:
     """Visual tokens per LLM layer, averaged, of ``method`` at ``keep`` (its plan, no model needed)."""
-    from tokenbench.accounting import plan
+    from tokenbench.measure.accounting import plan
 
     return sum(plan(method, n_layers, n_visual, keep).visual_per_layer) / n_layers
 
@@ -132,3 +134,35 @@ def keep_cell(row: dict) -> str:
     own = row.get("method_keep", row["keep"])
     return (f"{row['keep']}{'*' if row.get('budget_kind') == 'layer_mean' else ''}"
             + (f" → {own:g}" if own != row["keep"] else ""))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``keep`` visual tokens, or ``ratio`` of them (floor(ratio * N)); ``None``/``None`` keeps all."""
+
+    keep: int | None = None
+    ratio: float | None = None
+
+    def resolve(self, n_visual: int) -> int:
+        """The number of visual tokens to keep of an image with ``n_visual`` (the budget is global over all of them:
+        on LLaVA-NeXT, over the base image and every crop together)."""
+        if self.keep is not None:
+            if not 1 <= self.keep <= n_visual:
+                raise ConfigError(
+                    f"--keep {self.keep} is out of range: an image here has {n_visual} visual tokens; "
+                    f"use 1..{n_visual}, or --keep-ratio in (0, 1] (a share of each image's own tokens, for models "
+                    "whose token count depends on the image)"
+                )
+            return self.keep
+        if self.ratio is not None:
+            k = math.floor(self.ratio * n_visual)
+            if k < 1:
+                least = math.ceil(1e4 / n_visual) / 1e4  # rounded up, so that following the advice works
+                raise ConfigError(
+                    f"--keep-ratio {self.ratio} keeps no visual token of {n_visual}; use at least {least:g}"
+                )
+            return k
+        return n_visual
+
+    def label(self) -> str:
+        return str(self.keep) if self.keep is not None else (f"r{self.ratio:g}" if self.ratio is not None else "all")

@@ -20,7 +20,7 @@ import torch
 
 from tokenbench.api import Prepared, build_method
 from tokenbench.engine.router import Record
-from tokenbench.task import Sample
+from tokenbench.contract.task import Sample
 
 
 def synthetic_samples(n: int, seed: int = 0, size: tuple[int, int] | None = None) -> list[Sample]:
@@ -137,8 +137,8 @@ def counted_vs_measured_flops(adapter, method, keep: int, sample, new_tokens: in
     greedy generation of ``new_tokens`` tokens with ``method`` at ``keep``: ``{"total": (counted, measured), "layers":
     [(counted, measured) for each LLM layer]}``. A layer's count is its prefill work, the method's own work there
     (signals, ``select``) and its decode steps. Equal when every matmul the method causes is counted where it runs."""
-    from tokenbench import flopcount
-    from tokenbench.accounting import decode_count, kv_counts, overhead_by_layer, prefill_count
+    from tokenbench.measure import flopcount
+    from tokenbench.measure.accounting import decode_count, kv_counts, overhead_by_layer, prefill_count
 
     if isinstance(method, str):
         method = build_method(method)
@@ -164,7 +164,7 @@ def check_method(name: str, model: str = "tiny-llava", keeps=(1, 64, 575), n_sam
     """The contract every method must meet on ``model``: keep-all equals ``full`` exactly, budgets are honoured,
     the router's output equals the mask reference, and batching changes nothing. ``keeps`` larger than the model's
     visual tokens are clamped to all but one of them (the defaults suit LLaVA-1.5's 576; mini-llava has 144)."""
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     adapter = resolve_model(model).load()
     samples = synthetic_samples(n_samples)
@@ -277,16 +277,16 @@ def fixture_image(seed: int, size: tuple[int, int] = (64, 48)):
 def check_task(name: str, options: dict[str, Any] | None = None, limit: int = 4,
                families: tuple[str, ...] = ("llava", "llava-next", "qwen2.5-vl")) -> None:
     """Check registered task ``name`` (built with ``options``, e.g. ``{"data": "fixture/"}``) against the contract of
-    :mod:`tokenbench.task`, offline and without a model; raises ``AssertionError`` naming what is wrong.
+    :mod:`tokenbench.contract.task`, offline and without a model; raises ``AssertionError`` naming what is wrong.
 
     Checks: typed options build; ``samples(limit)`` is a list of at most ``limit`` samples with unique string ids, a
-    PIL image or :class:`~tokenbench.task.ImageRef` (or ``None`` with ``meta["error"]``), the same on a second call;
+    PIL image or :class:`~tokenbench.contract.task.ImageRef` (or ``None`` with ``meta["error"]``), the same on a second call;
     ``prompt`` gives text for every family; ``evaluate`` on empty answers returns one finite score per sample and the
     primary metric, and ``unparsed`` indexes samples; ``version``, ``max_new_tokens`` and ``primary_metric`` are set."""
     import math
 
-    from tokenbench.runner import build_task
-    from tokenbench.task import ImageRef, Scored
+    from tokenbench.harness.resolve import build_task
+    from tokenbench.contract.task import ImageRef, Scored
 
     task = build_task(name, dict(options or {}), seed=0)
     samples = task.samples(limit)
@@ -311,7 +311,7 @@ def check_task(name: str, options: dict[str, Any] | None = None, limit: int = 4,
     again.samples(limit)
     assert again.version == task.version, f"{name}: version differs between two tasks built and loaded the same way"
     scored = task.evaluate(samples, [""] * len(samples))
-    assert isinstance(scored, Scored), f"{name}: evaluate() must return tokenbench.task.Scored"
+    assert isinstance(scored, Scored), f"{name}: evaluate() must return tokenbench.contract.task.Scored"
     assert len(scored.per_sample) == len(samples), f"{name}: evaluate() gave {len(scored.per_sample)} scores"
     assert all(math.isfinite(float(x)) for x in scored.per_sample), f"{name}: non-finite per-sample score"
     assert task.primary_metric in scored.metrics, \

@@ -105,7 +105,7 @@ class ALVTS(TokenReducer):
 
     def selected_layers(self, n_layers: int) -> tuple[int, ...]:
         if self.static:
-            from tokenbench.schedule import layer_at_depth
+            from tokenbench.contract.schedule import layer_at_depth
 
             return (layer_at_depth(self.static_layer, 2, n_layers, "alvts.static_layer"),)
         return tuple(sorted(self.layers)) if self.layers is not None else tuple(range(n_layers))

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from tokenbench import calibration
+from tokenbench import artefacts as calibration
 from tokenbench.api import Calibrated, Need, Prepared
 from tokenbench.errors import ConfigError
 from tokenbench.methods.alvts.selector import FACTORS, compute_dtype, exact_scores, normalise, selector_scores, svd_init

@@ -199,7 +199,7 @@ def exact_scores(inp, wq: torch.Tensor, wk: torch.Tensor, pooling: str = "mean",
 
 
 def selector_macs(dims, rank: int, n_tokens: int, pooling: str = "mean", causal: bool = True) -> int:
-    """MACs of :func:`selector_scores` for one sample of ``n_tokens`` (text + active visual), tokenbench.flops
+    """MACs of :func:`selector_scores` for one sample of ``n_tokens`` (text + active visual), tokenbench.measure.flops
     convention (matmuls only; norm, RoPE, masks, exp and sums are elementwise)::
 
         q~ : n*D*Rq + n*Rq*(H*hd)      k~ : n*D*Rk + n*Rk*(Hkv*hd)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.benchmark
 @pytest.fixture(scope="module")
 def setup(request):
     from tokenbench.cli import _quiet_transformers
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     _quiet_transformers()
     adapter = resolve_model("tiny-llava").load()

@@ -13,7 +13,7 @@ import random
 import pytest
 import torch
 
-from tokenbench.store import Store
+from tokenbench.results.store import Store
 
 pytestmark = pytest.mark.benchmark
 BATCH = 8

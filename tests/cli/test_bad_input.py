@@ -361,7 +361,7 @@ def test_leaderboard_dir_on_a_file(cache, tmp_path):
 @pytest.fixture
 def store(tmp_path):
     """An empty results store (no run in it)."""
-    from tokenbench.store import Store
+    from tokenbench.results.store import Store
 
     path = str(tmp_path / "store.sqlite")
     Store(path)

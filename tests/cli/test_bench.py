@@ -17,7 +17,7 @@ def test_build_random_matches_the_architecture_and_buffers(model):
     """The random build is the checkpoint's architecture: same parameter names and shapes, the same buffers (rotary
     frequencies, position ids), and it generates."""
     from tokenbench import testing
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     saved = resolve_model(model).load()
     built = resolve_model(model).build_random("cpu", "float32", seed=1)
@@ -33,7 +33,7 @@ def test_build_random_matches_the_architecture_and_buffers(model):
 
 def test_build_random_truncates_and_refuses_a_bad_depth():
     from tokenbench.errors import ConfigError
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     adapter = resolve_model("tiny-qwen2.5-vl").build_random("cpu", "float32", layers=2)
     assert adapter.n_layers == 2 and adapter.config_layers == 4
@@ -43,9 +43,9 @@ def test_build_random_truncates_and_refuses_a_bad_depth():
 
 @pytest.mark.parametrize("model", tiny_model_names())
 def test_bench_prompt_has_exactly_the_text_tokens_asked_for(model):
-    from tokenbench.bench import bench_sample
+    from tokenbench.harness.bench import bench_sample
     from tokenbench.errors import ConfigError
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     adapter = resolve_model(model).build_random("cpu", "float32")
     for n_text in (60, 97):
@@ -77,8 +77,8 @@ def test_bench_skips_unsupported_defaults_and_refuses_a_named_one(tmp_path):
     runner = CliRunner()
     named = runner.invoke(main, ["bench", "vispruner", "-M", "tiny-qwen2.5-vl", "--device", "cpu"])
     assert named.exit_code == 2 and "error:" in named.output and "cls_attn" in named.output
-    from tokenbench.bench import BenchSpec, bench
-    from tokenbench.runner import Budget
+    from tokenbench.harness.bench import BenchSpec, bench
+    from tokenbench.budgets import Budget
 
     notes: list[str] = []  # no methods named: every one (the GPU default), on the CPU here to test it
     rows = bench(BenchSpec(models=("tiny-qwen2.5-vl",), budgets=(Budget(keep=16),), dtype="float32", repeats=1,
@@ -98,7 +98,7 @@ def test_bench_refuses_a_budget_before_building_anything():
                                                   ("--new-tokens", "0", 1), ("--n-text", "0", 1)])
 def test_each_count_is_checked_on_its_own_before_anything_is_built(option, value, least, monkeypatch):
     """`--repeats 0 must be at least 1`: the option named alone, with an example, and no model built."""
-    from tokenbench.adapter import ModelAdapter
+    from tokenbench.hf.adapter import ModelAdapter
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built before the options were checked")
@@ -114,7 +114,7 @@ def test_each_count_is_checked_on_its_own_before_anything_is_built(option, value
 
 
 def test_layers_beyond_a_later_models_depth_is_refused_before_the_first_model_is_built(monkeypatch):
-    from tokenbench.adapter import ModelAdapter
+    from tokenbench.hf.adapter import ModelAdapter
 
     monkeypatch.setattr(ModelAdapter, "build_random", lambda *a, **k: pytest.fail("built before the check"))
     result = CliRunner().invoke(main, ["bench", "fastv", "-M", "llava-1.5-7b", "-M", "tiny-llava", "--device", "cpu",
@@ -142,7 +142,7 @@ def test_the_cpu_default_is_a_quick_look_with_progress_and_no_calibration_note(t
     runs = [line for line in result.stderr.splitlines() if line.startswith("bench: tiny-llava: ") and " runs, " in line]
     assert len(runs) == 3 * (1 + 1 + 3)  # per cell: the FLOPs count, the warm-up round, 3 timed rounds
     assert runs[-1].endswith("(15/15 runs, about 0 s left)") and any("round 3/3 alvts@" in r for r in runs)
-    from tokenbench.results import cpu_model
+    from tokenbench.results.provenance import cpu_model
 
     assert f"device=cpu ({cpu_model()}, " in result.stdout  # the processor's name in the table's header
 
@@ -156,7 +156,7 @@ def test_given_options_take_no_cpu_default_and_no_note(tmp_path):
 
 
 def test_provenance_names_the_processor_and_never_fails(tmp_path, monkeypatch):
-    from tokenbench import results
+    from tokenbench.results import provenance as results
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n")
@@ -175,7 +175,7 @@ def test_provenance_names_the_processor_and_never_fails(tmp_path, monkeypatch):
 
 
 def test_compare_header_names_the_processor():
-    from tokenbench.results import cpu_model
+    from tokenbench.results.provenance import cpu_model
 
     result = CliRunner().invoke(main, ["compare", "random", "-k", "16", "--limit", "2", "--repeats", "1", "--warmup",
                                        "0", "-q", "--no-store"])
@@ -185,7 +185,7 @@ def test_compare_header_names_the_processor():
 
 def test_a_named_method_too_deep_for_the_cut_says_to_raise_layers(monkeypatch):
     """PyramidDrop's three stages do not fit the CPU default's 2 layers: refused before the build, naming --layers."""
-    from tokenbench.adapter import ModelAdapter
+    from tokenbench.hf.adapter import ModelAdapter
 
     monkeypatch.setattr(ModelAdapter, "build_random", lambda *a, **k: pytest.fail("built before the check"))
     result = CliRunner().invoke(main, ["bench", "pdrop", "-M", "tiny-llava", "--device", "cpu"])

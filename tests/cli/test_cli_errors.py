@@ -257,7 +257,7 @@ def test_bad_task_options(cache, args, fragment):
 
 
 def test_seed_selects_the_task_split():
-    from tokenbench.runner import build_task
+    from tokenbench.harness.resolve import build_task
 
     a, b = build_task("synthetic", {}, 1).samples(5), build_task("synthetic", {}, 2).samples(5)
     assert [s.question for s in a] != [s.question for s in b]

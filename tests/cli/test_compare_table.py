@@ -11,8 +11,8 @@ import pytest
 
 from test_cli_errors import invoke
 from tokenbench.cli import TIMING_NOTE, format_table
-from tokenbench.latency import paired, summary
-from tokenbench.timing import Stats
+from tokenbench.measure.latency import paired, summary
+from tokenbench.measure.timing import Stats
 
 FAST = ["--limit", "2", "--repeats", "1", "--warmup", "0", "-q"]
 

@@ -79,7 +79,8 @@ def test_a_method_declaring_global_only_is_refused_before_compute(adapter_factor
     """The pre-compute validation of compare (``check_method_plans``) refuses the pair, naming the method and the
     fix; on a one-region model the same method runs under either scope."""
     from tokenbench.errors import IncompatibleError
-    from tokenbench.runner import Budget, check_method_plans
+    from tokenbench.budgets import Budget
+    from tokenbench.harness.plan import check_method_plans
 
     class WholeImage(TokenReducer):
         name = "whole_image"

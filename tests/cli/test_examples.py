@@ -99,7 +99,7 @@ def test_example_runs_as_written(example, scratch, monkeypatch):
 
 
 def _runs(env) -> int:
-    from tokenbench.store import Store
+    from tokenbench.results.store import Store
 
     path = os.path.join(env["TOKENBENCH_CACHE"], "results.sqlite")
     return len(Store(path).runs()) if os.path.exists(path) else 0

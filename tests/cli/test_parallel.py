@@ -1,4 +1,4 @@
-"""Data-parallel runs (tokenbench.parallel): `accelerate launch` with 2 CPU processes (gloo) gives the rows of one
+"""Data-parallel runs (tokenbench.harness.parallel): `accelerate launch` with 2 CPU processes (gloo) gives the rows of one
 process; a rank killed mid-run loses only its unfinished batch and the rerun computes only what the store lacks; each
 process computes its own batches; a parallel run without a store is one clear error."""
 
@@ -104,7 +104,7 @@ def test_two_processes_give_the_rows_of_one(single, tmp_path):
 
 def test_each_process_computes_its_own_batches_and_the_merge_reads_them_back(single, tmp_path):
     """runner.compare's shard pass, in this process: process 1 of 2 stores exactly batches 1 and 3 of each cell."""
-    from tokenbench import runner
+    from tokenbench.harness import compare as runner
 
     store = str(tmp_path / "s.sqlite")
     spec = runner.RunSpec(methods=(("fastv", {}),), model="tiny-llava", limit=8, batch_size=2, repeats=1, warmup=0,

@@ -189,7 +189,7 @@ def test_bench_without_methods_skips_the_broken_ones_with_a_warning(plugins):
     assert {r["method"] for r in json.loads(out.read_text())} == {"full", "fastv", "alvts"}
 
     # every registered method (the GPU default), checked from the config alone: the broken ones are left out
-    code = ("from tokenbench.bench import BenchSpec, _methods_for; from tokenbench.runner import resolve_model; "
+    code = ("from tokenbench.harness.bench import BenchSpec, _methods_for; from tokenbench.harness.resolve import resolve_model; "
             "a = resolve_model('mini-llava').load_config(); "
             "print(sorted(m.name for m in _methods_for(a, BenchSpec(models=('mini-llava',)), 12, print)))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)

@@ -47,7 +47,7 @@ def test_readme_example_task_passes_check_task(tmp_path):
         "    'question': datasets.Value('string'), 'answer': datasets.Value('string')}))\n"
         "path = write_task_data(ds, sys.argv[1])['parquet']\n"
         "check_task('colorqa', {'data': path})\n"
-        "from tokenbench.runner import build_task\n"
+        "from tokenbench.harness.resolve import build_task\n"
         "t = build_task('colorqa', {'data': path}, 0); s = t.samples()\n"
         "assert t.prompt(s[0], 'llava') == 'What colour?\\nAnswer with one word.'\n"
         "assert t.evaluate(s, ['Red.', 'green']).metrics == {'accuracy': 0.5}\n"

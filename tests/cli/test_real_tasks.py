@@ -63,7 +63,7 @@ def test_several_tasks_print_the_papers_average(data, tmp_path):
     rows = json.loads(out.read_text())
     assert [(r["task"], r["label"]) for r in rows] == [("pope", "full"), ("pope", "fastv"), ("mme", "full"),
                                                         ("mme", "fastv")]
-    from tokenbench.runner import average_retention
+    from tokenbench.results.rows import average_retention
 
     (fastv,) = [a for a in average_retention(rows) if a["label"] == "fastv"]
     if all(r["retention"] is not None for r in rows):

@@ -129,7 +129,7 @@ def test_counted_flops_equal_flopcounter(method, model, adapter_factory, samples
 @pytest.mark.parametrize("method", METHODS)
 def test_planned_schedule_equals_the_routers_record(method, model, adapter_factory, samples):
     """`tokenbench flops` plans from the steps alone; the plan must be what the router actually does."""
-    from tokenbench.accounting import plan, prefill_count
+    from tokenbench.measure.accounting import plan, prefill_count
 
     adapter = compatible(method, adapter_factory(model))
     keep, n = budget(method, adapter), n_visual(adapter)

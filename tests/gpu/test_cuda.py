@@ -12,7 +12,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module")
 def cuda_adapter():
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     return resolve_model("tiny-llava").load(device="cuda", dtype="float32")
 
@@ -27,7 +27,8 @@ def test_keep_all_equals_full_on_cuda(cuda_adapter, method):
 
 
 def test_bf16_compare_runs_and_reports_cuda_memory(tmp_path):
-    from tokenbench.runner import Budget, RunSpec, compare
+    from tokenbench.budgets import Budget
+    from tokenbench.harness.compare import RunSpec, compare
 
     rows = compare(RunSpec(methods=(("fastv", {}),), budgets=(Budget(keep=64),), limit=8, device="cuda",
                            dtype="bfloat16", repeats=3, warmup=1), progress=False)
@@ -37,8 +38,8 @@ def test_bf16_compare_runs_and_reports_cuda_memory(tmp_path):
 
 
 def test_bench_on_cuda_times_with_events_and_records_the_machine():
-    from tokenbench.bench import BenchSpec, bench
-    from tokenbench.runner import Budget
+    from tokenbench.harness.bench import BenchSpec, bench
+    from tokenbench.budgets import Budget
 
     rows = bench(BenchSpec(methods=(("fastv", {}),), models=("tiny-llava",), budgets=(Budget(keep=64),),
                            device="cuda", dtype="bfloat16", repeats=3, warmup=1, new_tokens=4))

@@ -206,7 +206,8 @@ def test_a_method_ignoring_the_per_crop_budget_is_refused(adapter_factory):
 def test_mixed_image_sizes_run_in_layout_batches_and_equal_one_by_one(model):
     """A split with four aspect ratios: the harness batches samples that share a layout, and every answer, KL and
     FLOPs count equals the batch-size-1 run."""
-    from tokenbench.runner import Budget, RunSpec, compare
+    from tokenbench.budgets import Budget
+    from tokenbench.harness.compare import RunSpec, compare
 
     def rows(batch_size):
         spec = RunSpec(methods=(("fastv", {}),), model=model, budgets=(Budget(ratio=0.25),), limit=6,

@@ -11,7 +11,8 @@ import os
 import pytest
 import torch
 
-from tokenbench import calibration, testing
+from tokenbench import artefacts, testing
+from tokenbench.harness import calibrate as calibration
 from tokenbench.api import Need, Prepared, Step, build_method
 from tokenbench.engine.probe import _take
 from tokenbench.engine.router import Router
@@ -24,7 +25,7 @@ KEEP = 64
 
 @pytest.fixture(scope="module")
 def adapter():
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     return resolve_model("tiny-llava").load()
 
@@ -213,7 +214,7 @@ def test_selector_cost_is_in_the_flops(adapter, samples):
     counted, measured = testing.counted_vs_measured_flops(adapter, build_method("alvts", {"calibration": "svd"}),
                                                           KEEP, samples[0])["total"]
     assert counted == measured
-    from tokenbench.accounting import prefill_count
+    from tokenbench.measure.accounting import prefill_count
 
     _, record, batch = testing.run(adapter, build_method("alvts", {"calibration": "svd"}), KEEP, samples[:1])
     method = build_method("alvts")
@@ -239,7 +240,7 @@ def test_calibration_lowers_the_heldout_score_error(calibrated):
 
 def test_artefact_round_trips_with_its_metadata(adapter, calibrated):
     path, meta = calibrated
-    tensors, stored = calibration.load(path)
+    tensors, stored = artefacts.load(path)
     fp = adapter.weights().fingerprint()
     for key in ("config_hash", "weights_hash", "model_id"):
         assert stored[key] == fp[key]
@@ -259,9 +260,9 @@ def test_mismatched_artefacts_are_refused(adapter, calibrated, tmp_path):
         build_method("alvts", {"calibration": path, "rank": 4}).prepare(adapter.weights())
     with pytest.raises(ConfigError, match="pooling"):
         build_method("alvts", {"calibration": path, "pooling": "max"}).prepare(adapter.weights())
-    tensors, meta = calibration.load(path)
+    tensors, meta = artefacts.load(path)
     other = str(tmp_path / "other.safetensors")
-    calibration.save(other, tensors, {k: v for k, v in meta.items() if k not in ("format", "tokenbench_version",
+    artefacts.save(other, tensors, {k: v for k, v in meta.items() if k not in ("format", "tokenbench_version",
                                                                                  "created")} | {"weights_hash": "0" * 16})
     with pytest.raises(ConfigError, match="weights_hash"):
         build_method("alvts", {"calibration": other}).prepare(adapter.weights())
@@ -277,7 +278,7 @@ def test_auto_uses_the_default_location_or_says_it_runs_uncalibrated(adapter, ca
     path, _ = calibrated
     method = build_method("alvts")
     prep = Prepared.of(method.prepare(adapter.weights()))
-    default = calibration.default_path("alvts", adapter.weights().fingerprint(), fit.tag(method, 8))
+    default = artefacts.default_path("alvts", adapter.weights().fingerprint(), fit.tag(method, 8))
     if not os.path.exists(default):
         assert "SVD initialisation" in prep.warning and prep.info["calibration"] == "svd-init"
     os.makedirs(os.path.dirname(default), exist_ok=True)
@@ -294,7 +295,7 @@ def test_auto_uses_the_default_location_or_says_it_runs_uncalibrated(adapter, ca
 @pytest.fixture(scope="module")
 def adapters_by_dtype(adapter):
     """tiny-llava's same weights loaded in each run dtype (float32 is the module's adapter)."""
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     return {"float32": adapter} | {dt: resolve_model("tiny-llava").load("cpu", dt) for dt in ("bfloat16", "float16")}
 

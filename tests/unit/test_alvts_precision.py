@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tokenbench import calibration, testing
+from tokenbench import testing
+from tokenbench.harness import calibrate as calibration
 from tokenbench.api import Need, Step, build_method
 
 SIZE = (392, 280)
@@ -22,7 +23,7 @@ MODELS = ("tiny-llava", "tiny-llava-next", "tiny-qwen2.5-vl", "mini-llava")
 def topk_agreement(model: str, dtype: str, samples=None) -> float:
     """Mean over layers and samples of |top-k(dtype) ∩ top-k(float32)| / k, k = N/9, for ALVTS's selector with the
     float32 SVD factors scoring each layer's unreduced input."""
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     samples = samples or testing.synthetic_samples(3, seed=1, size=SIZE)
     scores = {}

@@ -15,7 +15,7 @@ from tokenbench.methods.pdrop import PyramidDrop
 from tokenbench.methods.pool import Pool, cells
 from tokenbench.methods.sparsevlm import SparseVLM
 from tokenbench.methods.vtw import VTW
-from tokenbench.schedule import layer_mean
+from tokenbench.contract.schedule import layer_mean
 
 N, L = 576, 32  # LLaVA-1.5: 576 visual tokens, 32 layers; a layer-mean budget is met to within N / L = 18
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tokenbench.api import METHODS, build_method
-from tokenbench.schedule import at_depth
+from tokenbench.contract.schedule import at_depth
 
 
 @pytest.mark.parametrize("layers,n_layers,expected", [

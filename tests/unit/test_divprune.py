@@ -107,7 +107,7 @@ def test_plan_is_one_pre_llm_step_on_the_llm_input_embeddings():
 
 
 def test_selection_macs_are_the_pairwise_cosine_matrix():
-    from tokenbench.flops import LMDims
+    from tokenbench.measure.flops import LMDims
 
     lm = LMDims(hidden=4096, intermediate=11008, n_layers=32, n_heads=32, n_kv_heads=32, head_dim=128, vocab=32000)
     assert DivPrune().select_macs(lm, n_text=40, n_active=576, layer=-1, n_visual=576) == 576 * 576 * 4096

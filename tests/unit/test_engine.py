@@ -32,7 +32,7 @@ def test_greedy_loop_equals_hf_generate(adapter_factory, samples):
 @pytest.mark.parametrize("keep", [16, 100])
 def test_fastv_keeps_what_eager_attention_ranks_highest(adapter_factory, samples, keep):
     """FastV's kept set equals top-k of layer K-1's eager attention from the last token, mean over heads."""
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     eager = resolve_model("tiny-llava").load(attn_implementation="eager")
     adapter = adapter_factory("tiny-llava")
@@ -165,7 +165,7 @@ class ClsTop(TokenReducer):
 
 
 def test_cls_attention_equals_eager_clip_attention(adapter_factory, samples):
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     adapter = adapter_factory("tiny-llava")
     _, record, batch = testing.run(adapter, ClsTop(), 40, samples)

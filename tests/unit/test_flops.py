@@ -1,6 +1,6 @@
-"""tokenbench.flops: analytic MAC counts checked against torch's FlopCounterMode on tiny real models.
+"""tokenbench.measure.flops: analytic MAC counts checked against torch's FlopCounterMode on tiny real models.
 
-FlopCounterMode counts 1 MAC = 2 FLOPs and full-rectangle attention, the convention of tokenbench.flops.
+FlopCounterMode counts 1 MAC = 2 FLOPs and full-rectangle attention, the convention of tokenbench.measure.flops.
 On CPU with real tensors, SDPA dispatches to ``aten._scaled_dot_product_flash_attention_for_cpu``, which
 torch 2.13's flop registry does not know (it would count 0), hence ``_SDPA_CPU_FIX``.
 """
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tokenbench.flops import (
+from tokenbench.measure.flops import (
     LMDims,
     PrefillCount,
     VisionDims,
@@ -36,7 +36,7 @@ transformers = pytest.importorskip("transformers")
 
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from tokenbench.flopcount import _custom_mapping  # noqa: E402
+from tokenbench.measure.flopcount import _custom_mapping  # noqa: E402
 
 _SDPA_CPU_FIX = _custom_mapping()  # the CPU flash-attention op needs a formula of its own
 
@@ -354,7 +354,7 @@ def test_vision_dims_replace_for_truncated_tower():
 
 
 def test_import_does_not_import_torch():
-    code = "import sys, tokenbench.flops; assert 'torch' not in sys.modules, 'tokenbench.flops imported torch'"
+    code = "import sys, tokenbench.measure.flops; assert 'torch' not in sys.modules, 'tokenbench.measure.flops imported torch'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
@@ -365,7 +365,7 @@ def test_import_does_not_import_torch():
 
 
 def test_decode_macs_sums_one_token_layers_over_a_growing_cache():
-    from tokenbench.flops import decode_macs
+    from tokenbench.measure.flops import decode_macs
 
     lm = LMDims(hidden=8, n_heads=2, n_kv_heads=1, head_dim=4, intermediate=16, n_layers=2, vocab=10)
     per_layer = decode_macs(lm, [5, 3], n_steps=2)
@@ -379,8 +379,8 @@ def test_decode_macs_sums_one_token_layers_over_a_growing_cache():
 def test_fastv_formula_on_the_shipped_llava_1_5_7b_config():
     """The literature's numbers from the shipped config: 3.31 T for 576 image + 60 text tokens (FastV's Table), and
     the 1.29 / 0.96 / 0.63 T that VisionZip, DART and others print for 192 / 128 / 64 tokens from layer 0."""
-    from tokenbench.flops import fastv_formula_macs
-    from tokenbench.runner import resolve_model
+    from tokenbench.measure.flops import fastv_formula_macs
+    from tokenbench.harness.resolve import resolve_model
 
     lm = resolve_model("llava-1.5-7b").load_config().lm_dims()
     assert fastv_formula_macs(lm, [576 + 60] * lm.n_layers) == pytest.approx(3.31e12, rel=1e-2)

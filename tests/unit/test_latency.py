@@ -9,8 +9,8 @@ import torch
 from conftest import tiny_model_names
 from tokenbench import testing
 from tokenbench.api import build_method
-from tokenbench.latency import STAGES, stage_seconds, summary, time_variants
-from tokenbench.timing import Clock
+from tokenbench.measure.latency import STAGES, stage_seconds, summary, time_variants
+from tokenbench.measure.timing import Clock
 
 
 @pytest.mark.parametrize("model", tiny_model_names())

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tokenbench import leaderboard as lb
+from tokenbench.results import leaderboard as lb
 from tokenbench.errors import ConfigError
 
 
@@ -99,8 +99,8 @@ def test_committed_board_matches_its_results():
 
 def test_mini_suite_is_every_builtin_method_with_alvts_shipped_calibration():
     from tokenbench.api import METHODS
-    from tokenbench.registry import BUILTIN
-    from tokenbench.runner import method_labels
+    from tokenbench.contract.registry import BUILTIN
+    from tokenbench.harness.plan import method_labels
 
     spec = lb.suite_spec()
     names = [spec_[0] for spec_ in spec.methods]
@@ -133,7 +133,7 @@ def test_variant_rows_render_under_their_own_label(tmp_path):
 
 
 def test_a_method_listed_twice_is_refused():
-    from tokenbench.runner import method_labels
+    from tokenbench.harness.plan import method_labels
 
     with pytest.raises(ConfigError, match="listed twice"):
         method_labels((("fastv", {"layer": 3}), ("fastv", {"layer": 3})))

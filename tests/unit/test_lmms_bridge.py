@@ -21,7 +21,7 @@ N, BATCH, KEEP = 6, 2, 64
 UTILS = '''
 from PIL import Image
 
-from tokenbench.task import normalize_answer
+from tokenbench.contract.task import normalize_answer
 
 
 def doc_to_visual(doc):
@@ -41,7 +41,7 @@ def process_results(doc, results):
 def local_task(tmp_path_factory):
     """A local lmms-eval task over the synthetic task's first N samples for a model: PNG images (lossless, the same
     pixels), questions as tokenbench prompts them for the model's family, gold answers."""
-    from tokenbench.runner import build_task, resolve_model
+    from tokenbench.harness.resolve import build_task, resolve_model
 
     made = {}
 
@@ -117,8 +117,9 @@ def lmms_eval(task_dir, out, model_args: str, processes: int = 1) -> tuple[dict[
 def tokenbench_run(tmp_path_factory):
     """``tokenbench compare fastv --keep K --batch-size 2`` on the same samples: its rows and each method's stored
     answers by sample index."""
-    from tokenbench.runner import Budget, RunSpec, compare
-    from tokenbench.store import Store
+    from tokenbench.budgets import Budget
+    from tokenbench.harness.compare import RunSpec, compare
+    from tokenbench.results.store import Store
 
     done = {}
 
@@ -190,7 +191,7 @@ def test_model_args_are_checked_before_any_request():
 
 def test_requests_the_bridge_cannot_run_are_refused():
     from tokenbench.errors import ConfigError
-    from tokenbench.lmms import TokenBench, cut_at, generation_settings
+    from tokenbench.integrations.lmms import TokenBench, cut_at, generation_settings
 
     assert cut_at(" yes\n\nno", ["\n\n"]) == "yes" and cut_at("a.b", ".") == "a"
     assert generation_settings({"until": "\n", "max_new_tokens": 7}) == (7, ("\n",))

@@ -78,7 +78,7 @@ BAD = [
 
 def _example(message: str, name: str) -> tuple[str, object]:
     """The option and value of the message's ``Example: -a name.option=value``, as the command line would read it."""
-    from tokenbench.cli import _literal
+    from tokenbench.config import literal as _literal
 
     match = re.search(rf'Example: -a "?{name}\.(\w+)=(.+?)"?$', message)
     assert match, f"no '-a {name}.option=value' example in {message!r}"

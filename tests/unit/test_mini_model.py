@@ -50,8 +50,8 @@ def test_loads_through_from_pretrained_and_answers():
 
 def test_accuracy_on_100_held_out_samples_is_the_documented_figure():
     """Within 3 points of full's accuracy in the committed leaderboard results (500 held-out samples)."""
-    from tokenbench.leaderboard import MINI_RESULTS, MINI_SUITE
-    from tokenbench.runner import RunSpec, compare
+    from tokenbench.results.leaderboard import MINI_RESULTS, MINI_SUITE
+    from tokenbench.harness.compare import RunSpec, compare
 
     with open(os.path.join(ROOT, "leaderboards", "results", MINI_RESULTS)) as f:
         documented = next(r["accuracy"] for r in json.load(f) if r["method"] == "full")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tokenbench.errors import ConfigError, UnknownNameError
-from tokenbench.runner import resolve_model
+from tokenbench.harness.resolve import resolve_model
 
 
 def test_tiny_llava_is_saved_as_safetensors_and_reloads_identically(adapter_factory):

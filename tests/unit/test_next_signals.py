@@ -16,7 +16,7 @@ SIZES = [(392, 280), (120, 500)]  # unpadding removes rows of patches; columns (
 @pytest.fixture(scope="module")
 def eager():
     """The same tiny LLaVA-NeXT (same cached weights) with eager attention, whose tower returns its attentions."""
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     return resolve_model("tiny-llava-next").load(attn_implementation="eager")
 

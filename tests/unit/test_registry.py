@@ -11,10 +11,10 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-import tokenbench.registry as registry_mod
+import tokenbench.contract.registry as registry_mod
 from tokenbench.api import METHODS, Step, TokenReducer, _validate_method, build_method
 from tokenbench.errors import ConfigError, PluginValidationError, TokenbenchError, UnknownNameError
-from tokenbench.registry import BUILTIN, Registry
+from tokenbench.contract.registry import BUILTIN, Registry
 
 GROUP = "tokenbench.tests.things"
 

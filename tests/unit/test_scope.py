@@ -106,7 +106,7 @@ def test_scope_keep_all_changes_nothing():
 
 @pytest.mark.parametrize("model", ["tiny-qwen2.5-vl"])  # LLaVA-NeXT provides cls_attn (test_next_signals)
 def test_scope_is_refused_up_front_without_cls_attention(model):
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     method = SCOPE()
     with pytest.raises(IncompatibleError, match="cls_attn"):

@@ -14,7 +14,7 @@ from PIL import Image, ImageChops
 
 from tokenbench.api import TASKS
 from tokenbench.errors import ConfigError
-from tokenbench.task import Sample, Task, normalize_answer
+from tokenbench.contract.task import Sample, Task, normalize_answer
 from tokenbench.tasks.synthetic import COLORS, SHAPES, SyntheticTask, render
 
 WHITE = (255, 255, 255)

@@ -1,4 +1,4 @@
-"""Captioning tasks (coco_cap, nocaps) and their scorer (tokenbench.scoring.caption): loading from every local form,
+"""Captioning tasks (coco_cap, nocaps) and their scorer (tokenbench.data.scoring.caption): loading from every local form,
 prompts, metrics worked out by hand, lmms-eval's own aggregation on the same predictions, and the edge cases.
 
 Scoring runs pycocoevalcap's Java tools: the PTB tokenizer (a fraction of a second per call) and METEOR (seconds to
@@ -15,9 +15,9 @@ import pytest
 
 from task_fixtures import FIXTURES
 from tokenbench.errors import ConfigError
-from tokenbench.runner import build_task
-from tokenbench.scoring import caption
-from tokenbench.scoring.caption import METRICS, score_captions
+from tokenbench.harness.resolve import build_task
+from tokenbench.data.scoring import caption
+from tokenbench.data.scoring.caption import METRICS, score_captions
 from tokenbench.testing import write_task_data
 
 TASKS = ("coco_cap", "nocaps")

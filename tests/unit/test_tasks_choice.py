@@ -11,8 +11,8 @@ import pytest
 from task_fixtures.choice import FIXTURES, MMBENCH_QUESTIONS, mmbench_rows, with_corrupt_image
 from task_fixtures import write
 from tokenbench.api import TASKS
-from tokenbench.scoring import choice as ch
-from tokenbench.task import Sample
+from tokenbench.data.scoring import choice as ch
+from tokenbench.contract.task import Sample
 from tokenbench.testing import write_task_data
 
 datasets.disable_progress_bars()

@@ -10,7 +10,7 @@ import pytest
 from task_fixtures import FIXTURES, write
 from tokenbench.api import TASKS
 from tokenbench.errors import ConfigError
-from tokenbench.runner import build_task
+from tokenbench.harness.resolve import build_task
 from tokenbench.testing import check_task, write_task_data
 
 BENCHMARKS = sorted(n for n in TASKS.names() if n != "synthetic")
@@ -58,7 +58,7 @@ def test_every_local_form_gives_the_same_samples(name, written):
 
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_images_decode_to_rgb(name, written):
-    from tokenbench.task import as_pil
+    from tokenbench.contract.task import as_pil
 
     task = build_task(name, {"data": written(name)["save_to_disk"]}, seed=0)
     s = next(s for s in task.samples() if s.image is not None)

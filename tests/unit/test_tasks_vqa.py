@@ -11,8 +11,8 @@ import pytest
 from task_fixtures import FIXTURES, write
 from tokenbench.api import TASKS
 from tokenbench.errors import ConfigError
-from tokenbench.runner import build_task
-from tokenbench.scoring.vqa import (
+from tokenbench.harness.resolve import build_task
+from tokenbench.data.scoring.vqa import (
     CONTRACTIONS,
     mean_by_group,
     normalize_answer,

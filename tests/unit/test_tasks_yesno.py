@@ -23,11 +23,11 @@ from task_fixtures import FIXTURES
 from task_fixtures.yesno import write_gqa_data
 from tokenbench.api import TASKS
 from tokenbench.errors import ConfigError
-from tokenbench.scoring.exact import exact_match, normalize
-from tokenbench.scoring.yesno import (MME_COGNITION, MME_PERCEPTION, mme_metrics, mme_parse, pope_metrics,
+from tokenbench.data.scoring.exact import exact_match, normalize
+from tokenbench.data.scoring.yesno import (MME_COGNITION, MME_PERCEPTION, mme_metrics, mme_parse, pope_metrics,
                                       pope_parse)
-from tokenbench.task import Sample, as_pil
-from tokenbench.hfdata import distinct_ids
+from tokenbench.contract.task import Sample, as_pil
+from tokenbench.data.hub import distinct_ids
 from tokenbench.testing import check_task, write_task_data
 
 POST = "\nAnswer the question using a single word or phrase."

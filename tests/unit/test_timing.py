@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tokenbench.timing import Stats, interleaved
+from tokenbench.measure.timing import Stats, interleaved
 
 
 def test_interleaved_rotates_and_skips_warmup():
@@ -36,7 +36,7 @@ def test_stats_iqr():
 def test_clock_on_cpu_measures_elapsed_perf_counter_time():
     import time
 
-    from tokenbench.timing import Clock
+    from tokenbench.measure.timing import Clock
 
     clock = Clock("cpu")
     assert not clock.cuda

@@ -56,7 +56,7 @@ def test_received_attention_and_keys_equal_the_eager_attention_of_the_last_block
     order): what the adapter gives as ``vision_received`` and ``vision_keys``."""
     from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as qwen
 
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     adapter = resolve_model("tiny-qwen2.5-vl").load(attn_implementation="eager")
     samples = testing.synthetic_samples(2, seed=4, size=SIZE)

@@ -127,7 +127,7 @@ def test_options_are_range_checked(option, value, words):
 
 @pytest.mark.parametrize("model", ["tiny-qwen2.5-vl"])  # LLaVA-NeXT provides cls_attn (test_next_signals)
 def test_refused_without_cls_attention(model):
-    from tokenbench.runner import resolve_model
+    from tokenbench.harness.resolve import resolve_model
 
     method = VisPruner()
     with pytest.raises(IncompatibleError, match="cls_attn"):

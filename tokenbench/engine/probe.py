@@ -3,7 +3,7 @@
 Works on Llama/Qwen2-style decoder layers (``input_layernorm``, ``self_attn.{q,k}_proj``, ``head_dim``,
 ``scaling``), with the layer's own RoPE (cos/sin gathered at each token's original position, so M-RoPE is right too).
 This is PyramidDrop's trick generalised: no switch to eager attention, no L x L matrix for the whole model; the
-cost is counted by the router (``tokenbench.flops.attention_rows_macs``).
+cost is counted by the router (``tokenbench.measure.flops.attention_rows_macs``).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class Record:
     pre_llm_macs: int = 0  # cost of pre-LLM signals computed for the method (e.g. the CLS attention row)
     position_ids: torch.Tensor | None = None  # (B, L) the prompt's positions after a renumbering pre-LLM selection
     pre_llm_embeds: torch.Tensor | None = None  # (B, L, D) the LLM's input embeddings after a merging selection
-    clock: object = None  # the tokenbench.timing.Clock the spans were marked on
+    clock: object = None  # the tokenbench.measure.timing.Clock the spans were marked on
 
     @property
     def overhead_s(self) -> float:
@@ -159,7 +159,7 @@ class Router:
         if n != self.layout.n_visual:
             raise ValueError(f"batch has {n} visual tokens per sample, layout says {self.layout.n_visual}")
         self.keep = self.budget if isinstance(self.budget, int) else self.budget(n)
-        from tokenbench.timing import Clock
+        from tokenbench.measure.timing import Clock
 
         self.record = Record(n_visual=n, clock=Clock(str(tokens.visual.device)))
         self._install(tuple(self.method.plan(self.keep, n, self.n_layers)))

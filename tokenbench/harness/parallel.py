@@ -10,7 +10,7 @@ others have finished) and prints the rows, which say ``processes: N``. A process
 batch; the launcher then stops the others, and the same command run again computes only what the store lacks.
 
 Without a launcher (``WORLD_SIZE`` unset or 1) nothing here imports accelerate: :func:`compare` is
-:func:`tokenbench.runner.compare`.
+:func:`tokenbench.harness.compare.compare`.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def world_size() -> int:
 
 def compare(spec, on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
             on_warning: Callable[[str], None] | None = None) -> list[dict]:
-    """:func:`tokenbench.runner.compare` over this launch's processes: the rows on process 0, ``[]`` on the others."""
-    from tokenbench import runner
+    """:func:`tokenbench.harness.compare.compare` over this launch's processes: the rows on process 0, ``[]`` on the others."""
+    from tokenbench.harness import compare as runner
 
     world = world_size()
     if world == 1:

@@ -1,7 +1,7 @@
 """Tasks over real benchmark datasets: loading with the ``datasets`` library, from the hub or a local copy.
 
 A :class:`DatasetTask` names its dataset ids (lmms-eval's: ``lmms-lab-encoder/X`` since 2026-07-30, ``lmms-lab/X``
-before; both are tried in that order), its config and split, and turns each row into a :class:`~tokenbench.task.Sample`
+before; both are tried in that order), its config and split, and turns each row into a :class:`~tokenbench.contract.task.Sample`
 (:meth:`DatasetTask.row_sample`). The option ``data`` (``--data PATH`` on the command line) points at a local copy
 instead of the hub:
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from tokenbench.errors import ConfigError
-from tokenbench.task import ImageRef, Sample, Task
+from tokenbench.contract.task import ImageRef, Sample, Task
 
 #: lmms-eval's dataset namespaces, newest first (lmms-eval PR #1416 moved them on 2026-07-30)
 NAMESPACES = ("lmms-lab-encoder", "lmms-lab")
@@ -195,7 +195,7 @@ class DatasetTask(Task):
     #: bump when the scoring changes (the version also hashes the prompts and the data's fingerprint)
     scoring_version: ClassVar[str] = "1"
 
-    data: str = ""  # a local copy of the dataset (see tokenbench.hfdata); empty: the hub
+    data: str = ""  # a local copy of the dataset (see tokenbench.data.hub); empty: the hub
     revision: str = ""  # the dataset's hub revision (a tag, branch or commit); empty: the default branch
 
     def __post_init__(self) -> None:
@@ -260,7 +260,7 @@ class DatasetTask(Task):
         return (self.image_column,)
 
     def row_sample(self, row: dict, index: int) -> Sample:
-        """The sample of one row (its ``image`` is filled in by :meth:`samples`: an :class:`~tokenbench.task.ImageRef`
+        """The sample of one row (its ``image`` is filled in by :meth:`samples`: an :class:`~tokenbench.contract.task.ImageRef`
         read from the dataset again whenever a batch is encoded)."""
         raise NotImplementedError
 

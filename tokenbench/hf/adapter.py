@@ -121,8 +121,8 @@ class ModelAdapter:
         return self.model.model.language_model
 
     def lm_dims(self):
-        """The LLM's dimensions (:class:`tokenbench.flops.LMDims`), from the text config."""
-        from tokenbench.flops import LMDims
+        """The LLM's dimensions (:class:`tokenbench.measure.flops.LMDims`), from the text config."""
+        from tokenbench.measure.flops import LMDims
 
         return LMDims.from_config(self.config.get_text_config())
 
@@ -249,7 +249,7 @@ class ModelAdapter:
                 f"or a hub id such as {self.default_source!r}"
             )
         if os.path.isdir(path):  # a damaged or foreign checkpoint is refused here, with what is wrong
-            from tokenbench.checkpoint import check_directory
+            from tokenbench.hf.checkpoint import check_directory
 
             check_directory(path, self.family, self.model_types)
         try:
@@ -264,7 +264,7 @@ class ModelAdapter:
     def _pretrained(self, model_class, path: str, **kw):
         """``model_class.from_pretrained(path)`` from safetensors only, refusing (for a local directory) weights that
         are missing, left over or of the wrong shape instead of running with random ones."""
-        from tokenbench.checkpoint import check_loading_info
+        from tokenbench.hf.checkpoint import check_loading_info
 
         local = os.path.isdir(path)
         try:  # a local directory's wrong shapes are loaded aside and reported by name (check_loading_info)
@@ -359,7 +359,7 @@ class ModelAdapter:
 
         path = os.path.expanduser(self.prepare_source())
         if os.path.isdir(path):  # a damaged or foreign config is refused here, as load() refuses it
-            from tokenbench.checkpoint import check_config
+            from tokenbench.hf.checkpoint import check_config
 
             check_config(path, self.family, self.model_types)
         shipped = self.shipped_file(path, ".json")
@@ -427,7 +427,7 @@ class ModelAdapter:
                  clock=None) -> Generation:
         """Greedy decoding with the KV cache; with ``router`` the method's plan is executed during the prefill.
         ``ignore_eos`` decodes all ``max_new_tokens`` even past an end token (tests that compare every step; timing).
-        With a :class:`tokenbench.timing.Clock`, ``Generation.marks`` holds its marks at the start, around the vision
+        With a :class:`tokenbench.measure.timing.Clock`, ``Generation.marks`` holds its marks at the start, around the vision
         stage, at the first token (time to first token) and at the end."""
         marks: dict = {}
         if clock is None:

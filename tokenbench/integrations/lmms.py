@@ -17,7 +17,7 @@ lmms-eval 0.7.3 finds it through the entry-point group ``lmms_eval.models`` (its
   default ``cuda`` where available, else ``cpu``; ``cuda:$LOCAL_RANK`` under ``accelerate launch -m lmms_eval``).
 
 Each request runs through the adapter's own ``encode`` and greedy ``generate`` under the method's router, as one cell of
-``tokenbench compare`` does (:meth:`tokenbench.runner._Context.run`): the doc's image from ``doc_to_visual``, the
+``tokenbench compare`` does (:meth:`tokenbench.harness.compare._Context.run`): the doc's image from ``doc_to_visual``, the
 request's context as the question (the adapter applies the checkpoint's chat template), ``max_new_tokens`` from the
 task's ``generation_kwargs`` (default 1024, as lmms-eval's own HF models) and the answer cut at the first ``until``
 string. Requests are grouped by visual layout into batches of ``batch_size`` in their given order, as the runner does.
@@ -38,7 +38,7 @@ def manifest():
     everything lmms-eval is imported here, when called, not when this module is."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return ModelManifest(model_id="tokenbench", simple_class_path="tokenbench.lmms.TokenBench")
+    return ModelManifest(model_id="tokenbench", simple_class_path="tokenbench.integrations.lmms.TokenBench")
 
 
 def filelock_compat() -> None:
@@ -106,8 +106,10 @@ class TokenBench(lmms):
 
         from tokenbench import budgets
         from tokenbench.api import BUDGET_SCOPES, Prepared, build_method
-        from tokenbench.cli import parse_method_args
-        from tokenbench.runner import Budget, check_counts, parse_budgets, resolve_model
+        from tokenbench.config import parse_method_args
+        from tokenbench.budgets import Budget
+        from tokenbench.config import check_counts, parse_budgets
+        from tokenbench.harness.resolve import resolve_model
 
         del max_batch_size  # lmms-eval passes it for its automatic batch sizes, which this model does not use
         if isinstance(batch_size, str) and batch_size.isdigit():
@@ -152,7 +154,7 @@ class TokenBench(lmms):
 
     def check(self, layout) -> None:
         """Refuse, before its first batch runs, an image layout the method cannot run on at the budget."""
-        from tokenbench.runner import check_method_plans
+        from tokenbench.harness.plan import check_method_plans
 
         key = (layout.n_visual, len(layout.crops))
         if key not in self.checked:
@@ -164,7 +166,7 @@ class TokenBench(lmms):
         from tqdm.auto import tqdm
 
         from tokenbench.budgets import variant
-        from tokenbench.runner import keep_rule
+        from tokenbench.harness.plan import keep_rule
 
         samples, settings = [], []
         for req in requests:
@@ -198,7 +200,7 @@ class TokenBench(lmms):
     def sample(context: str, doc_to_visual, doc, task: str, split: str, doc_id: int):
         """The request as a tokenbench sample: its one image (read again when its batch is encoded, so that a task's
         images are not all held decoded), the context as the question."""
-        from tokenbench.task import ImageRef, Sample
+        from tokenbench.contract.task import ImageRef, Sample
 
         def images():
             visuals = doc_to_visual(doc) or []

@@ -49,11 +49,13 @@ ALVTS_VARIANTS: dict[str, dict[str, Any]] = {"alvts[skipped_as_kv=False]": {"ski
 
 # -- the suite -------------------------------------------------------------------------------------------------------
 def suite_spec():
-    """The :class:`tokenbench.runner.RunSpec` of the mini suite: every built-in method (plugins are not part of the
+    """The :class:`tokenbench.harness.compare.RunSpec` of the mini suite: every built-in method (plugins are not part of the
     published board), ALVTS with the calibration artefact shipped beside the model."""
     from tokenbench.api import METHODS
-    from tokenbench.registry import BUILTIN
-    from tokenbench.runner import Budget, RunSpec, resolve_model
+    from tokenbench.contract.registry import BUILTIN
+    from tokenbench.budgets import Budget
+    from tokenbench.harness.compare import RunSpec
+    from tokenbench.harness.resolve import resolve_model
 
     names = [n for n in METHODS.names() if n != "full" and METHODS.origin(n).source == BUILTIN]
     specs: list[tuple] = [(n, {}) for n in names]

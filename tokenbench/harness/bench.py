@@ -2,13 +2,13 @@
 
 Speed does not depend on what the weights have learned, so each model is built at its configuration's full size (the
 hub configs ship in ``models/configs/``) with random weights, directly on the target device and dtype
-(:meth:`tokenbench.adapter.ModelAdapter.build_random`), optionally truncated to its first ``layers`` LLM layers for a
+(:meth:`tokenbench.hf.adapter.ModelAdapter.build_random`), optionally truncated to its first ``layers`` LLM layers for a
 CPU. The input is what a benchmark feeds it: one image (default: the adapter's typical 640 x 480 photo, which
 LLaVA-1.5 resizes and crops to 336 x 336, LLaVA-NeXT tiles by AnyRes and Qwen2.5-VL resizes dynamically) and a
 POPE-length prompt (``n_text`` non-visual prompt tokens, 60 by default, as ``tokenbench flops`` assumes).
 
 Every (method, budget) cell and ``full`` are timed side by side in one interleaved group per model
-(:mod:`tokenbench.latency`), so every speed-up is a ratio of medians from the same rounds. Beside each measured
+(:mod:`tokenbench.measure.latency`), so every speed-up is a ratio of medians from the same rounds. Beside each measured
 prefill speed-up stands the one the FLOPs predict (full's prefill FLOPs over the method's, counted from what the
 router recorded in an untimed run of the same input).
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tokenbench.errors import ConfigError
-from tokenbench.runner import Budget
+from tokenbench.budgets import Budget
 
 #: 64, 128 and 192 of LLaVA-1.5's 576 tokens, as shares, so AnyRes and dynamic-resolution images get the same cut
 DEFAULT_BUDGETS = (Budget(ratio=1 / 9), Budget(ratio=2 / 9), Budget(ratio=1 / 3))
@@ -83,7 +83,7 @@ def bench_sample(adapter, n_text: int, size: tuple[int, int] | None, seed: int):
     import numpy as np
     from PIL import Image
 
-    from tokenbench.task import Sample
+    from tokenbench.contract.task import Sample
 
     width, height = size or adapter.typical_size
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -110,7 +110,7 @@ def _methods_for(adapter, spec: BenchSpec, depth: int, on_note) -> list:
     is built): one it cannot run is skipped with a note, or refused when the user named it."""
     from tokenbench.api import METHODS, build_method
     from tokenbench.errors import IncompatibleError
-    from tokenbench.runner import check_method_plans, flops_cost
+    from tokenbench.harness.plan import check_method_plans, flops_cost
 
     specs = spec.methods or tuple((name, {}) for name in METHODS.names() if name != "full")
     out = []
@@ -141,10 +141,10 @@ def bench(spec: BenchSpec, on_row: Callable[[dict], None] | None = None,
     """Time ``full`` and each method at each budget on each model of ``spec``; one row per cell (``full`` first).
     Everything is checked before any model is built; then ``note`` and the notes of the checks (methods skipped) go
     to ``on_note``, and ``on_progress`` gets a line for each model built and each run finished."""
-    from tokenbench.adapter import check_device
-    from tokenbench.runner import resolve_model
+    from tokenbench.hf.adapter import check_device
+    from tokenbench.harness.resolve import resolve_model
 
-    from tokenbench.runner import check_counts
+    from tokenbench.config import check_counts
 
     check_counts(layers=(spec.layers, 1, 2), n_text=(spec.n_text, 1, 60), new_tokens=(spec.new_tokens, 1, 8),
                  repeats=(spec.repeats, 1, 3), warmup=(spec.warmup, 0, 1))  # each on its own, before anything is built
@@ -216,12 +216,12 @@ def _match(spec: BenchSpec) -> tuple:
 def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], None]) -> list[dict]:
     import torch
 
-    from tokenbench.accounting import prefill_count
+    from tokenbench.measure.accounting import prefill_count
     from tokenbench.api import Prepared, build_method
-    from tokenbench.latency import attention_backends, paired, peak_memory_mb, summary, time_variants
+    from tokenbench.measure.latency import attention_backends, paired, peak_memory_mb, summary, time_variants
     from tokenbench.budgets import variant
-    from tokenbench.results import provenance
-    from tokenbench.runner import flops_cost, keep_rule
+    from tokenbench.results.provenance import provenance
+    from tokenbench.harness.plan import flops_cost, keep_rule
 
     torch.manual_seed(spec.seed)
     batch = adapter.encode([bench_sample(adapter, spec.n_text, spec.image_size, spec.seed)])
@@ -313,7 +313,7 @@ def format_bench(rows: list[dict]) -> str:
     """One table per model: FLOPs-predicted beside measured prefill speed-up, then the other stages."""
     from tabulate import tabulate
 
-    from tokenbench.results import device_words
+    from tokenbench.results.provenance import device_words
 
     from tokenbench.budgets import keep_cell, note
 

@@ -1,4 +1,4 @@
-"""Measure FLOPs with torch's FlopCounterMode (1 MAC = 2 FLOPs, full-rectangle attention: tokenbench.flops' convention).
+"""Measure FLOPs with torch's FlopCounterMode (1 MAC = 2 FLOPs, full-rectangle attention: tokenbench.measure.flops' convention).
 
 PyTorch's counter has no formula for the CPU flash-attention op that SDPA dispatches to on CPU; it is added here
 (the same formula as for the other SDPA kernels), so CPU and CUDA runs count alike. Outer products (a matmul whose

@@ -1,6 +1,6 @@
 """Turn what the router recorded into token counts and prefill FLOPs for one sample.
 
-Counts follow :mod:`tokenbench.flops` (MACs; FLOPs = 2 x MACs). A sample's LLM layer ``l`` processes its own
+Counts follow :mod:`tokenbench.measure.flops` (MACs; FLOPs = 2 x MACs). A sample's LLM layer ``l`` processes its own
 non-visual tokens (padding excluded, so batching never changes a count) plus the visual tokens that layer actually
 computed on. The method's overhead is the signal work it asked for (attention probes: query and key projections,
 scores) plus the matmuls its own ``select`` does (``TokenReducer.select_macs``, e.g. ALVTS's low-rank selector).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tokenbench import flops
+from tokenbench.measure import flops
 
 
 def overhead_by_layer(lm: flops.LMDims, n_text: int, record, method=None) -> dict[int, int]:

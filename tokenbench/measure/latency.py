@@ -1,7 +1,7 @@
 """The latency protocol, shared by ``tokenbench compare`` and ``tokenbench bench``.
 
 One timed run is a batch-1 greedy generation of exactly ``new_tokens`` tokens (the end token is ignored, so every
-variant decodes the same number of steps) on one model instance. :class:`tokenbench.timing.Clock` marks, on the
+variant decodes the same number of steps) on one model instance. :class:`tokenbench.measure.timing.Clock` marks, on the
 device's timeline (CUDA events on a GPU, ``perf_counter`` on a CPU), the start, the vision stage (the vision tower's
 input to the projector's output, by hooks), the first token and the end. Its stages:
 
@@ -11,7 +11,7 @@ input to the projector's output, by hooks), the first token and the end. Its sta
 * ``e2e``: the whole generation;
 * ``overhead``: the method's own work inside the prefill (signals and ``select``), from the router's marks.
 
-Variants run interleaved (:func:`tokenbench.timing.interleaved`): warm-up rounds, then rounds in a rotating order;
+Variants run interleaved (:func:`tokenbench.measure.timing.interleaved`): warm-up rounds, then rounds in a rotating order;
 every stage is reported as median and IQR over the rounds. Peak memory is a separate run after the timed ones.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenbench.timing import Clock, Stats, interleaved
+from tokenbench.measure.timing import Clock, Stats, interleaved
 
 STAGES = ("vision", "prefill", "decode", "e2e", "overhead")
 
@@ -39,7 +39,7 @@ def stage_seconds(gen, clock: Clock, router=None) -> dict[str, float]:
 def time_variants(adapter, batch, variants: dict[str, tuple], new_tokens: int, warmup: int, repeats: int,
                   seed: int = 0, budget_scope: str = "global", on_run=None) -> dict[str, dict[str, Stats]]:
     """Time each variant ``name -> (method, keep, artefact)`` on ``batch`` side by side; Stats per stage.
-    ``on_run``: see :func:`tokenbench.timing.interleaved`."""
+    ``on_run``: see :func:`tokenbench.measure.timing.interleaved`."""
     clock = Clock(adapter.device)
 
     def runner(method, keep, artefact):

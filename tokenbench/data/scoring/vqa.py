@@ -176,10 +176,10 @@ def mean_by_group(scores: Sequence[float], groups: Sequence[str | None], prefix:
 
 def vqa_scored(scores: Sequence[float], predictions: Sequence[str], normalize, groups: Sequence[str | None] = (),
                prefix: str = ""):
-    """A VQA task's :class:`~tokenbench.task.Scored`: the per-sample VQA accuracies, their mean as ``accuracy``, the
+    """A VQA task's :class:`~tokenbench.contract.task.Scored`: the per-sample VQA accuracies, their mean as ``accuracy``, the
     mean per group (``prefix/<group>``) when ``groups`` are given, and as unparsed the answers that ``normalize`` makes
     empty (they score 0, as in lmms-eval)."""
-    from tokenbench.task import Scored
+    from tokenbench.contract.task import Scored
 
     metrics = {"accuracy": sum(scores) / len(scores) if scores else 0.0}
     if groups:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import sys
-from typing import Any
 
 import click
 
+from tokenbench import config
 from tokenbench.errors import TokenbenchError
 
 
@@ -83,7 +82,7 @@ class _Group(click.Group):
         frame of tokenbench's or a plugin's, else tokenbench) and where to report it."""
         import traceback
 
-        from tokenbench.registry import one_line, plugin_of, project_url
+        from tokenbench.contract.registry import one_line, plugin_of, project_url
 
         what = one_line(f"{type(exc).__name__}: {exc}")
         frames = [(f.f_globals.get("__name__", ""), getattr(f.f_code, "co_qualname", f.f_code.co_name))
@@ -248,15 +247,17 @@ def run(method, **opts) -> None:
 
 def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, device, dtype, seed, batch_size, repeats,
          warmup, args, task_args, data, json_path, store, no_store, quiet, processes) -> None:
-    options = _method_options(methods, args)
-    from tokenbench import budgets, parallel
-    from tokenbench.runner import RunSpec, parse_budgets
+    options = config.method_options(methods, args)
+    from tokenbench import budgets
+    from tokenbench.harness import parallel
+    from tokenbench.harness.compare import RunSpec
+    from tokenbench.config import parse_budgets
 
     spec = RunSpec(
         methods=tuple((m, options.get(m, {})) for m in methods), model=model, task=task,
         budgets=parse_budgets(keep, keep_ratio), limit=limit, device=device, dtype=dtype, seed=seed,
-        batch_size=batch_size, warmup=warmup, repeats=repeats, task_options=parse_task_args(task_args) | _data_args(data),
-        budget_scope=budget_scope, store=_store_path(store, no_store), match=budgets.parse(match),
+        batch_size=batch_size, warmup=warmup, repeats=repeats, task_options=config.parse_task_args(task_args) | config.data_args(data),
+        budget_scope=budget_scope, store=config.store_path(store, no_store), match=budgets.parse(match),
     )
     world = parallel.world_size()
     if processes > 1 and world == 1:
@@ -269,22 +270,11 @@ def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, dev
         spec, on_row=on_row, progress=not quiet, on_warning=lambda w: click.echo(f"warning: {w}", err=True)))
 
 
-def _one_match(text: str):
-    from tokenbench import budgets
-    from tokenbench.errors import ConfigError
-
-    parsed = budgets.parse(text)
-    if len(parsed) > 1:
-        raise ConfigError(f"--match {text!r}: bench times one budget convention per run; give one (e.g. --match "
-                          "nominal) and run bench again for the other")
-    return parsed[0]
-
-
 def _rows_as_they_finish(json_path: str | None, fmt, run) -> None:
     """``run(on_row)``, keeping every finished row: each is written to ``json_path`` at once (checked writable before
     anything runs), and the table ``fmt(rows)`` of what finished is printed even when a later step fails."""
     if json_path is not None:
-        from tokenbench.results import check_writable
+        from tokenbench.results.provenance import check_writable
 
         check_writable(json_path)
     rows: list[dict] = []
@@ -293,7 +283,7 @@ def _rows_as_they_finish(json_path: str | None, fmt, run) -> None:
     def on_row(row):
         rows.append(row)
         if json_path:
-            from tokenbench.results import write_rows
+            from tokenbench.results.provenance import write_rows
 
             write_rows(json_path, rows)
             written[0] = len(rows)
@@ -341,12 +331,12 @@ def calibrate(method, model, task, samples, heldout, seed, epochs, lr, device, d
       tokenbench compare alvts fastv -a alvts.calibration=alvts-7b.safetensors -M llava:/ckpt/llava-1.5-7b-hf
     """
     from tokenbench.api import METHODS
-    from tokenbench.calibration import run as run_calibration
+    from tokenbench.harness.calibrate import run as run_calibration
 
     METHODS.get(method)
-    options = parse_method_args(args, (method,)).get(method, {})
+    options = config.parse_method_args(args, (method,)).get(method, {})
     _quiet_transformers()
-    path, meta = run_calibration(method, options, model, task, parse_task_args(task_args), samples=samples,
+    path, meta = run_calibration(method, options, model, task, config.parse_task_args(task_args), samples=samples,
                                  heldout=heldout, seed=seed, batch_size=batch_size, device=device, dtype=dtype,
                                  epochs=epochs, lr=lr, out=out, log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {path}")
@@ -388,25 +378,28 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, match, args, jso
     from tabulate import tabulate
 
     if json_path is not None:
-        from tokenbench.results import check_writable
+        from tokenbench.results.provenance import check_writable
 
         check_writable(json_path)  # before any work
 
-    from tokenbench.accounting import decode_flops, kv_counts, plan, prefill_count
+    from tokenbench.measure.accounting import decode_flops, kv_counts, plan, prefill_count
     from tokenbench.api import build_method
-    from tokenbench.bench import DEFAULT_BUDGETS
-    from tokenbench.flops import fastv_formula_macs
+    from tokenbench.harness.bench import DEFAULT_BUDGETS
+    from tokenbench.measure.flops import fastv_formula_macs
     from tokenbench.errors import ConfigError
     from tokenbench import budgets as conventions
-    from tokenbench.runner import (FLOPS_CONVENTION, Budget, check_method_plans, flops_cost, keep_rule, option_label,
-                                   parse_budgets, resolve_model)
+    from tokenbench.results.rows import FLOPS_CONVENTION
+    from tokenbench.budgets import Budget
+    from tokenbench.harness.plan import check_method_plans, flops_cost, keep_rule, option_label
+    from tokenbench.config import parse_budgets
+    from tokenbench.harness.resolve import resolve_model
 
-    options = parse_method_args(args, methods)
+    options = config.parse_method_args(args, methods)
     built = [build_method("full")] + [build_method(m, options.get(m, {})) for m in methods if m != "full"]
     if n_text < 1:
         raise ConfigError(f"--n-text {n_text} must be at least 1")
     _quiet_transformers()
-    size = _image_size(image_size)
+    size = config.image_size(image_size)
     adapter = resolve_model(model).load_config()
     layout = adapter.layout(size)
     lm, encoder, n_visual = adapter.lm_dims(), adapter.encoder_macs(size), layout.n_visual
@@ -461,7 +454,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, match, args, jso
     click.echo("keep*: a layer-mean budget (multi-stage methods). Selector: the method's signals and select() work in "
                "the LLM; pre-LLM signals (CLS attention, VisionZip's merge) need the model and are counted by runs only")
     if json_path:
-        from tokenbench.results import write_rows
+        from tokenbench.results.provenance import write_rows
 
         write_rows(json_path, rows)
         click.echo(f"wrote {len(rows)} rows to {json_path}")
@@ -515,14 +508,14 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
       tokenbench bench --device cpu                                  # the quick CPU look (LLaVA-1.5-7B, 2 layers)
       tokenbench bench fastv alvts -M llava-1.5-7b -M llava-next-7b -M qwen2.5-vl-7b --device cuda --json gpu.json
     """
-    from tokenbench.bench import (GPU_DEFAULTS, BenchSpec, bench as run_bench, cpu_note, defaults_for,
+    from tokenbench.harness.bench import (GPU_DEFAULTS, BenchSpec, bench as run_bench, cpu_note, defaults_for,
                                   format_bench)
     from tokenbench.errors import ConfigError
-    from tokenbench.runner import parse_budgets
+    from tokenbench.config import parse_budgets
 
     if args and not methods:
         raise ConfigError("method options (-a) need the methods named: tokenbench bench fastv -a layer=3")
-    options = _method_options(methods, args)
+    options = config.method_options(methods, args)
     if device is None:
         import torch
 
@@ -536,8 +529,8 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
     spec = BenchSpec(
         methods=chosen["methods"], models=tuple(models), budgets=chosen["budgets"], device=device,
         dtype=chosen["dtype"], layers=layers, default_layers=defaults["layers"], n_text=n_text,
-        image_size=_image_size(image_size), new_tokens=new_tokens, warmup=chosen["warmup"], repeats=chosen["repeats"],
-        seed=seed, named=frozenset(methods), match=_one_match(match),
+        image_size=config.image_size(image_size), new_tokens=new_tokens, warmup=chosen["warmup"], repeats=chosen["repeats"],
+        seed=seed, named=frozenset(methods), match=config.one_match(match),
     )
     note = cpu_note(left_out) if left_out and defaults is not GPU_DEFAULTS else ""
     _rows_as_they_finish(json_path, format_bench, lambda on_row: run_bench(
@@ -565,13 +558,13 @@ def leaderboard(update, check, root, quiet) -> None:
     import os
     import sys
 
-    from tokenbench import leaderboard as lb
+    from tokenbench.results import leaderboard as lb
     from tokenbench.errors import ConfigError
 
     if update and check:
         raise ConfigError("--update and --check exclude each other: --update rewrites the results, --check compares")
     if update or check:
-        from tokenbench.runner import compare as run_compare
+        from tokenbench.harness.compare import compare as run_compare
 
         _quiet_transformers()
         if update:
@@ -594,20 +587,6 @@ def leaderboard(update, check, root, quiet) -> None:
         click.echo(f"wrote {path}")
 
 
-def _image_size(raw: str | None) -> tuple[int, int] | None:
-    from tokenbench.errors import ConfigError
-
-    if raw is None:
-        return None
-    try:
-        w, h = (int(v) for v in raw.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--image-size {raw!r} is not WIDTHxHEIGHT in pixels (e.g. 1024x768)") from None
-    if w < 1 or h < 1:
-        raise ConfigError(f"--image-size {raw!r}: width and height must be positive")
-    return w, h
-
-
 # -- results -------------------------------------------------------------------------------------------------------------
 _STORE_OPTION = click.option("--store", "store", default=None, metavar="PATH",
                              help="The results store (default: results.sqlite in the tokenbench cache directory).")
@@ -617,9 +596,9 @@ def _open(store: str | None):
     import os
 
     from tokenbench.errors import ConfigError
-    from tokenbench.store import Store
+    from tokenbench.results.store import Store
 
-    path = _store_path(store, False)
+    path = config.store_path(store, False)
     if not os.path.exists(path):
         raise ConfigError(f"no results store at {path!r}: `tokenbench compare` creates it (or give --store PATH)")
     return Store(path)
@@ -702,7 +681,7 @@ def results_export(run_id, json_path, samples_path, store) -> None:
     import json
 
     from tokenbench.errors import ConfigError
-    from tokenbench.results import check_writable, write_atomically, write_rows
+    from tokenbench.results.provenance import check_writable, write_atomically, write_rows
 
     if json_path is None and samples_path is None:
         raise ConfigError("give --json PATH (the rows) and/or --samples PATH (the per-sample records)")
@@ -732,107 +711,6 @@ def results_delete(run_id, store) -> None:
     """Delete run RUN_ID, and the stored samples that no other run uses."""
     n = _open(store).delete_run(run_id)
     click.echo(f"deleted run {run_id} and {n} stored samples no other run uses")
-
-
-def _literal(raw: str) -> Any:
-    if raw.lower() in ("true", "false"):  # shell users write true/false; Python writes True/False
-        return raw.lower() == "true"
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return raw  # a bare word is a string
-
-
-def _method_options(methods: tuple[str, ...], args: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Check the named methods (known, each once) and parse their ``-a`` options, before anything loads."""
-    from tokenbench.api import METHODS
-    from tokenbench.errors import ConfigError
-
-    for name in methods:
-        METHODS.get(name)  # unknown names fail here
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"a method is named twice in {list(methods)!r}; name each once")
-    return parse_method_args(args, methods)
-
-
-def _store_path(store: str | None, no_store: bool) -> str | None:
-    from tokenbench.errors import ConfigError
-
-    if no_store:
-        if store is not None:
-            raise ConfigError("give --store PATH or --no-store, not both")
-        return None
-    if store is not None and not store.strip():
-        raise ConfigError("--store is empty; give a file path (e.g. runs.sqlite), or --no-store")
-    from tokenbench.store import default_path
-
-    return store if store is not None else default_path()
-
-
-def _data_args(data: tuple[str, ...]) -> dict[str, Any]:
-    """``--data PATH`` -> the task option ``data``; ``--data pope=PATH`` -> ``pope.data`` (one task of several)."""
-    import os
-
-    from tokenbench.errors import ConfigError
-
-    out = {}
-    for item in data:
-        if not item.strip():
-            raise ConfigError("--data is empty; give a path (a save_to_disk directory, a parquet/jsonl file or folder)")
-        task, eq, path = item.partition("=")
-        key, value = (f"{task}.data", path) if eq and not os.path.exists(item) else ("data", item)
-        if key in out:
-            raise ConfigError(f"--data is given twice for {key.split('.')[0] if '.' in key else 'the task'}; give it "
-                              "once (with several tasks: --data pope=PATH --data gqa=PATH)")
-        out[key] = value
-    return out
-
-
-def parse_task_args(args: tuple[str, ...]) -> dict[str, Any]:
-    from tokenbench.errors import ConfigError
-
-    out = {}
-    for item in args:
-        if "=" not in item:
-            raise ConfigError(f"task option {item!r} is not KEY=VALUE (e.g. -T n=500)")
-        key, raw = item.split("=", 1)
-        out[key] = _literal(raw)
-    return out
-
-
-def parse_method_args(args: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """``key=value`` applies to every named method that has option ``key``; ``method.key=value`` to one."""
-    from tokenbench.api import METHODS
-    from tokenbench.errors import ConfigError
-
-    out: dict[str, dict[str, Any]] = {}
-    for item in args:
-        if "=" not in item:
-            raise ConfigError(f"method option {item!r} is not KEY=VALUE (e.g. -a layer=3 or -a fastv.layer=3)")
-        key, raw = item.split("=", 1)
-        value = _literal(raw)
-        if "." in key:
-            method, key = key.split(".", 1)
-            if method not in methods:
-                raise ConfigError(f"option {item!r} names method {method!r}, which is not in this run: {list(methods)}; "
-                                  f"add it to the methods named (e.g. {' '.join(methods)} {method}), or drop the option")
-            targets = [method]
-        else:
-            targets = [m for m in methods if key in {f.name for f in METHODS.get(m).options()}]
-            if not targets:
-                import difflib
-
-                known = {m: [f.name for f in METHODS.get(m).options()] for m in methods}
-                close = difflib.get_close_matches(key, [k for ks in known.values() for k in ks], n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"no method in this run has option {key!r}.{hint} Options per method: {known}")
-        for m in targets:
-            out.setdefault(m, {})[key] = value
-    from tokenbench.api import build_method
-
-    for m, opts in out.items():
-        build_method(m, opts)  # type-checks every option now, before any model loads
-    return out
 
 
 def _quiet_transformers() -> None:
@@ -915,7 +793,7 @@ def _task_table(rows: list[dict]) -> str:
     if len(matches) > 1:  # several conventions: say which each row ran under
         table = [(t[0], r.get("match") or "-", *t[1:]) for t, r in zip(table, rows)]
         headers = (headers[0], "budgets", *headers[1:])
-    from tokenbench.results import device_words
+    from tokenbench.results.provenance import device_words
 
     head = (f"model={first['model']} task={first['task']} samples={first['n_samples']} device={device_words(first)} "
             f"dtype={first['dtype']} attn={first['attn_implementation']} "
@@ -972,7 +850,7 @@ def format_average(rows: list[dict]) -> str:
     """The papers' average: the mean over tasks of each (method, budget)'s per-task retention."""
     from tabulate import tabulate
 
-    from tokenbench.runner import average_retention
+    from tokenbench.results.rows import average_retention
 
     avg = average_retention(rows)
     if not avg:
