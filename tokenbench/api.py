@@ -468,6 +468,21 @@ class Prepared:
 
 
 @dataclass(frozen=True)
+class Reduction:
+    """One method installed on a model at a budget: the single argument of ``ModelAdapter.reduction`` and the router.
+
+    ``keep`` is the visual tokens to keep per image, or a function of an image's visual-token count (a budget given
+    as a ratio, or a budget convention's keep rule, resolved for each batch's layout). ``seed`` seeds random choices
+    (per layer and sample), ``artefact`` is what ``prepare`` returned, ``budget_scope`` is ``global`` or ``crop``."""
+
+    method: TokenReducer
+    keep: "int | Callable[[int], int]"
+    seed: int = 0
+    artefact: Any = None
+    budget_scope: str = "global"
+
+
+@dataclass(frozen=True)
 class Calibrated:
     """What ``calibrate`` returns: tensors to save (safetensors), a JSON-able report (errors before/after, ...),
     ``key``: the settings the artefact is only valid for (checked when a run loads it, beside the model's fingerprint),

@@ -18,7 +18,7 @@ import types
 
 import torch
 
-from tokenbench.api import Prepared, build_method
+from tokenbench.api import Prepared, Reduction, build_method
 from tokenbench.engine.router import Record
 from tokenbench.contract.task import Sample
 
@@ -43,7 +43,7 @@ def run(adapter, method, keep: int, samples, max_new_tokens: int = 4, seed: int 
         method = build_method(method)
     batch = adapter.encode(samples)
     artefact = Prepared.of(method.prepare(adapter.weights())).artefact
-    with adapter.reduction(method, keep, seed=seed, artefact=artefact) as r:
+    with adapter.reduction(Reduction(method, keep, seed=seed, artefact=artefact)) as r:
         gen = adapter.generate(batch, max_new_tokens, router=r, ignore_eos=ignore_eos)
     return gen, (r.record if r is not None else None), batch
 
@@ -144,7 +144,7 @@ def counted_vs_measured_flops(adapter, method, keep: int, sample, new_tokens: in
         method = build_method(method)
     batch = adapter.encode([sample])
     artefact = Prepared.of(method.prepare(adapter.weights())).artefact
-    with adapter.reduction(method, keep, artefact=artefact) as router:
+    with adapter.reduction(Reduction(method, keep, artefact=artefact)) as router:
         measured, by_module = flopcount.measure_modules(
             lambda: adapter.generate(batch, new_tokens, router=router, ignore_eos=True))
         record = router.record if router is not None else None

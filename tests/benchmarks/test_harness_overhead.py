@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tokenbench import testing
-from tokenbench.api import build_method
+from tokenbench.api import Reduction, build_method
 from tokenbench.engine.router import Router
 
 pytestmark = pytest.mark.benchmark
@@ -44,7 +44,7 @@ def test_harness_prefill_keep_all(benchmark, setup, method):
     m = build_method(method)
     n = adapter.layout().n_visual
     if m.reduces(n, n):
-        with Router(m, n, adapter.decoder_layers(), adapter.language_model()) as router:
+        with Router(Reduction(m, n), adapter.decoder_layers(), adapter.language_model()) as router:
             gen = benchmark(adapter.generate, batch, 1, router)
     else:
         gen = benchmark(adapter.generate, batch, 1)

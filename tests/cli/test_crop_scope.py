@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.cli.test_cli_errors import FAST, assert_cli_error, assert_user_error, invoke
-from tokenbench.api import METHODS, Prepared, Step, TokenReducer, build_method, split_budget
+from tokenbench.api import Reduction, METHODS, Prepared, Step, TokenReducer, build_method, split_budget
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,8 @@ def test_every_step_keeps_each_crop_its_share(method, adapter_factory):
     layout, keep = batch.layout, 40
     assert len(layout.crops) > 1
     m = build_method(method, {"calibration": "svd"} if method == "alvts" else {})
-    with adapter.reduction(m, keep, artefact=Prepared.of(m.prepare(adapter.weights())).artefact,
-                           budget_scope="crop") as r:
+    with adapter.reduction(Reduction(m, keep, artefact=Prepared.of(m.prepare(adapter.weights())).artefact,
+                                     budget_scope="crop")) as r:
         adapter.generate(batch, 1, router=r)
     owner, active = _owner(layout), torch.arange(layout.n_visual)
     routes = m.stage == "route"

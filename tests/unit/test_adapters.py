@@ -8,7 +8,7 @@ import torch
 
 from test_engine import ClsTop
 from tokenbench import testing
-from tokenbench.api import Need, Step, TokenReducer, split_budget
+from tokenbench.api import Reduction, Need, Step, TokenReducer, split_budget
 from tokenbench.errors import IncompatibleError, PluginValidationError
 
 SIZES = [(336, 336), (392, 280), (280, 392), (500, 120), (120, 500), (301, 187)]
@@ -119,7 +119,7 @@ def test_qwen_kept_tokens_keep_their_own_mrope_rotation(method, adapter_factory)
         full_cos = seen[0][1][0]  # (L, head_dim): layer 0 of the unreduced run sees every token
         seen.clear()
         m = build_method(method, {"calibration": "svd"} if method == "alvts" else {})
-        with adapter.reduction(m, batch.layout.n_visual // 9, artefact=Prepared.of(m.prepare(adapter.weights())).artefact) as r:
+        with adapter.reduction(Reduction(m, batch.layout.n_visual // 9, artefact=Prepared.of(m.prepare(adapter.weights())).artefact)) as r:
             adapter.generate(batch, 1, router=r)
     finally:
         for h in handles:
@@ -173,7 +173,7 @@ def test_per_crop_budget_gives_each_crop_its_share(method, adapter_factory):
     layout, keep = batch.layout, 40
     m = build_method(method, {"calibration": "svd"} if method == "alvts" else {})
     art = Prepared.of(m.prepare(adapter.weights())).artefact
-    with adapter.reduction(m, keep, artefact=art, budget_scope="crop") as r:
+    with adapter.reduction(Reduction(m, keep, artefact=art, budget_scope="crop")) as r:
         adapter.generate(batch, 1, router=r)
     owner = torch.empty(layout.n_visual, dtype=torch.long)
     for i, region in enumerate(layout.crops):
@@ -196,7 +196,7 @@ def test_a_method_ignoring_the_per_crop_budget_is_refused(adapter_factory):
 
     adapter = adapter_factory("tiny-llava-next")
     batch = adapter.encode([sample_of((392, 280))])
-    with adapter.reduction(GlobalTopK(), 3, budget_scope="crop") as r, \
+    with adapter.reduction(Reduction(GlobalTopK(), 3, budget_scope="crop")) as r, \
             pytest.raises(PluginValidationError, match="per-crop budget"):
         adapter.generate(batch, 1, router=r)
 

@@ -13,7 +13,7 @@ import torch
 
 from tokenbench import artefacts, testing
 from tokenbench.harness import calibrate as calibration
-from tokenbench.api import Need, Prepared, Step, build_method
+from tokenbench.api import Reduction, Need, Prepared, Step, build_method
 from tokenbench.engine.probe import _take
 from tokenbench.engine.router import Router
 from tokenbench.errors import ConfigError
@@ -114,7 +114,7 @@ def test_keep_all_through_the_router_reproduces_full_exactly(adapter, samples):
     ref, _, _ = testing.run(adapter, "full", n, samples, max_new_tokens=6)
     batch = adapter.encode(samples)
     art = Prepared.of(method.prepare(adapter.weights())).artefact
-    with Router(method, n, adapter.decoder_layers(), adapter.language_model(), artefact=art) as r:
+    with Router(Reduction(method, n, artefact=art), adapter.decoder_layers(), adapter.language_model()) as r:
         gen = adapter.generate(batch, 6, router=r)
     assert len(r.record.selections) == adapter.n_layers
     assert torch.equal(gen.first_logits, ref.first_logits)
@@ -159,7 +159,7 @@ def test_skipped_tokens_are_unchanged_by_the_layer(adapter, samples, opts):
         batch = adapter.encode(samples)
         method = build_method("alvts", {"calibration": "svd", **opts})
         art = Prepared.of(method.prepare(adapter.weights())).artefact
-        with adapter.reduction(method, KEEP, artefact=art) as r:
+        with adapter.reduction(Reduction(method, KEEP, artefact=art)) as r:
             with torch.inference_mode():
                 adapter.prefill(batch, r)
     finally:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tokenbench import testing
-from tokenbench.api import Need, Selection, Step, TokenReducer
+from tokenbench.api import Reduction, Need, Selection, Step, TokenReducer
 from tokenbench.engine.router import Router
 from tokenbench.errors import PluginValidationError
 
@@ -136,10 +136,11 @@ def test_router_rejects_bad_selections(adapter_factory, samples):
     with pytest.raises(PluginValidationError, match="duplicate indices"):
         testing.run(adapter, Dup(), 4, samples)
     with pytest.raises(PluginValidationError, match="belong to a pre_llm step"):
-        Router(type("Mixed", (RouteEveryOther,), {"steps": lambda self, n: (Step(2, needs=(Need("cls_attn"),)),)})(),
-               4, adapter.decoder_layers(), adapter.language_model())
+        Router(Reduction(type("Mixed", (RouteEveryOther,),
+                              {"steps": lambda self, n: (Step(2, needs=(Need("cls_attn"),)),)})(), 4),
+               adapter.decoder_layers(), adapter.language_model())
     with pytest.raises(PluginValidationError, match="step at layer 9"):
-        Router(type("Late", (RouteEveryOther,), {"steps": lambda self, n: (Step(9),)})(), 4,
+        Router(Reduction(type("Late", (RouteEveryOther,), {"steps": lambda self, n: (Step(9),)})(), 4),
                adapter.decoder_layers(), adapter.language_model())
 
 

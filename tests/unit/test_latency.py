@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_model_names
 from tokenbench import testing
-from tokenbench.api import build_method
+from tokenbench.api import Reduction, build_method
 from tokenbench.measure.latency import STAGES, stage_seconds, summary, time_variants
 from tokenbench.measure.timing import Clock
 
@@ -34,7 +34,7 @@ def test_time_variants_reports_every_stage_with_overhead_for_a_method(adapter_fa
     adapter = adapter_factory("tiny-llava")
     batch = adapter.encode(testing.synthetic_samples(1))
     n = batch.layout.n_visual
-    variants = {"full": (build_method("full"), n, None), "fastv": (build_method("fastv"), 64, None)}
+    variants = {"full": Reduction(build_method("full"), n), "fastv": Reduction(build_method("fastv"), 64)}
     stats = time_variants(adapter, batch, variants, new_tokens=3, warmup=1, repeats=3)
     for name in variants:
         assert set(stats[name]) == set(STAGES) and all(s.n == 3 for s in stats[name].values())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tokenbench import testing
-from tokenbench.api import Need, ReductionContext, Region, Step, VisualLayout, build_method, resolve_needs
+from tokenbench.api import Reduction, Need, ReductionContext, Region, Step, VisualLayout, build_method, resolve_needs
 from tokenbench.errors import IncompatibleError
 
 SIZE = (392, 280)  # 28 x 20 patches, 14 x 10 visual tokens: the 4 x 4 windows do not tile it (a real permutation)
@@ -115,7 +115,7 @@ def test_kept_tokens_keep_their_original_mrope_rotation(adapter_factory):
         lambda m, a, kw: seen.append(kw["position_embeddings"][0][0].clone()), with_kwargs=True)
     try:
         adapter.generate(batch, 1)
-        with adapter.reduction(build_method("visionzip"), 15) as r:
+        with adapter.reduction(Reduction(build_method("visionzip"), 15)) as r:
             adapter.generate(batch, 1, router=r)
     finally:
         handle.remove()

@@ -27,11 +27,10 @@ from __future__ import annotations
 import functools
 import types
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
-from tokenbench.api import Need, ReductionContext, Selection, Step, TokenReducer, VisualLayout
+from tokenbench.api import Need, Reduction, ReductionContext, Selection, Step, VisualLayout
 from tokenbench.engine import probe
 from tokenbench.errors import PluginValidationError
 
@@ -77,19 +76,16 @@ class Tokens:
 class Router:
     def __init__(
         self,
-        method: TokenReducer,
-        keep: int | Callable[[int], int],
+        reduction: Reduction,
         layers: torch.nn.ModuleList,
         language_model: torch.nn.Module,
-        seed: int = 0,
-        artefact=None,
         pre_llm_providers: dict | None = None,
-        budget_scope: str = "global",
     ) -> None:
-        """``keep``: visual tokens to keep per image, or a function of the image's visual-token count (a budget
-        given as a ratio, resolved for each batch's layout)."""
-        self.method, self.budget, self.layers, self.lm = method, keep, layers, language_model
-        self.seed, self.artefact, self.budget_scope = seed, artefact, budget_scope
+        """``reduction.keep``: visual tokens to keep per image, or a function of the image's visual-token count (a
+        budget given as a ratio, resolved for each batch's layout)."""
+        method = reduction.method
+        self.method, self.budget, self.layers, self.lm = method, reduction.keep, layers, language_model
+        self.seed, self.artefact, self.budget_scope = reduction.seed, reduction.artefact, reduction.budget_scope
         self.providers = pre_llm_providers or {}
         self.n_layers = len(layers)
         self._install(tuple(method.steps(self.n_layers)))  # validate the method's declared plan up front

@@ -217,7 +217,7 @@ def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], N
     import torch
 
     from tokenbench.measure.accounting import prefill_count
-    from tokenbench.api import Prepared, build_method
+    from tokenbench.api import Prepared, Reduction, build_method
     from tokenbench.measure.latency import attention_backends, paired, peak_memory_mb, summary, time_variants
     from tokenbench.budgets import variant
     from tokenbench.results.provenance import provenance
@@ -235,7 +235,7 @@ def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], N
     progress = _Progress(adapter.name, per_cell * (1 + len(methods) * len(keeps)), say)
 
     def add(label, method, keep, artefact, info):
-        with adapter.reduction(method, keep, seed=spec.seed, artefact=artefact) as router:
+        with adapter.reduction(Reduction(method, keep, seed=spec.seed, artefact=artefact)) as router:
             gen = adapter.generate(batch, 1, router=router)
             record = router.record if router is not None else None
         per_layer = record.visual_per_layer if record is not None else [n_visual] * adapter.n_layers
@@ -256,13 +256,12 @@ def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], N
             add(f"{method.name}@{budget.label()}", variant(method, match), own, prep.artefact,
                 {"budget": budget, "budget_keep": keep, "match": match.label, "prepared": prep.info,
                  "warnings": [prep.warning] if prep.warning else []})
-    variants = {label: (c["method"], c["keep"], c["artefact"]) for label, c in cells.items()}
-    stats = time_variants(adapter, batch, variants, spec.new_tokens, spec.warmup, spec.repeats, seed=spec.seed,
-                          on_run=progress)
+    variants = {label: Reduction(c["method"], c["keep"], seed=spec.seed, artefact=c["artefact"])
+                for label, c in cells.items()}
+    stats = time_variants(adapter, batch, variants, spec.new_tokens, spec.warmup, spec.repeats, on_run=progress)
     peak = {}
-    for label, c in cells.items():
-        peak[label] = peak_memory_mb(adapter, batch, c["method"], c["keep"], spec.new_tokens, seed=spec.seed,
-                                     artefact=c["artefact"])
+    for label in cells:
+        peak[label] = peak_memory_mb(adapter, batch, variants[label], spec.new_tokens)
         if cuda:
             progress(label, "peak memory")
     prov = provenance(spec.device, spec.seed)

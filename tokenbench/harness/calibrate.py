@@ -18,7 +18,7 @@ def visitor(adapter, steps, splits: dict[str, list], batch_size: int):
     tensors), so a method can use them as constants in autograd."""
     import torch
 
-    from tokenbench.api import TokenReducer
+    from tokenbench.api import Reduction, TokenReducer
 
     class _Collect(TokenReducer):  # keeps every token; only records what each step saw
         stage = "route"
@@ -41,7 +41,7 @@ def visitor(adapter, steps, splits: dict[str, list], batch_size: int):
         for idx in adapter.batches(samples, batch_size):
             batch = adapter.encode([samples[i] for i in idx])
             collect.seen = {}
-            with torch.no_grad(), adapter.reduction(collect, lambda n: n) as router:
+            with torch.no_grad(), adapter.reduction(Reduction(collect, lambda n: n)) as router:
                 adapter.prefill(batch, router)
             yield dict(collect.seen)
 

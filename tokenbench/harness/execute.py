@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tokenbench.api import TokenReducer, build_method
+from tokenbench.api import Reduction, TokenReducer, build_method
 from tokenbench.budgets import Budget
 from tokenbench.results.rows import FLOPS_CONVENTION
 
@@ -138,8 +138,7 @@ class _Context:
             batches = batches[rank::world]
         bar = tqdm(total=sum(map(len, batches)), desc=f"{method.name} keep={budget.label()}", unit="sample",
                    disable=True if not self.progress else None, leave=False)  # None: only on a TTY
-        with self.adapter.reduction(method, self.keep_of, seed=self.spec.seed, artefact=self.artefact,
-                                    budget_scope=self.spec.budget_scope) as router:
+        with self.adapter.reduction(self.reduction(method)) as router:
             for idx in batches:
                 chunk = [self.samples[i] for i in idx]
                 if all(s.id in stored for s in chunk):  # this batch finished in an earlier run
@@ -253,6 +252,11 @@ class _Context:
         }
         return digest(cell), cell
 
+    def reduction(self, method: TokenReducer) -> Reduction:
+        """``method`` as this context installs it: its keep rule, the run's seed and budget scope, its artefact."""
+        return Reduction(method, self.keep_of, seed=self.spec.seed, artefact=self.artefact,
+                         budget_scope=self.spec.budget_scope)
+
     def time(self, method: TokenReducer, budget: Budget) -> dict[str, Any]:
         """Batch-1 latency on the first sample by the protocol of :mod:`tokenbench.measure.latency` (stages vision, prefill =
         time to first token, decode per token, end-to-end, method overhead), ``max_new_tokens`` of the task decoded.
@@ -263,13 +267,12 @@ class _Context:
 
         adapter, spec = self.adapter, self.spec
         batch = adapter.encode(self.samples[:1])
-        variants = {"method": (method, self.keep_of, self.artefact)}
+        variants = {"method": self.reduction(method)}
         if method.name != "full":
-            variants["full"] = (build_method("full"), batch.layout.n_visual, None)
-        stats = time_variants(adapter, batch, variants, self.task.max_new_tokens, spec.warmup, spec.repeats,
-                              seed=spec.seed, budget_scope=spec.budget_scope)
-        peak = peak_memory_mb(adapter, batch, method, self.keep_of, self.task.max_new_tokens, seed=spec.seed,
-                              artefact=self.artefact, budget_scope=spec.budget_scope)
+            variants["full"] = Reduction(build_method("full"), batch.layout.n_visual, seed=spec.seed,
+                                         budget_scope=spec.budget_scope)
+        stats = time_variants(adapter, batch, variants, self.task.max_new_tokens, spec.warmup, spec.repeats)
+        peak = peak_memory_mb(adapter, batch, variants["method"], self.task.max_new_tokens)
         return {"method": stats["method"], "ref": stats.get("full", stats["method"]), "peak_mem_mb": peak}
 
     def row(self, method, budget: Budget, run: MethodRun, ref: MethodRun, timing) -> dict[str, Any]:

@@ -201,13 +201,13 @@ class ModelAdapter:
                             source_dir=self.source if self.source and os.path.isdir(self.source) else None)
 
     @contextlib.contextmanager
-    def reduction(self, method, keep, seed: int = 0, artefact=None, budget_scope: str = "global"):
-        """Install ``method`` at budget ``keep`` (an int, or a function of a batch's visual-token count) on this model
-        instance for the ``with`` block; yields the Router (``None`` for a method without steps, ``full``). Everything
-        is removed on exit."""
+    def reduction(self, reduction):
+        """Install ``reduction`` (a :class:`tokenbench.api.Reduction`: a method at a budget) on this model instance for
+        the ``with`` block; yields the Router (``None`` for a method without steps, ``full``). Everything is removed on
+        exit."""
         from tokenbench.engine.router import Router
 
-        steps = method.steps(self.n_layers)
+        steps = reduction.method.steps(self.n_layers)
         if not steps:
             yield None
             return
@@ -215,8 +215,7 @@ class ModelAdapter:
 
         kinds = {need.kind for step in steps for need in resolve_needs(step, self.provides)}
         with self.pre_llm_signals(kinds) as providers, Router(
-            method, keep, self.decoder_layers(), self.language_model(), seed=seed,
-            artefact=artefact, pre_llm_providers=providers, budget_scope=budget_scope,
+            reduction, self.decoder_layers(), self.language_model(), pre_llm_providers=providers,
         ) as router:
             yield router
 

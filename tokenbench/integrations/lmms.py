@@ -66,6 +66,7 @@ filelock_compat()  # at import: lmms-eval imports this module while it builds it
 # after manifest() and filelock_compat(): lmms-eval imports this module while it builds its model registry
 from lmms_eval.api.model import lmms
 
+from tokenbench.api import Reduction
 from tokenbench.errors import ConfigError
 
 
@@ -182,8 +183,8 @@ class TokenBench(lmms):
             groups.setdefault(s, []).append(i)
         bar = tqdm(total=len(samples), desc=f"tokenbench {self.method.name} keep={self.budget.label()}",
                    disable=self.rank != 0)
-        with self.adapter.reduction(method, keep_of, seed=self.seed, artefact=self.artefact,
-                                    budget_scope=self.budget_scope) as router:
+        with self.adapter.reduction(Reduction(method, keep_of, seed=self.seed, artefact=self.artefact,
+                                              budget_scope=self.budget_scope)) as router:
             for (max_new_tokens, until), idx in groups.items():
                 group = [samples[i] for i in idx]
                 for b in self.adapter.batches(group, self.batch_size):

@@ -36,25 +36,24 @@ def stage_seconds(gen, clock: Clock, router=None) -> dict[str, float]:
     return out
 
 
-def time_variants(adapter, batch, variants: dict[str, tuple], new_tokens: int, warmup: int, repeats: int,
-                  seed: int = 0, budget_scope: str = "global", on_run=None) -> dict[str, dict[str, Stats]]:
-    """Time each variant ``name -> (method, keep, artefact)`` on ``batch`` side by side; Stats per stage.
+def time_variants(adapter, batch, variants: dict, new_tokens: int, warmup: int, repeats: int,
+                  on_run=None) -> dict[str, dict[str, Stats]]:
+    """Time each variant ``name -> Reduction`` on ``batch`` side by side; Stats per stage.
     ``on_run``: see :func:`tokenbench.measure.timing.interleaved`."""
     clock = Clock(adapter.device)
 
-    def runner(method, keep, artefact):
+    def runner(reduction):
         def run_once() -> dict[str, float]:
-            with adapter.reduction(method, keep, seed=seed, artefact=artefact, budget_scope=budget_scope) as router:
+            with adapter.reduction(reduction) as router:
                 gen = adapter.generate(batch, new_tokens, router=router, ignore_eos=True, clock=clock)
                 return stage_seconds(gen, clock, router)
 
         return run_once
 
-    return interleaved({name: runner(*v) for name, v in variants.items()}, warmup, repeats, on_run)
+    return interleaved({name: runner(v) for name, v in variants.items()}, warmup, repeats, on_run)
 
 
-def peak_memory_mb(adapter, batch, method, keep, new_tokens: int, seed: int = 0, artefact=None,
-                   budget_scope: str = "global") -> float | None:
+def peak_memory_mb(adapter, batch, reduction, new_tokens: int) -> float | None:
     """Peak CUDA memory (MiB) of one such generation, weights included; ``None`` on a CPU (no per-run figure)."""
     if not adapter.device.startswith("cuda"):
         return None
@@ -62,7 +61,7 @@ def peak_memory_mb(adapter, batch, method, keep, new_tokens: int, seed: int = 0,
 
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats(adapter.device)
-    with adapter.reduction(method, keep, seed=seed, artefact=artefact, budget_scope=budget_scope) as router:
+    with adapter.reduction(reduction) as router:
         adapter.generate(batch, new_tokens, router=router, ignore_eos=True)
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated(adapter.device) / 2**20
