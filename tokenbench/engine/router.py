@@ -1,7 +1,10 @@
 """Execute a method's plan on one model instance: per-layer gather/scatter, RoPE at original positions, masks, cache.
 
-:class:`Router` is a context manager that replaces ``forward`` on each decoder-layer *instance* (never the class)
-and adds a pre-hook on the language model, and removes all of them on exit. Inside, for the prefill:
+What happens at each layer (where a step runs, its stage and keep, which signals are probed before or after it, the
+visual tokens each layer computes and sees) is :mod:`tokenbench.engine.routing`'s rule, the one ``tokenbench flops``
+predicts; this module executes it. :class:`Router` is a context manager that replaces ``forward`` on each
+decoder-layer *instance* (never the class) and adds a pre-hook on the language model, and removes all of them on
+exit. Inside, for the prefill:
 
 * before layer ``l`` it computes the signals the method declared at ``l`` (attention rows, keys, ...) over the
   tokens the layer would see, then, if ``l`` is a step, calls ``method.select`` and turns the answer into the set
@@ -32,12 +35,13 @@ import torch
 
 from tokenbench.api import Need, Reduction, ReductionContext, Selection, Step, VisualLayout
 from tokenbench.engine import probe
+from tokenbench.engine.routing import LayerRule, check_steps, plan_routing
 from tokenbench.errors import PluginValidationError
 
 
 @dataclass
 class Record:
-    """What the router saw and did during one prefill; the runner turns it into token counts and FLOPs."""
+    """What the router saw and did during one prefill; the harness turns it into token counts and FLOPs."""
 
     visual_per_layer: list[int] = field(default_factory=list)  # visual tokens each LLM layer processed (its queries)
     kv_per_layer: list[int] = field(default_factory=list)  # visual tokens each layer saw as keys/values and cached:
@@ -88,47 +92,10 @@ class Router:
         self.seed, self.artefact, self.budget_scope = reduction.seed, reduction.artefact, reduction.budget_scope
         self.providers = pre_llm_providers or {}
         self.n_layers = len(layers)
-        self._install(tuple(method.steps(self.n_layers)))  # validate the method's declared plan up front
+        check_steps(method, tuple(method.steps(self.n_layers)), self.n_layers)  # the declared plan, checked up front
         self.tokens: Tokens | None = None
         self.record = Record()
         self._handles: list = []
-
-    def _install(self, steps: tuple[Step, ...]) -> None:
-        """Check and adopt a plan: the steps, and the signals to compute before each layer."""
-        method = self.method
-        self.steps: dict[int, Step] = {}
-        for s in steps:
-            if s.layer in self.steps:
-                raise PluginValidationError(f"method {method.name!r} declares two steps at layer {s.layer}")
-            lo = -1 if method.stage == "pre_llm" else 0
-            if method.stage == "pre_llm" and s.stage is not None:
-                raise PluginValidationError(f"method {method.name!r} is pre_llm; its steps cannot override the stage")
-            if not lo <= s.layer < self.n_layers or (method.stage == "pre_llm") != (s.layer == -1):
-                raise PluginValidationError(
-                    f"method {method.name!r} ({method.stage}) declares a step at layer {s.layer}; "
-                    f"valid: {'-1 (before the LLM)' if method.stage == 'pre_llm' else f'0..{self.n_layers - 1}'}"
-                )
-            for need in s.needs:
-                if (need.layer is None) != (s.layer == -1):
-                    raise PluginValidationError(
-                        f"method {method.name!r}: step at layer {s.layer} needs {need}; signals computed before "
-                        "the LLM (visual_embeds, cls_attn) belong to a pre_llm step, layer signals to an LLM step"
-                    )
-                if need.layer is not None and need.layer > s.layer:
-                    raise PluginValidationError(
-                        f"method {method.name!r}: step at layer {s.layer} needs {need}, computed at a later layer"
-                    )
-            if s.skipped_as_kv and self._stage(s) != "route":
-                raise PluginValidationError(f"method {method.name!r}: skipped_as_kv applies to route steps only")
-            self.steps[s.layer] = s
-        self.needs_at: dict[int | None, list[Need]] = {}
-        for s in steps:
-            for need in s.needs:  # a signal several steps read (SparseVLM's layer-0 raters) is computed once
-                if need not in self.needs_at.setdefault(need.layer, []):
-                    self.needs_at[need.layer].append(need)
-
-    def _stage(self, step: Step) -> str:
-        return step.stage or self.method.stage
 
     # -- install / remove ----------------------------------------------------------------------------------------------
     def __enter__(self) -> "Router":
@@ -158,11 +125,13 @@ class Router:
         from tokenbench.measure.timing import Clock
 
         self.record = Record(n_visual=n, clock=Clock(str(tokens.visual.device)))
-        self._install(tuple(self.method.plan(self.keep, n, self.n_layers)))
-        if not self.method.reduces(self.keep, n) or not self.steps:
+        steps = tuple(self.method.plan(self.keep, n, self.n_layers))
+        check_steps(self.method, steps, self.n_layers)
+        self.routing = plan_routing(self.method, self.n_layers, n, self.keep, steps)  # what each layer does
+        if not self.routing.reduces:
             self.tokens = None
-            self.record.visual_per_layer = [n] * self.n_layers
-            self.record.kv_per_layer = [n] * self.n_layers
+            self.record.visual_per_layer = list(self.routing.visual_per_layer)
+            self.record.kv_per_layer = list(self.routing.kv_per_layer)
             return
         self.tokens = tokens
         self.active = torch.arange(n, device=tokens.visual.device).expand(b, n)
@@ -183,7 +152,7 @@ class Router:
         if cache is not None and not hasattr(cache, "logical_length"):
             raise TypeError("a routed model needs tokenbench.engine.cache.LogicalLengthCache (use adapter.generate)")
         self.past_len = cache.logical_length if cache is not None else 0
-        if self.past_len == 0 and -1 in self.steps:
+        if self.past_len == 0 and self.routing.pre_llm is not None:
             kwargs["inputs_embeds"], renumber = self._pre_llm(embeds)
             if renumber:
                 kwargs["position_ids"] = self._renumber(kwargs.get("position_ids"))
@@ -207,7 +176,8 @@ class Router:
 
     def _pre_llm(self, embeds: torch.Tensor) -> torch.Tensor:
         t = self.tokens
-        step = self.steps[-1]
+        rule = self.routing.pre_llm
+        step = rule.step
         if step.alternatives:  # the first need set this model provides; select sees exactly that set
             from dataclasses import replace
 
@@ -223,7 +193,7 @@ class Router:
                 self.record.pre_llm_macs += macs
             else:
                 raise PluginValidationError(f"method {self.method.name!r} needs {need}, which this model does not provide")
-        chosen, out = self._select(step)
+        chosen, out = self._select(rule, step)
         embeds_out, renumber = embeds, False
         if isinstance(out, Selection):
             self.record.pre_llm_macs += out.macs
@@ -257,12 +227,14 @@ class Router:
             gens.append(g)
         return gens
 
-    def _select(self, step: Step) -> tuple[torch.Tensor, object]:
-        """Call the method and check its answer; update ``self.active`` (prune, pre_llm).
+    def _select(self, rule: LayerRule, step: Step | None = None) -> tuple[torch.Tensor, object]:
+        """Call the method for ``rule``'s step (``step``: the pre-LLM step with its need set resolved) and check its
+        answer; update ``self.active`` where the step prunes (prune, pre_llm).
 
         Returns the chosen original visual indices (B, k), ascending, and the method's answer as it came."""
-        want = self.keep if step.keep is None else step.keep
-        text_valid = self._text_query_mask()
+        step = rule.step if step is None else step
+        want = rule.keep
+        text_valid = self.tokens.valid.gather(1, self.tokens.other)  # the non-visual tokens that are not padding
         ctx = ReductionContext(
             layer=step.layer,
             keep=want,
@@ -302,7 +274,7 @@ class Router:
         chosen = self.active.gather(1, order.values)
         self._check_crop_quotas(ctx, order.values, idx.shape[1])
         self.record.selections[step.layer] = chosen
-        if self._stage(step) in ("prune", "pre_llm"):
+        if rule.prunes:
             self.active = chosen
         if isinstance(out, Selection) and (out.embeds is not None or out.features is not None or out.renumber):
             if self.method.stage != "pre_llm":
@@ -325,9 +297,6 @@ class Router:
                     "pair is refused before any compute"
                 )
 
-    def _text_query_mask(self) -> torch.Tensor:
-        return self.tokens.valid.gather(1, self.tokens.other)
-
     # -- the layer wrapper ---------------------------------------------------------------------------------------------
     def _make_forward(self, idx: int, original):
         router = self
@@ -349,25 +318,20 @@ class Router:
         cos, sin = kwargs["position_embeddings"]
         b = hidden.shape[0]
         cos, sin = cos.expand(b, *cos.shape[1:]), sin.expand(b, *sin.shape[1:])
-        step = self.steps.get(idx)
-        keys = self.active  # before this layer's step: a skipped_as_kv step keeps every active token as a key
-        if idx in self.needs_at or step is not None:
+        rule = self.routing.layers[idx]
+        visual = keys = self.active  # before this layer's step: a skipped_as_kv step keeps every active token as a key
+        if rule.probes:
             # signals this layer's own step reads are computed before it; those only later steps read describe the
             # layer as it runs, so they come after its selection (SparseVLM reads layer l's attention to prune after l)
-            now = set(step.needs) if step is not None else set()
             t0 = self._tic()
-            self._compute_needs(idx, layer, hidden, cos, sin, lambda need: need in now)
-            visual = self._select(step)[0] if step is not None else self.active
-            self._compute_needs(idx, layer, hidden, cos, sin, lambda need: need not in now)
+            self._compute_needs(idx, layer, hidden, cos, sin, rule.before)
+            if rule.step is not None:
+                visual = self._select(rule)[0]
+            self._compute_needs(idx, layer, hidden, cos, sin, rule.after)
             self._toc(t0)
-        else:
-            visual = self.active
-        if step is None or not step.skipped_as_kv:
+        if not rule.skipped_as_kv:
             keys = visual
-        self.record.visual_per_layer.append(int(visual.shape[1]))  # the visual tokens the layer computes (queries)
-        self.record.kv_per_layer.append(int(keys.shape[1]))  # the visual tokens it attends to (and caches)
-        self.record.layer_visual.append(visual)
-        self.record.layer_keys.append(keys)
+        self._count(rule, visual, keys)
         sel = torch.cat([t.other, t.visual.gather(1, keys)], dim=1).sort(dim=1).values
         if kwargs.get("use_cache") and self._cache_of(kwargs) is not None:
             self.kv_pos[idx] = sel
@@ -376,29 +340,41 @@ class Router:
             return run_subset(original, hidden, routed, cos, sin, args, kwargs, keys=sel, layer=layer)
         return run_subset(original, hidden, sel, cos, sin, args, kwargs)
 
+    def _count(self, rule: LayerRule, visual: torch.Tensor, keys: torch.Tensor) -> None:
+        """Record the visual tokens layer ``rule.layer`` computes (queries) and attends to (and caches), which are the
+        counts its routing rule predicts (``tokenbench flops`` reports those without running the model)."""
+        computed, seen = int(visual.shape[1]), int(keys.shape[1])
+        if (computed, seen) != (rule.computed, rule.seen):
+            raise RuntimeError(f"layer {rule.layer} computed {computed} visual tokens and saw {seen}; its routing rule "
+                               f"says {rule.computed} and {rule.seen} (tokenbench.engine.routing)")
+        self.record.visual_per_layer.append(computed)
+        self.record.kv_per_layer.append(seen)
+        self.record.layer_visual.append(visual)
+        self.record.layer_keys.append(keys)
+
     def _decode_layer(self, idx, original, hidden, args, kwargs):
         mask = kwargs.get("attention_mask")
         kept = self.kv_pos.get(idx)
-        if kept is not None and isinstance(mask, torch.Tensor) and kept.shape[1] < self.past_len:
-            b = hidden.shape[0]
-            new = torch.arange(self.past_len, self.past_len + hidden.shape[1], device=kept.device).expand(b, -1)
-            cols = torch.cat([kept, new], dim=1)
+        if kept is None:
+            return original(hidden, *args, **kwargs)
+        b = hidden.shape[0]
+        new = torch.arange(self.past_len, self.past_len + hidden.shape[1], device=kept.device).expand(b, -1)
+        cols = torch.cat([kept, new], dim=1)  # this layer's cached positions, then the new tokens'
+        if isinstance(mask, torch.Tensor) and kept.shape[1] < self.past_len:
             mask = mask.expand(b, *mask.shape[1:])
             kwargs = dict(kwargs)
             kwargs["attention_mask"] = mask.gather(3, cols[:, None, None, :].expand(-1, mask.shape[1], mask.shape[2], -1))
-        if kept is not None and kwargs.get("use_cache"):
-            b = hidden.shape[0]
-            new = torch.arange(self.past_len, self.past_len + hidden.shape[1], device=kept.device).expand(b, -1)
-            self.kv_pos[idx] = torch.cat([kept, new], dim=1)
+        if kwargs.get("use_cache"):
+            self.kv_pos[idx] = cols
         return original(hidden, *args, **kwargs)
 
     # -- signals ---------------------------------------------------------------------------------------------------------
-    def _compute_needs(self, idx, layer, hidden, cos, sin, which) -> None:
+    def _compute_needs(self, idx, layer, hidden, cos, sin, needs) -> None:
+        if not needs:
+            return
         t = self.tokens
         vis_pos = t.visual.gather(1, self.active)  # (B, n_active) sequence positions of the active visual tokens
-        for need in self.needs_at.get(idx, ()):
-            if not which(need):
-                continue
+        for need in needs:
             pos = t.other if need.tokens == "text" else vis_pos
             if need.kind == "hidden":
                 value = probe._take(hidden, pos)
@@ -468,7 +444,7 @@ def run_subset(original, hidden, sel, cos, sin, args, kwargs, keys=None, layer=N
                 ~allowed, torch.finfo(hidden.dtype).min)
         kwargs["attention_mask"] = allowed
     if keys is not None:
-        name = _cache_kwarg(layer)
+        name = _cache_kwarg_of(type(layer))
         kwargs[name] = _WithKeysOnly(kwargs.get(name), layer, hidden, sel, keys, cos, sin)
     out = original(probe._take(hidden, sel), *args, **kwargs)
     out_h = out[0] if isinstance(out, tuple) else out
@@ -476,13 +452,10 @@ def run_subset(original, hidden, sel, cos, sin, args, kwargs, keys=None, layer=N
     return (merged, *out[1:]) if isinstance(out, tuple) else merged
 
 
-def _cache_kwarg(layer) -> str:
-    """The decoder layer's name for its cache argument: ``cache`` (transformers 5.24) or ``past_key_values`` (5.17)."""
-    return _cache_kwarg_of(type(layer))
-
-
 @functools.cache
-def _cache_kwarg_of(layer_class) -> str:  # read once per class, not on every routed layer call
+def _cache_kwarg_of(layer_class) -> str:
+    """A decoder layer class's name for its cache argument: ``cache`` (transformers 5.24) or ``past_key_values``
+    (5.17); read once per class, not on every routed layer call."""
     import inspect
 
     return "cache" if "cache" in inspect.signature(layer_class.forward).parameters else "past_key_values"

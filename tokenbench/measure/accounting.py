@@ -8,8 +8,7 @@ scores) plus the matmuls its own ``select`` does (``TokenReducer.select_macs``, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from tokenbench.engine.routing import Routing, plan_routing
 from tokenbench.measure import flops
 
 
@@ -33,7 +32,7 @@ def overhead_by_layer(lm: flops.LMDims, n_text: int, record, method=None) -> dic
 
 
 def kv_counts(record, visual_per_layer: list[int]) -> list[int]:
-    """The visual tokens each layer attended to and cached: the record's ``kv_per_layer`` (a Record or a Plan), else
+    """The visual tokens each layer attended to and cached: the record's ``kv_per_layer`` (a Record or a Routing), else
     what each layer processed."""
     kv = getattr(record, "kv_per_layer", None) if record is not None else None
     return list(kv) if kv else list(visual_per_layer)
@@ -68,59 +67,9 @@ def decode_flops(lm: flops.LMDims, n_text: int, cached_per_layer: list[int], n_s
     return 2 * (sum(layers) + head)
 
 
-@dataclass
-class Plan:
-    """What a method's steps imply for one sample, without running the model (``tokenbench flops``): the same fields
-    the router's Record gives :func:`prefill_count`. Each step keeps its planned count (``Step.keep``, else ``keep``; the
-    router enforces it) and the plan counts no pre-LLM signal cost (adapter-specific, e.g. the CLS row)."""
-
-    visual_per_layer: list[int] = field(default_factory=list)
-    kv_per_layer: list[int] = field(default_factory=list)
-    probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)
-    select_calls: list[tuple[int, int]] = field(default_factory=list)
-    pre_llm_macs: int = 0
-    n_visual: int = 0
-
-
-def plan(method, n_layers: int, n_visual: int, keep: int) -> Plan:
-    """The router's schedule for ``method`` at ``keep``, derived from its steps alone."""
-    out = Plan(n_visual=n_visual)
-    if not method.reduces(keep, n_visual):
-        out.visual_per_layer = [n_visual] * n_layers
-        out.kv_per_layer = [n_visual] * n_layers
-        return out
-    steps = {s.layer: s for s in method.plan(keep, n_visual, n_layers)}
-    needs_at: dict[int, list] = {}
-    for s in steps.values():
-        for need in s.needs:
-            if need not in needs_at.setdefault(need.layer, []):
-                needs_at[need.layer].append(need)
-    active = n_visual
-    if -1 in steps:
-        out.select_calls.append((-1, active))
-        active = keep if steps[-1].keep is None else steps[-1].keep
-    def probe(layer, need):
-        out.probes.append((layer, need.kind, need.queries or need.tokens, active,
-                           active if need.queries == "visual" else 0))
-
-    for layer in range(n_layers):
-        step = steps.get(layer)
-        now = set(step.needs) if step is not None else set()
-        for need in needs_at.get(layer, ()):
-            if need in now:  # the step's own signals before it, the rest after (as the router)
-                probe(layer, need)
-        computed = seen = active
-        if step is not None:
-            out.select_calls.append((layer, active))
-            k = keep if step.keep is None else step.keep
-            if (step.stage or method.stage) == "prune":
-                active = computed = seen = k
-            else:  # route: k go through the layer; with skipped_as_kv every active token stays a key
-                computed = k
-                seen = active if step.skipped_as_kv else k
-        for need in needs_at.get(layer, ()):
-            if need not in now:
-                probe(layer, need)
-        out.visual_per_layer.append(computed)
-        out.kv_per_layer.append(seen)
-    return out
+def plan(method, n_layers: int, n_visual: int, keep: int) -> Routing:
+    """What the router will do for ``method`` at ``keep``, from its steps alone (``tokenbench flops``, the budget
+    conventions): :func:`tokenbench.engine.routing.plan_routing`, the rules the router executes. It has the count
+    fields of the router's Record that :func:`prefill_count` reads; each step keeps its planned count (``Step.keep``,
+    else ``keep``; the router enforces it) and no pre-LLM signal cost is counted (adapter-specific, e.g. the CLS row)."""
+    return plan_routing(method, n_layers, n_visual, keep)
