@@ -218,7 +218,8 @@ def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], N
 
     from tokenbench.measure.accounting import prefill_count
     from tokenbench.api import Prepared, Reduction, build_method
-    from tokenbench.measure.latency import attention_backends, paired, peak_memory_mb, summary, time_variants
+    from tokenbench.measure.latency import time_with_full
+    from tokenbench.results import rows
     from tokenbench.budgets import variant
     from tokenbench.results.provenance import provenance
     from tokenbench.harness.plan import flops_cost, keep_rule
@@ -254,96 +255,34 @@ def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], N
         for budget, keep in zip(spec.budgets, keeps):
             own = keep_rule(method, budget, match, adapter.n_layers, cost_of)(n_visual)
             add(f"{method.name}@{budget.label()}", variant(method, match), own, prep.artefact,
-                {"budget": budget, "budget_keep": keep, "match": match.label, "prepared": prep.info,
+                {"budget": budget, "budget_keep": keep, "match": match, "prepared": prep.info,
                  "warnings": [prep.warning] if prep.warning else []})
     variants = {label: Reduction(c["method"], c["keep"], seed=spec.seed, artefact=c["artefact"])
                 for label, c in cells.items()}
-    stats = time_variants(adapter, batch, variants, spec.new_tokens, spec.warmup, spec.repeats, on_run=progress)
-    peak = {}
-    for label in cells:
-        peak[label] = peak_memory_mb(adapter, batch, variants[label], spec.new_tokens)
-        if cuda:
-            progress(label, "peak memory")
+    timings = time_with_full(adapter, batch, variants, spec.new_tokens, spec.warmup, spec.repeats, on_run=progress,
+                             on_peak=lambda label: progress(label, "peak memory"))
     prov = provenance(spec.device, spec.seed)
     full = cells["full"]
-    rows = []
+    out = []
     for label, c in cells.items():
         method, count = c["method"], c["flops"]
-        budget = c.get("budget")
-        rows.append({
-            "model": adapter.name,
-            "method": method.name,
-            "budget": budget.label() if budget else "all",
-            "budget_kind": method.budget_kind,
-            "match": c.get("match"),  # the budget convention (tokenbench.budgets); None for full
-            "keep": c.get("budget_keep", c["keep"]),
-            "method_keep": c["keep"],  # what the method ran at under the convention
-            "keep_ratio": c.get("budget_keep", c["keep"]) / n_visual,
-            "n_visual": n_visual,
-            "n_text": n_text,
-            "image_size": list(spec.image_size or adapter.typical_size),
-            "llm_layers": adapter.n_layers,
-            "llm_layers_of": total_layers,
-            "tokens_avg_layer": sum(c["per_layer"]) / len(c["per_layer"]),
-            "flops_prefill": count.total_flops,
-            "flops_breakdown": count.as_flops_dict(),
-            "flops_ratio": count.total_flops / full["flops"].total_flops,
-            "predicted_speedup_prefill": full["flops"].total_flops / count.total_flops,
-            **summary(stats[label]),
-            **paired(stats[label], stats["full"]),
-            "decode_tokens": spec.new_tokens,
-            "timing_repeats": stats[label]["prefill"].n,
-            "timing_warmup": spec.warmup,
-            "kv_cache_mb": c["kv"] / 2**20,
-            "peak_mem_mb": peak[label],
-            "device": spec.device,
-            "dtype": spec.dtype,
-            **attention_backends(spec.device, spec.attn_implementation),
-            "weights": "random (normal, initializer_range), built from the shipped config",
-            "params": method.params(),
-            "prepared": c["prepared"],
-            "warnings": c["warnings"],
-            "provenance": prov,
+        keep = c.get("budget_keep", c["keep"])
+        out.append({
+            **rows.identity_fields(method, model=adapter.name, budget=c.get("budget", Budget()),
+                                   convention=c.get("match"), keep=keep, method_keep=c["keep"],
+                                   keep_ratio=keep / n_visual, n_visual=n_visual),
+            **rows.input_fields(n_text=n_text, image_size=list(spec.image_size or adapter.typical_size),
+                                llm_layers=adapter.n_layers, llm_layers_of=total_layers),
+            **rows.flops_fields(count.total_flops, full["flops"].total_flops, count.as_flops_dict(),
+                                tokens_avg_layer=sum(c["per_layer"]) / len(c["per_layer"]), convention=False,
+                                predicted_speedup=True),
+            **rows.timing_fields(timings[label], decode_tokens=spec.new_tokens, kv_cache_bytes=c["kv"],
+                                 warmup=spec.warmup),
+            **rows.setup_fields(method, device=spec.device, dtype=spec.dtype,
+                                attn_implementation=spec.attn_implementation,
+                                weights="random (normal, initializer_range), built from the shipped config"),
+            **rows.provenance_fields(prov),
+            **rows.preparation_fields(c["prepared"], c["warnings"]),
         })
-    return rows
+    return out
 
-
-def format_bench(rows: list[dict]) -> str:
-    """One table per model: FLOPs-predicted beside measured prefill speed-up, then the other stages."""
-    from tabulate import tabulate
-
-    from tokenbench.results.provenance import device_words
-
-    from tokenbench.budgets import keep_cell, note
-
-    def ms(x):
-        return "-" if x is None else f"{x:.2f}"
-
-    out = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        rs = [r for r in rows if r["model"] == model]
-        first = rs[0]
-        truncated = (f", first {first['llm_layers']} of {first['llm_layers_of']} LLM layers"
-                     if first["llm_layers"] != first["llm_layers_of"] else "")
-        out.append(f"model={model} (random weights{truncated}) image={first['image_size'][0]}x{first['image_size'][1]} "
-                   f"visual tokens={first['n_visual']} text tokens={first['n_text']} device={device_words(first)} "
-                   f"dtype={first['dtype']} attn={first['attn_implementation']}; batch 1, {first['decode_tokens']} "
-                   f"tokens decoded, median of {first['timing_repeats']} interleaved rounds after "
-                   f"{first['timing_warmup']} warm-up")
-        out.append(tabulate([(
-            r["method"], keep_cell(r),
-            f"{r['flops_prefill'] / 1e12:.3f}", f"{r['predicted_speedup_prefill']:.2f}", f"{r['speedup_prefill']:.2f}",
-            f"{r['prefill_ms']:.1f} ± {r['prefill_iqr_ms']:.1f}", ms(r["vision_ms"]), ms(r["overhead_ms"]),
-            ms(r["decode_ms"]), "-" if r["speedup_decode"] is None else f"{r['speedup_decode']:.2f}",
-            f"{r['kv_cache_mb']:.1f}", "-" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f}",
-        ) for r in rs], headers=("method", "keep", "prefill TFLOPs", "predicted ×", "measured ×", "prefill ms (IQR)",
-                                 "vision ms", "overhead ms", "decode ms/tok", "decode ×", "KV MB", "peak MB"),
-            tablefmt="github"))
-        out.append("")
-    matches = list(dict.fromkeys(r["match"] for r in rows if r.get("match")))
-    if matches:
-        out.append(note(matches))
-    out.append("predicted ×: full's prefill FLOPs over the method's; measured ×: full's median time to first token over "
-               "the method's, from the same rounds. keep*: a layer-mean budget. The weights are random: what a method keeps "
-               "(and whether it is calibrated, as ALVTS wants for accuracy) does not change its cost, so none is needed.")
-    return "\n".join(out)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tokenbench.api import Reduction, TokenReducer, build_method
 from tokenbench.budgets import Budget
-from tokenbench.results.rows import FLOPS_CONVENTION
+from tokenbench.results.rows import options_of
 
 
 #: how many of full's most likely first tokens the store keeps per sample (all of them for a vocabulary this small)
@@ -242,7 +241,7 @@ class _Context:
             "model": {"name": adapter.name, "source": adapter.source, "revision": adapter.revision,
                       **self.model_fingerprint},
             "dtype": spec.dtype, "device_type": spec.device.split(":")[0], "attn": spec.attn_implementation,
-            "task": {"name": self.task_name, "version": self.task.version, "options": _options_of(self.task)},
+            "task": {"name": self.task_name, "version": self.task.version, "options": options_of(self.task)},
             "method": {"name": method.name, "params": method.params(), "code": _source_digest(type(method)),
                        "artefact": self.artefact_digest},
             "budget": budget.label(), "budget_scope": spec.budget_scope, "seed": spec.seed,
@@ -257,108 +256,50 @@ class _Context:
         return Reduction(method, self.keep_of, seed=self.spec.seed, artefact=self.artefact,
                          budget_scope=self.spec.budget_scope)
 
-    def time(self, method: TokenReducer, budget: Budget) -> dict[str, Any]:
-        """Batch-1 latency on the first sample by the protocol of :mod:`tokenbench.measure.latency` (stages vision, prefill =
-        time to first token, decode per token, end-to-end, method overhead), ``max_new_tokens`` of the task decoded.
+    def time(self, method: TokenReducer, budget: Budget):
+        """Batch-1 latency on the first sample by the protocol of :mod:`tokenbench.measure.latency`
+        (:func:`~tokenbench.measure.latency.time_with_full`), ``max_new_tokens`` of the task decoded: a method is timed
+        interleaved with ``full`` (its speed-ups are ratios of medians from the same rounds); ``full``'s own row is timed
+        alone."""
+        from tokenbench.measure.latency import FULL, time_with_full
 
-        A method is timed interleaved with ``full`` (rotating rounds, same process, same sample), and its speed-ups
-        are ratios of medians from those same rounds; ``full``'s own row is timed alone."""
-        from tokenbench.measure.latency import peak_memory_mb, time_variants
-
-        adapter, spec = self.adapter, self.spec
-        batch = adapter.encode(self.samples[:1])
+        spec = self.spec
+        batch = self.adapter.encode(self.samples[:1])
         variants = {"method": self.reduction(method)}
         if method.name != "full":
-            variants["full"] = Reduction(build_method("full"), batch.layout.n_visual, seed=spec.seed,
-                                         budget_scope=spec.budget_scope)
-        stats = time_variants(adapter, batch, variants, self.task.max_new_tokens, spec.warmup, spec.repeats)
-        peak = peak_memory_mb(adapter, batch, variants["method"], self.task.max_new_tokens)
-        return {"method": stats["method"], "ref": stats.get("full", stats["method"]), "peak_mem_mb": peak}
+            variants[FULL] = Reduction(build_method("full"), batch.layout.n_visual, seed=spec.seed,
+                                       budget_scope=spec.budget_scope)
+        return time_with_full(self.adapter, batch, variants, self.task.max_new_tokens, spec.warmup, spec.repeats,
+                              peak=("method",))["method"]
 
     def row(self, method, budget: Budget, run: MethodRun, ref: MethodRun, timing) -> dict[str, Any]:
+        """The row of ``method`` at ``budget`` (its ``run``, ``full``'s ``ref``, its ``timing``), in the schema of
+        :mod:`tokenbench.results.rows`."""
+        from tokenbench.results import rows
 
-        from tokenbench.measure.latency import attention_backends, paired, summary
-
-        n = len(run.answers)
-        task = self.task
-        metric = task.primary_metric
-        score, ref_score = run.scored.metrics[metric], ref.scored.metrics[metric]
-        binary = all(c in (0.0, 1.0) for c in run.correct)
-        flops = sum(f.total_flops for f in run.flops) / n
-        ref_flops = sum(f.total_flops for f in ref.flops) / n
+        n, spec = len(run.answers), self.spec
         parts = [f.as_flops_dict() for f in run.flops]
-        breakdown = {k: sum(p[k] for p in parts) / n for k in ("vision", "projector", "llm", "lm_head", "overhead")}
-        spec = self.spec
-
-        def mean(values):  # an int when every sample agrees (fixed-size models), else the mean
-            return values[0] if len(set(values)) == 1 else sum(values) / len(values)
-
         return {
-            "method": method.name,
-            "label": method.name,  # the row's name in tables and boards (RunSpec labels variants of one method)
-            "model": self.adapter.name,
-            "task": self.task_name,
-            "budget": budget.label(),
-            "budget_scope": spec.budget_scope,
-            "budget_kind": method.budget_kind,  # kept: tokens left after the reduction; layer_mean: mean per layer
-            "match": None if method.name == "full" else self.match.label,  # the budget convention (tokenbench.budgets): matched, nominal, flops=METHOD
-            "keep": mean(run.keeps),
-            "method_keep": mean(run.method_keeps),  # the budget the method ran at under the convention
-            "keep_ratio": sum(k / v for k, v in zip(run.keeps, run.n_visual)) / n,
-            "n_visual": mean(run.n_visual),
-            "n_samples": n,
-            "metric": metric,  # the task's primary metric: what retention is the ratio of
-            "score": score,
-            "metric_percent": task.percent,  # True: metrics are shares in [0, 1]
-            "metrics": dict(run.scored.metrics),  # the task's official metrics (per category where it has them)
-            "accuracy": run.scored.metrics.get("accuracy", sum(run.correct) / n),
-            "mean_score": sum(run.correct) / n,  # the mean per-sample score (what the retention interval resamples)
-            "retention": score / ref_score if ref_score > 0 else None,
-            "agreement": sum(a == b for a, b in zip(run.answers, ref.answers)) / n,
-            "per_sample_scores": [round(c, 6) for c in run.correct],  # sample order; for paired intervals
-            **({"per_sample_correct": "".join("1" if c else "0" for c in run.correct)} if binary else {}),
-            "sample_ids": [smp.id for smp in self.samples],
-            "n_failed": len(self.failed) + len(run.scored.unparsed),
-            "failed_to_load": dict(self.failed),  # sample id -> why (left out of every method's run)
-            "unparsed": {self.samples[i].id: why for i, why in run.scored.unparsed.items()},  # scored by the task's rule
-            "kl_first_token": sum(run.kl) / n,
-            "tokens_llm_input": sum(v[0] for v in run.visual_per_layer) / n,
-            "tokens_avg_layer": sum(sum(v) / len(v) for v in run.visual_per_layer) / n,
-            "flops_prefill": flops,
-            "flops_ratio": flops / ref_flops,
-            "flops_breakdown": breakdown,
-            "flops_decode": sum(d for d, _ in run.decode_flops) / n,
-            "flops_decode_step": sum(f for _, f in run.decode_flops) / n,
-            "fastv_formula_llm_macs": sum(run.fastv_formula) / n,
-            "flops_convention": FLOPS_CONVENTION,
-            **summary(timing["method"]),
-            "decode_tokens": self.task.max_new_tokens,
-            **paired(timing["method"], timing["ref"]),
-            "timing_repeats": timing["method"]["prefill"].n,
-            "peak_mem_mb": timing["peak_mem_mb"],
-            "kv_cache_mb": run.kv_bytes / 2**20,
-            "device": spec.device,
-            "dtype": spec.dtype,
-            **attention_backends(spec.device, spec.attn_implementation),
-            "batch_size": spec.batch_size,
-            "params": method.params(),
-            "task_version": task.version,
-            "task_options": _options_of(task),
-            "dataset": getattr(task, "dataset_ids", lambda: (task.dataset,))()[0] if not getattr(task, "data", "")
-            else f"local:{os.path.abspath(task.data)}",
-            "model_source": self.adapter.source,
-            "seed": spec.seed,
-            "processes": spec.processes,  # computed the samples (tokenbench.harness.parallel); the timings are one process's
-            "limit": spec.limit,
-            "provenance": self.prov,
-            # where the samples came from: read back from the store, or computed by this run (not a result field)
-            "store": None if self.store is None else {"path": self.store.path, "samples_reused": self.reused,
-                                                      "samples_computed": self.computed},
+            **rows.identity_fields(method, label=method.name, model=self.adapter.name, task=self.task_name,
+                                   budget=budget, budget_scope=spec.budget_scope, convention=self.match,
+                                   keep=rows.common(run.keeps), method_keep=rows.common(run.method_keeps),
+                                   keep_ratio=sum(k / v for k, v in zip(run.keeps, run.n_visual)) / n,
+                                   n_visual=rows.common(run.n_visual), n_samples=n),
+            **rows.quality_fields(self.task, self.samples, self.failed, run, ref),
+            **rows.flops_fields(sum(f.total_flops for f in run.flops) / n, sum(f.total_flops for f in ref.flops) / n,
+                                {k: sum(p[k] for p in parts) / n for k in ("vision", "projector", "llm", "lm_head",
+                                                                           "overhead")},
+                                tokens_llm_input=sum(v[0] for v in run.visual_per_layer) / n,
+                                tokens_avg_layer=sum(sum(v) / len(v) for v in run.visual_per_layer) / n,
+                                decode=sum(d for d, _ in run.decode_flops) / n,
+                                decode_step=sum(f for _, f in run.decode_flops) / n,
+                                fastv_formula=sum(run.fastv_formula) / n),
+            **rows.timing_fields(timing, decode_tokens=self.task.max_new_tokens, kv_cache_bytes=run.kv_bytes),
+            **rows.setup_fields(method, device=spec.device, dtype=spec.dtype,
+                                attn_implementation=spec.attn_implementation, batch_size=spec.batch_size),
+            **rows.provenance_fields(self.prov, task=self.task, model_source=self.adapter.source, seed=spec.seed,
+                                     processes=spec.processes, limit=spec.limit,
+                                     store=None if self.store is None else {
+                                         "path": self.store.path, "samples_reused": self.reused,
+                                         "samples_computed": self.computed}),
         }
-
-
-def _options_of(task) -> dict[str, Any]:
-    """The task's options as they were resolved (its dataclass fields), for the rows."""
-    if not dataclasses.is_dataclass(task):
-        return {}
-    return {f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.init}

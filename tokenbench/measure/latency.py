@@ -13,15 +13,49 @@ input to the projector's output, by hooks), the first token and the end. Its sta
 
 Variants run interleaved (:func:`tokenbench.measure.timing.interleaved`): warm-up rounds, then rounds in a rotating order;
 every stage is reported as median and IQR over the rounds. Peak memory is a separate run after the timed ones.
+:func:`time_with_full` is the whole protocol, the one both commands call: a method is timed beside ``full`` and its
+speed-ups are ratios of medians from those same rounds.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 from tokenbench.measure.timing import Clock, Stats, interleaved
 
 STAGES = ("vision", "prefill", "decode", "e2e", "overhead")
+
+#: the variant every other is paired with
+FULL = "full"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One variant's figures by the protocol: its stages, ``full``'s from the same rounds (its own where it ran without
+    ``full``, or is ``full``) and its peak memory (None where not measured)."""
+
+    stats: dict[str, Stats]
+    full: dict[str, Stats]
+    peak_mem_mb: float | None
+
+
+def time_with_full(adapter, batch, variants: dict, new_tokens: int, warmup: int, repeats: int,
+                   peak: Iterable[str] | None = None, on_run: Callable[[str, str], None] | None = None,
+                   on_peak: Callable[[str], None] | None = None) -> dict[str, Timing]:
+    """Time ``variants`` (``name -> Reduction``; the one named :data:`FULL` is what the others are paired with)
+    interleaved on ``batch``, then measure the peak memory of those named in ``peak`` (default: every one), one after
+    another. ``on_run``: see :func:`tokenbench.measure.timing.interleaved`; ``on_peak(name)``: told of every peak
+    measured (on CUDA only: elsewhere there is no per-run figure)."""
+    stats = time_variants(adapter, batch, variants, new_tokens, warmup, repeats, on_run=on_run)
+    wanted = set(variants if peak is None else peak)
+    out = {}
+    for name, reduction in variants.items():
+        mb = peak_memory_mb(adapter, batch, reduction, new_tokens) if name in wanted else None
+        if mb is not None and on_peak:
+            on_peak(name)
+        out[name] = Timing(stats[name], stats.get(FULL, stats[name]), mb)
+    return out
 
 
 def stage_seconds(gen, clock: Clock, router=None) -> dict[str, float]:
