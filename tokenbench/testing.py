@@ -204,10 +204,7 @@ def write_task_data(dataset, directory: str, forms=("save_to_disk", "parquet", "
     ``save_to_disk``: a directory written by ``save_to_disk``; ``parquet``: one parquet file (images embedded);
     ``jsonl``: ``data.jsonl`` with every image (single or in a list) replaced by a path relative to it, the images in
     ``images/``."""
-    import json
     import os
-
-    import datasets
 
     os.makedirs(directory, exist_ok=True)
     out = {}
@@ -218,45 +215,64 @@ def write_task_data(dataset, directory: str, forms=("save_to_disk", "parquet", "
         out["parquet"] = os.path.join(directory, "data.parquet")
         dataset.to_parquet(out["parquet"])
     if "hub" in forms:
-        root = out["hub"] = os.path.join(directory, "hub")
-        name = config or "default"
-        folder = "data" if config is None else config
-        os.makedirs(os.path.join(root, folder), exist_ok=True)
-        os.makedirs(os.path.join(root, "Other"), exist_ok=True)
-        dataset.to_parquet(os.path.join(root, folder, f"{split}-00000-of-00001.parquet"))
-        dataset.select(range(1)).to_parquet(os.path.join(root, "Other", "extra-00000-of-00001.parquet"))
-        with open(os.path.join(root, "README.md"), "w") as fh:
-            fh.write(f"---\nconfigs:\n- config_name: {name}\n  data_files:\n  - split: {split}\n    path: {folder}/{split}-*\n"
-                     "- config_name: Other\n  data_files:\n  - split: extra\n    path: Other/extra-*\n---\n")
+        out["hub"] = _write_hub_copy(dataset, os.path.join(directory, "hub"), config, split)
     if "jsonl" in forms:
-        def raw_feature(f):  # images as {"bytes", "path"}, in lists too
-            if isinstance(f, datasets.Image):
-                return datasets.Image(decode=False)
-            if isinstance(f, (datasets.Sequence, datasets.List)) and isinstance(f.feature, datasets.Image):
-                return type(f)(datasets.Image(decode=False))
-            return f
-
-        raw = dataset.cast(datasets.Features({k: raw_feature(f) for k, f in dataset.features.items()}))
-        images = [k for k, f in raw.features.items() if raw_feature(f) is not f or f != dataset.features[k]]
-        os.makedirs(os.path.join(directory, "images"), exist_ok=True)
-        out["jsonl"] = os.path.join(directory, "data.jsonl")
-
-        def save(cell, name):
-            if cell is None:
-                return None
-            rel = os.path.join("images", name)
-            with open(os.path.join(directory, rel), "wb") as img:
-                img.write(cell["bytes"])
-            return rel
-
-        with open(out["jsonl"], "w") as fh:
-            for i, row in enumerate(raw):
-                for k in images:
-                    cell = row[k]
-                    row[k] = ([save(c, f"{i}-{k}-{j}.png") for j, c in enumerate(cell)] if isinstance(cell, list)
-                              else save(cell, f"{i}-{k}.png"))
-                fh.write(json.dumps(row, default=str) + "\n")
+        out["jsonl"] = _write_jsonl(dataset, directory)
     return out
+
+
+def _write_hub_copy(dataset, root: str, config: str | None, split: str) -> str:
+    """:func:`write_task_data`'s ``hub`` form under ``root``; returns ``root``."""
+    import os
+
+    name = config or "default"
+    folder = "data" if config is None else config
+    os.makedirs(os.path.join(root, folder), exist_ok=True)
+    os.makedirs(os.path.join(root, "Other"), exist_ok=True)
+    dataset.to_parquet(os.path.join(root, folder, f"{split}-00000-of-00001.parquet"))
+    dataset.select(range(1)).to_parquet(os.path.join(root, "Other", "extra-00000-of-00001.parquet"))
+    with open(os.path.join(root, "README.md"), "w") as fh:
+        fh.write(f"---\nconfigs:\n- config_name: {name}\n  data_files:\n  - split: {split}\n    path: {folder}/{split}-*\n"
+                 "- config_name: Other\n  data_files:\n  - split: extra\n    path: Other/extra-*\n---\n")
+    return root
+
+
+def _write_jsonl(dataset, directory: str) -> str:
+    """:func:`write_task_data`'s ``jsonl`` form: ``directory/data.jsonl``, its images in ``directory/images/``; returns
+    the jsonl's path."""
+    import json
+    import os
+
+    import datasets
+
+    def raw_feature(f):  # images as {"bytes", "path"}, in lists too
+        if isinstance(f, datasets.Image):
+            return datasets.Image(decode=False)
+        if isinstance(f, (datasets.Sequence, datasets.List)) and isinstance(f.feature, datasets.Image):
+            return type(f)(datasets.Image(decode=False))
+        return f
+
+    raw = dataset.cast(datasets.Features({k: raw_feature(f) for k, f in dataset.features.items()}))
+    images = [k for k, f in raw.features.items() if raw_feature(f) is not f or f != dataset.features[k]]
+    os.makedirs(os.path.join(directory, "images"), exist_ok=True)
+    path = os.path.join(directory, "data.jsonl")
+
+    def save(cell, name):
+        if cell is None:
+            return None
+        rel = os.path.join("images", name)
+        with open(os.path.join(directory, rel), "wb") as img:
+            img.write(cell["bytes"])
+        return rel
+
+    with open(path, "w") as fh:
+        for i, row in enumerate(raw):
+            for k in images:
+                cell = row[k]
+                row[k] = ([save(c, f"{i}-{k}-{j}.png") for j, c in enumerate(cell)] if isinstance(cell, list)
+                          else save(cell, f"{i}-{k}.png"))
+            fh.write(json.dumps(row, default=str) + "\n")
+    return path
 
 
 def fixture_image(seed: int, size: tuple[int, int] = (64, 48)):

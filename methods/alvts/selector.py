@@ -99,55 +99,69 @@ def received_attention(q: torch.Tensor, k: torch.Tensor, inp, causal: bool = Tru
     inplace = not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))  # calibration needs autograd
     q = (q.float() * inp.scaling).view(b, k.shape[1], groups, n_tok, hd)  # GQA: each KV head serves `groups` q heads
     kt = k.float().transpose(-1, -2)  # (B, Hkv, hd, T)
-    # row weights: 1/N on the visual rows (group 0), 1/#valid on the valid text rows (group 1)
-    weights = torch.zeros(b, 2, n_tok, dtype=torch.float32, device=q.device)
-    weights[:, 0].scatter_(1, inp.visual, 1.0 / max(1, inp.visual.shape[1]))
-    text_valid = inp.valid.gather(1, inp.text).float()
-    weights[:, 1].scatter_(1, inp.text, text_valid / text_valid.sum(dim=1, keepdim=True).clamp_min(1.0))
+    weights = _row_weights(inp, b, n_tok, q.device)
     padded = not bool(inp.valid.all())
-    cols = []
-    for r0, r1, n_keys in row_blocks(n_tok, n_heads, causal):
-        rows = r1 - r0
-        future = torch.ones(rows, rows, dtype=torch.bool, device=q.device).triu(1) if causal else None
-        pad = ~inp.valid[:, None, None, :n_keys] if padded else None
-
-        def hide(t: torch.Tensor, value: float) -> torch.Tensor:
-            """``t`` with the block's masked keys set to ``value``: those after each row (only the block's own square
-            has them) and padding."""
-            if causal:
-                square = t[..., r0:r1]
-                if inplace:
-                    square.masked_fill_(future, value)
-                else:
-                    t = torch.cat([t[..., :r0], square.masked_fill(future, value)], dim=-1)
-            if padded:
-                t = t.masked_fill_(pad, value) if inplace else t.masked_fill(pad, value)
-            return t
-
-        logits = torch.matmul(q[:, :, :, r0:r1].reshape(b, k.shape[1], groups * rows, hd), kt[..., :n_keys])
-        logits = hide(logits.view(b, n_heads, rows, n_keys), torch.finfo(torch.float32).min)
-        peak = logits.amax(dim=-1, keepdim=True)
-        # exp of a value far below the row's peak is 0 to float precision but takes x86's slow underflow path (10-30x
-        # slower per element), and most of a causal block is far below or masked: clamp at -80 (exp = 1.8e-35, a
-        # normal float), then zero the masked keys again, so they receive exactly nothing
-        if inplace:
-            probs = logits.sub_(peak).clamp_(min=EXP_FLOOR).exp_()
-        else:
-            probs = (logits - peak).clamp(min=EXP_FLOOR).exp()
-        probs = hide(probs, 0.0)
-        # (B, H, rows, 1): each row's softmax denominator (0 for a padding row that sees no key; it carries no weight)
-        total = probs.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-        w = weights[:, :, r0:r1]  # (B, 2, rows)
-        if pooling == "mean":  # sum over heads of w_j p_hji = sum_h (w_j / total_hj) e_hji, one batched matmul
-            col = torch.matmul(w[:, None] / total.transpose(-1, -2), probs).sum(dim=1)
-        else:  # max over heads of the probabilities, then the rows' weighted sum
-            col = torch.matmul(w, (probs / total).amax(dim=1))
-        cols.append(torch.nn.functional.pad(col, (0, n_tok - n_keys)))
+    cols = [_block_columns(q, kt, weights, inp, block, causal, padded, inplace, pooling)
+            for block in row_blocks(n_tok, n_heads, causal)]
     col = torch.stack(cols).sum(dim=0) if len(cols) > 1 else cols[0]  # (B, 2, T)
     if pooling == "mean":
         col = col / n_heads
     col = col.gather(2, inp.visual[:, None, :].expand(-1, 2, -1))
     return col[:, 0], col[:, 1]
+
+
+def _row_weights(inp, b: int, n_tok: int, device) -> torch.Tensor:
+    """(B, 2, T) query-row weights: 1/N on the visual rows (group 0), 1/#valid on the valid text rows (group 1)."""
+    weights = torch.zeros(b, 2, n_tok, dtype=torch.float32, device=device)
+    weights[:, 0].scatter_(1, inp.visual, 1.0 / max(1, inp.visual.shape[1]))
+    text_valid = inp.valid.gather(1, inp.text).float()
+    weights[:, 1].scatter_(1, inp.text, text_valid / text_valid.sum(dim=1, keepdim=True).clamp_min(1.0))
+    return weights
+
+
+def _block_columns(q: torch.Tensor, kt: torch.Tensor, weights: torch.Tensor, inp, block: tuple[int, int, int],
+                   causal: bool, padded: bool, inplace: bool, pooling: str) -> torch.Tensor:
+    """One row block's share (B, 2, T) of :func:`received_attention`'s column sums, before the mean's division by
+    the heads: ``block`` = (first row, end row, keys the rows may see); ``q`` (B, Hkv, groups, T, hd) scaled float32
+    queries, ``kt`` (B, Hkv, hd, T) float32 keys, ``weights`` from :func:`_row_weights`."""
+    r0, r1, n_keys = block
+    b, n_kv, groups, n_tok, hd = q.shape
+    rows = r1 - r0
+    future = torch.ones(rows, rows, dtype=torch.bool, device=q.device).triu(1) if causal else None
+    pad = ~inp.valid[:, None, None, :n_keys] if padded else None
+
+    def hide(t: torch.Tensor, value: float) -> torch.Tensor:
+        """``t`` with the block's masked keys set to ``value``: those after each row (only the block's own square
+        has them) and padding."""
+        if causal:
+            square = t[..., r0:r1]
+            if inplace:
+                square.masked_fill_(future, value)
+            else:
+                t = torch.cat([t[..., :r0], square.masked_fill(future, value)], dim=-1)
+        if padded:
+            t = t.masked_fill_(pad, value) if inplace else t.masked_fill(pad, value)
+        return t
+
+    logits = torch.matmul(q[:, :, :, r0:r1].reshape(b, n_kv, groups * rows, hd), kt[..., :n_keys])
+    logits = hide(logits.view(b, n_kv * groups, rows, n_keys), torch.finfo(torch.float32).min)
+    peak = logits.amax(dim=-1, keepdim=True)
+    # exp of a value far below the row's peak is 0 to float precision but takes x86's slow underflow path (10-30x
+    # slower per element), and most of a causal block is far below or masked: clamp at -80 (exp = 1.8e-35, a
+    # normal float), then zero the masked keys again, so they receive exactly nothing
+    if inplace:
+        probs = logits.sub_(peak).clamp_(min=EXP_FLOOR).exp_()
+    else:
+        probs = (logits - peak).clamp(min=EXP_FLOOR).exp()
+    probs = hide(probs, 0.0)
+    # (B, H, rows, 1): each row's softmax denominator (0 for a padding row that sees no key; it carries no weight)
+    total = probs.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    w = weights[:, :, r0:r1]  # (B, 2, rows)
+    if pooling == "mean":  # sum over heads of w_j p_hji = sum_h (w_j / total_hj) e_hji, one batched matmul
+        col = torch.matmul(w[:, None] / total.transpose(-1, -2), probs).sum(dim=1)
+    else:  # max over heads of the probabilities, then the rows' weighted sum
+        col = torch.matmul(w, (probs / total).amax(dim=1))
+    return torch.nn.functional.pad(col, (0, n_tok - n_keys))
 
 
 def _rotated(inp, q: torch.Tensor, k: torch.Tensor, rope: bool) -> tuple[torch.Tensor, torch.Tensor]:
