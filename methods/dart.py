@@ -2,7 +2,7 @@
 EMNLP 2025, arXiv:2502.11494; official code ZichenWen1/DART, ``llava/model/language_model/modeling_llama_self.py``,
 class ``DART``, ``get_retained_image_token``; read from the copy in Chenfei-Liao/VTC-Bench ``external/DART``).
 
-Rule, before decoder layer K (default 2 of 32 layers, placed at other depths by ``tokenbench.contract.schedule.at_depth``):
+Rule, before decoder layer K (default 2 of 32 layers, placed at other depths by ``tokenbench.api.at_depth``):
 
 1. pivots: the ``pivot_image`` image tokens and the ``pivot_text`` text tokens with the largest **L1 norm of their
    key** at layer K-1 (after RoPE, all heads); text candidates are the tokens after the image only (the question and
@@ -32,8 +32,7 @@ the global scope (the default) the rule is exactly the one above.
 
 from dataclasses import dataclass
 
-from tokenbench.api import Need, Step, TokenReducer, register_method, split_budget
-from tokenbench.contract.schedule import layer_at_depth
+from tokenbench.api import Need, Step, TokenReducer, layer_at_depth, register_method, split_budget
 
 
 @register_method("dart")

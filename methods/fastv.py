@@ -7,15 +7,14 @@ dropped for good), with their **original position ids**. The paper's prose descr
 received from all tokens; the released code uses the last token, and so do we.
 
 Budget: the harness's ``keep`` (FastV's R is 1 - keep/N). Defaults: K=2 (the paper's default, for 32 layers; other
-depths place it by :func:`tokenbench.contract.schedule.at_depth`, the rule every method shares: 1 at 12 layers, 2 at 28).
+depths place it by :func:`tokenbench.api.at_depth`, the rule every method shares: 1 at 12 layers, 2 at 28).
 The attention row is recomputed for that one query (norm, q/k projections, RoPE) instead of switching the model to
 eager attention; its cost is counted as method overhead.
 """
 
 from dataclasses import dataclass
 
-from tokenbench.api import Need, Step, TokenReducer, register_method
-from tokenbench.contract.schedule import layer_at_depth
+from tokenbench.api import Need, Step, TokenReducer, layer_at_depth, register_method
 
 
 @register_method("fastv")

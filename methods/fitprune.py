@@ -24,7 +24,7 @@ and before layer l + 1 (here) give the same outputs; here layer l's MLP also run
 from dataclasses import dataclass
 from itertools import accumulate
 
-from tokenbench.api import Need, Step, TokenReducer, register_method
+from tokenbench.api import Need, Step, TokenReducer, fit_schedule, register_method
 
 #: official delete_scheme (tokens deleted at each of the 32 layers of LLaVA-1.5-7B, of 576), by FLOPs reduction
 DELETE_SCHEMES = {
@@ -73,15 +73,13 @@ class FitPrune(TokenReducer):
         return tuple(Step(layer + 1, needs=self._needs(layer)) for layer in range(n_layers - 1))
 
     def plan(self, keep, n_visual, n_layers):
-        from tokenbench.contract import schedule
-
         def family(x: float):  # x = 1 - FLOPs reduction: the layer mean grows with it
             shares = remaining_after(1 - x)
             # model layer j sits where reference layer (j + 1) * 32 / L - 1 does
             counts = [round(n_visual * shares[round((j + 1) * 32 / n_layers) - 1]) for j in range(n_layers - 1)]
             return [(j + 1, c) for j, c in enumerate(counts)]
 
-        stages = schedule.fit(family, keep, n_visual, n_layers)
+        stages = fit_schedule(family, keep, n_visual, n_layers)
         out, current = [], n_visual
         for layer, count in stages:
             if count < current:  # a step only where the schedule deletes

@@ -29,7 +29,7 @@ token's original position id (as FastV, DART, VTW and SparseVLM v2 do), so all i
 
 from dataclasses import dataclass, replace
 
-from tokenbench.api import Need, Step, TokenReducer, register_method
+from tokenbench.api import Need, Step, TokenReducer, at_depth, fit_schedule, layer_mean, register_method
 
 
 @register_method("pdrop")
@@ -64,8 +64,6 @@ class PyramidDrop(TokenReducer):
     def _layers(self, n_layers: int) -> tuple[int, ...]:
         if self.layers is not None:
             return tuple(self.layers)
-        from tokenbench.contract.schedule import at_depth
-
         return at_depth((8, 16, 24), n_layers, option="pdrop.layers")
 
     def steps(self, n_layers):
@@ -73,8 +71,6 @@ class PyramidDrop(TokenReducer):
                      for layer in self._layers(n_layers))
 
     def plan(self, keep, n_visual, n_layers):
-        from tokenbench.contract import schedule
-
         layers = self._layers(n_layers)
         if not self.fit_budget:
             stages = _stages(layers, n_visual, self.lam)
@@ -84,10 +80,10 @@ class PyramidDrop(TokenReducer):
         else:
             if self.layers is None:  # move the pyramid earlier until lambda >= lam meets the budget (or layer 0)
                 first = layers[0]
-                while first > 0 and schedule.layer_mean(n_visual, n_layers, _stages(layers, n_visual, self.lam)) > keep:
+                while first > 0 and layer_mean(n_visual, n_layers, _stages(layers, n_visual, self.lam)) > keep:
                     first -= 1
                     layers = _spaced(first, len(layers), n_layers)
-            stages = schedule.fit(lambda lam: _stages(layers, n_visual, lam), keep, n_visual, n_layers)
+            stages = fit_schedule(lambda lam: _stages(layers, n_visual, lam), keep, n_visual, n_layers)
         return tuple(Step(layer, needs=(Need("attn", layer=layer, queries="last"),), keep=count)
                      for layer, count in stages)
 

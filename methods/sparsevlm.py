@@ -32,8 +32,7 @@ v_token_num - 1))``): a count that reaches the tokens left still drops one.
 
 from dataclasses import dataclass, replace
 
-from tokenbench.api import Need, Step, TokenReducer, register_method
-from tokenbench.contract.schedule import REFERENCE_DEPTH
+from tokenbench.api import REFERENCE_DEPTH, Need, Step, TokenReducer, at_depth, fit_schedule, register_method
 
 #: official v2 per-stage counts (score.py), for LLaVA-1.5's 576 visual tokens, keyed by the nominal budget
 V2_COUNTS = {64: (66, 34, 20), 96: (246, 54, 28), 128: (238, 108, 60), 192: (300, 200, 118)}
@@ -87,9 +86,7 @@ class SparseVLM(TokenReducer):
 
     def _pruned(self, n_layers: int) -> tuple[int, ...]:
         """The pruning layers for this depth, each < n_layers - 1: pruning layer l's output takes effect before layer
-        l + 1, and that layer is placed by the rule every method shares (:func:`tokenbench.contract.schedule.at_depth`)."""
-        from tokenbench.contract.schedule import at_depth
-
+        l + 1, and that layer is placed by the rule every method shares (:func:`tokenbench.api.at_depth`)."""
         return tuple(x - 1 for x in at_depth(tuple(x + 1 for x in self.layers), n_layers, option="sparsevlm.layers"))
 
     @staticmethod
@@ -106,8 +103,6 @@ class SparseVLM(TokenReducer):
         return self._steps(self._pruned(n_layers))
 
     def plan(self, keep, n_visual, n_layers):
-        from tokenbench.contract import schedule
-
         pruned = self._pruned(n_layers)
         if self.counts is not None:
             if self.counts[0] > n_visual:
@@ -128,7 +123,7 @@ class SparseVLM(TokenReducer):
         def family(c: float):
             return list(zip(steps_at, capped([round(c * f * n_visual) for f in shape], n_visual)))
 
-        stages = schedule.fit(family, keep, n_visual, n_layers, hi=1 / min(shape))
+        stages = fit_schedule(family, keep, n_visual, n_layers, hi=1 / min(shape))
         return self._steps(pruned, [count for _, count in stages])
 
     def reduces(self, keep, n_visual):

@@ -57,7 +57,7 @@ Deviations, stated:
 
 from dataclasses import dataclass
 
-from tokenbench.api import Need, Selection, Step, TokenReducer, register_method
+from tokenbench.api import Need, Selection, Step, TokenReducer, register_method, split_budget
 
 CLS_NEEDS = (Need("cls_attn"), Need("vision_keys"), Need("vision_features"))
 RECEIVED_NEEDS = (Need("vision_received"), Need("vision_keys"), Need("visual_embeds"))  # Qwen2.5-VL's variant
@@ -117,8 +117,6 @@ class VisionZip(TokenReducer):
         """LLaVA-NeXT: the rule inside each region on its share of the budget; every kept token at a slot of the
         model's own layout (dominant tokens at theirs, each contextual token at its target's), original positions."""
         import torch
-
-        from tokenbench.api import split_budget
 
         cls_attn = ctx.signal(Need("cls_attn")).float().sum(dim=1)  # (B, N) summed over heads
         keys = ctx.signal(Need("vision_keys")).float().mean(dim=1)  # (B, N, hd) averaged over heads

@@ -13,15 +13,20 @@ tokens (24 x 24 patches, CLS dropped by the "default" feature strategy), which s
 
 from __future__ import annotations
 
+import contextlib
 import os
+from functools import partial
 
-from tokenbench.hf.adapter import Batch, ModelAdapter
-from tokenbench.contract.task import as_pil
-from tokenbench.api import Region, VisualLayout, register_model
+from tokenbench.api import Batch, Region, VisualLayout, as_pil, register_model
+from tokenbench.hf.adapter import ModelAdapter
+from tokenbench.measure.flops import mlp_projector_macs
+from tokenbench.models.clip import ClipLayerSignals, llava_encoder_macs
+from tokenbench.models.tiny import TinyVariant
 
 
 class LlavaAdapter(ModelAdapter):
     family = "llava"
+    lmms_eval_model = "llava_hf"
     model_types = ("llava",)
     default_source = "llava-hf/llava-1.5-7b-hf"
     provides = ModelAdapter.provides | {"cls_attn", "vision_keys", "vision_features"}
@@ -85,88 +90,21 @@ class LlavaAdapter(ModelAdapter):
 
     def pre_llm_signals(self, kinds):
         """Signals of the CLIP layer whose output feeds the projector (``vision_feature_layer``, -2 for LLaVA-1.5),
-        recomputed from that layer's input by hooks, with their cost: ``cls_attn`` (the CLS query's attention row to
-        the patches), ``vision_keys`` (the patches' keys per head), ``vision_features`` (the layer's output, CLS first:
-        what the projector reads) and ``project`` (the projector, for merged features). The tower runs once per image
-        here; an adapter whose tower runs on several crops per image maps each pass's rows onto the visual tokens in
-        :meth:`_token_map` (LLaVA-NeXT)."""
-        import contextlib
-
-        import torch
-
-        wanted = set(kinds) & {"cls_attn", "vision_keys", "vision_features"}
+        recomputed from that layer's input by hooks, with their cost (:class:`~tokenbench.models.clip.ClipLayerSignals`):
+        ``cls_attn``, ``vision_keys``, ``vision_features`` and ``project`` (the projector, for merged features). The
+        tower runs once per image here; an adapter whose tower runs on several crops per image maps each pass's rows
+        onto the visual tokens in :meth:`_token_map` (LLaVA-NeXT)."""
+        wanted = set(kinds) & ClipLayerSignals.KINDS
         if not wanted:
             return contextlib.nullcontext({})
+        layer = self.model.model.vision_tower.encoder.layers[self.model.config.vision_feature_layer]
+        return ClipLayerSignals(layer, wanted, self._project, self._token_map, self._signal_hooks).installed()
+
+    def _project(self, features):
+        """The projector on vision features, and its MACs."""
         cfg = self.model.config
-        layer = self.model.model.vision_tower.encoder.layers[cfg.vision_feature_layer]
-        attn = layer.self_attn
-        captured: dict = {}
-
-        def before(module, args, kwargs):
-            if wanted & {"cls_attn", "vision_keys"}:
-                x = module.layer_norm1(args[0] if args else kwargs["hidden_states"])
-                b, n, d = x.shape
-                k = attn.k_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)  # (B, heads, 1 + N, hd)
-                captured["keys"] = (k[:, :, 1:], n * d * d)
-                if "cls_attn" in wanted:
-                    # one sample at a time: a (B, 1, d) projection and a (B, h, 1, hd) matmul round differently
-                    # from B = 1 on CPU, so a batch would rank near-equal CLS rows differently (VisPruner)
-                    q = torch.cat([attn.q_proj(x[i:i + 1, :1]) for i in range(b)]).view(b, 1, -1, attn.head_dim)
-                    q = q.transpose(1, 2)
-                    probs = torch.cat([torch.matmul(q[i:i + 1].float(), k[i:i + 1].float().transpose(-1, -2))
-                                       for i in range(b)]).mul(attn.scale).softmax(dim=-1)
-                    captured["cls"] = (probs[:, :, 0, 1:], d * d + n * d)  # CLS query -> patch keys, (B, heads, N)
-
-        def after(module, args, kwargs, output):
-            captured["features"] = output[0] if isinstance(output, tuple) else output  # (B, 1 + N, Dv), CLS first
-
-        def project(features):
-            from tokenbench.measure.flops import mlp_projector_macs
-
-            dims = (cfg.vision_config.hidden_size, cfg.text_config.hidden_size, cfg.text_config.hidden_size)
-            return self.model.model.multi_modal_projector(features), mlp_projector_macs(dims, features.shape[1])
-
-        def mapped(value, macs, features=False):
-            """A pass-by-pass signal on the visual tokens, and its MACs for one image (all of its passes)."""
-            runs = value.shape[0]
-            src = self._token_map(captured, runs)  # (B, N) or None: one pass per image, patches in order
-            if src is None:
-                return value, macs
-            b = src.shape[0]
-            per = value.view(b, runs // b, *value.shape[1:])
-            if features:  # (B, passes, 1 + P, Dv): every pass's CLS row first, then the patches
-                patches = per[:, :, 1:].flatten(1, 2)
-                rows = patches.gather(1, src[..., None].expand(-1, -1, patches.shape[-1]).to(patches.device))
-                return torch.cat([per[:, :, 0], rows], dim=1), macs * (runs // b)
-            grid = per.movedim(1, 2).flatten(2, 3)  # (B, heads, passes * P, ...)
-            index = src.to(grid.device).view(b, 1, -1, *([1] * (grid.dim() - 3))).expand(
-                -1, grid.shape[1], -1, *grid.shape[3:])
-            return grid.gather(2, index), macs * (runs // b)
-
-        def keys_once():  # the keys' projection is counted once, whichever signal reads it first
-            value, macs = captured["keys"]
-            captured["keys"] = (value, 0)
-            return mapped(value, macs)
-
-        def cls_attn():
-            value, macs = mapped(*captured["cls"])
-            _, k_macs = keys_once()
-            return value, macs + k_macs
-
-        def features():
-            return mapped(captured["features"], 0, features=True)
-
-        @contextlib.contextmanager
-        def installed():
-            handles = [layer.register_forward_pre_hook(before, with_kwargs=True),
-                       layer.register_forward_hook(after, with_kwargs=True), *self._signal_hooks(captured)]
-            try:
-                yield {"cls_attn": cls_attn, "vision_keys": keys_once, "vision_features": features, "project": project}
-            finally:
-                for h in handles:
-                    h.remove()
-
-        return installed()
+        dims = (cfg.vision_config.hidden_size, cfg.text_config.hidden_size, cfg.text_config.hidden_size)
+        return self.model.model.multi_modal_projector(features), mlp_projector_macs(dims, features.shape[1])
 
     def _signal_hooks(self, captured: dict) -> list:
         """Extra hooks :meth:`_token_map` needs (LLaVA-NeXT records each image's size); none here."""
@@ -180,12 +118,7 @@ class LlavaAdapter(ModelAdapter):
 
     def encoder_macs(self, size=None) -> dict[str, int]:
         """CLIP tower (every layer runs, CLS included) and the 2-layer MLP projector on the patch tokens."""
-        from tokenbench.measure.flops import VisionDims, clip_vision_macs, mlp_projector_macs
-
-        cfg = self.config
-        vision = VisionDims.from_config(cfg.vision_config)
-        dims = (cfg.vision_config.hidden_size, cfg.text_config.hidden_size, cfg.text_config.hidden_size)
-        return {"vision": clip_vision_macs(vision), "projector": mlp_projector_macs(dims, vision.n_patches)}
+        return llava_encoder_macs(self.config)
 
 
 @register_model("llava")
@@ -230,21 +163,11 @@ SIZES = {
 }
 
 
-class TinyLlavaAdapter(LlavaAdapter):
+class TinyLlavaAdapter(TinyVariant, LlavaAdapter):
     def __init__(self, seed: int = 0, directory: str | None = None, size: str = "tiny") -> None:
-        super().__init__(source=None, name=f"{size}-llava")
-        self.seed = seed
-        self.directory = directory
+        super().__init__(f"{size}-llava", f"{size}-llava-v{TINY_VERSION}", partial(build_tiny_llava, size=size), seed,
+                         directory)
         self.size = size
-
-    def prepare_source(self) -> str:
-        from functools import partial
-
-        from tokenbench.models.tiny import cached_build
-
-        self.source = cached_build(self.directory, f"{self.size}-llava-v{TINY_VERSION}", self.seed,
-                                   partial(build_tiny_llava, size=self.size))
-        return self.source
 
 
 @register_model("tiny-llava")

@@ -34,12 +34,15 @@ Decisions (documented in the README):
 
 from __future__ import annotations
 
-from tokenbench.models.llava import SIZES, LlavaAdapter
 from tokenbench.api import Region, VisualLayout, register_model
+from tokenbench.models.clip import llava_encoder_macs
+from tokenbench.models.llava import SIZES, LlavaAdapter
+from tokenbench.models.tiny import TinyVariant
 
 
 class LlavaNextAdapter(LlavaAdapter):
     family = "llava-next"
+    lmms_eval_model = "llava_hf"
     model_types = ("llava_next",)
     default_source = "llava-hf/llava-v1.6-vicuna-7b-hf"
     model_class = "LlavaNextForConditionalGeneration"
@@ -134,15 +137,8 @@ class LlavaNextAdapter(LlavaAdapter):
     def encoder_macs(self, size=None) -> dict[str, int]:
         """The CLIP tower on the base image and every crop (all layers, CLS included), and the projector on every
         crop's patch tokens (it runs before unpadding, so on the padding too)."""
-        from tokenbench.measure.flops import VisionDims, clip_vision_macs, mlp_projector_macs
-
         _, ny, nx, _, _ = self._geometry(size)
-        cfg = self.config
-        vision = VisionDims.from_config(cfg.vision_config)
-        n_images = 1 + ny * nx
-        dims = (cfg.vision_config.hidden_size, cfg.text_config.hidden_size, cfg.text_config.hidden_size)
-        return {"vision": clip_vision_macs(vision, n_images),
-                "projector": mlp_projector_macs(dims, n_images * vision.n_patches)}
+        return llava_encoder_macs(self.config, 1 + ny * nx)
 
 
 MISTRAL = "[INST] <image>\n{question} [/INST]"
@@ -179,16 +175,9 @@ TINY_IMAGE = 112  # CLIP input side: an 8 x 8 grid per crop keeps the test seque
 TINY_PINPOINTS = [[112, 224], [224, 112], [224, 224], [336, 112], [112, 336]]  # the 7B's pinpoints / 3
 
 
-class TinyLlavaNextAdapter(LlavaNextAdapter):
+class TinyLlavaNextAdapter(TinyVariant, LlavaNextAdapter):
     def __init__(self, seed: int = 0, directory: str | None = None) -> None:
-        super().__init__(source=None, name="tiny-llava-next")
-        self.seed, self.directory = seed, directory
-
-    def prepare_source(self) -> str:
-        from tokenbench.models.tiny import cached_build
-
-        self.source = cached_build(self.directory, f"tiny-llava-next-v{TINY_VERSION}", self.seed, build_tiny_llava_next)
-        return self.source
+        super().__init__("tiny-llava-next", f"tiny-llava-next-v{TINY_VERSION}", build_tiny_llava_next, seed, directory)
 
 
 @register_model("tiny-llava-next")

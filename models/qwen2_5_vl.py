@@ -17,9 +17,9 @@ are pruned or routed around, and the text after the image keeps its ids; decodin
 Pre-LLM signals. The tower has no CLS token, so ``cls_attn`` and ``vision_features`` (one CLIP feature per visual
 token) are refused with that reason (VisPruner and SCOPE rank by CLS attention). What it provides instead, for
 VisionZip's official Qwen2.5-VL variant, is computed by hooks on the tower's last block from that block's own input
-(:meth:`QwenVLAdapter.pre_llm_signals`): ``vision_received``, the attention each visual token receives there, and
-``vision_keys``, that block's keys, each averaged over the 2 x 2 patches the merger joins into one visual token and
-mapped from the tower's window order back to the LLM's raster order.
+(``models/qwen_vision.py``, which also counts the tower's FLOPs): ``vision_received``, the attention each visual token
+receives there, and ``vision_keys``, that block's keys, each averaged over the 2 x 2 patches the merger joins into one
+visual token and mapped from the tower's window order back to the LLM's raster order.
 
 Processor. transformers' ``Qwen2_5_VLProcessor`` needs torchvision (for its video processor), which cannot be
 installed on CPU machines here. Loading tries the real processor first and falls back to :class:`QwenVLProcessor`:
@@ -29,12 +29,14 @@ processor does (``grid_thw.prod() // merge**2`` tokens per image) and ``mm_token
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
+from tokenbench.api import Region, VisualLayout, as_pil, register_model
 from tokenbench.hf.adapter import ModelAdapter
-from tokenbench.contract.task import as_pil
-from tokenbench.api import Region, VisualLayout, register_model
+from tokenbench.models.qwen_vision import QwenTowerSignals, QwenVisionDims, qwen_vision_macs
+from tokenbench.models.tiny import TinyVariant
 
 SYSTEM = "You are a helpful assistant."
 TEMPLATE = ("<|im_start|>system\n" + SYSTEM + "<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
@@ -93,6 +95,7 @@ def load_processor(path: str, **kw):
 
 class QwenVLAdapter(ModelAdapter):
     family = "qwen2.5-vl"
+    lmms_eval_model = "qwen2_5_vl"
     model_types = ("qwen2_5_vl",)
     default_source = "Qwen/Qwen2.5-VL-7B-Instruct"
     provides = ModelAdapter.provides | {"vision_received", "vision_keys"}
@@ -193,73 +196,12 @@ class QwenVLAdapter(ModelAdapter):
         return pos
 
     def pre_llm_signals(self, kinds):
-        """Signals of the vision tower's last block (VisionZip's Qwen2.5-VL variant), recomputed by a pre-hook from
-        that block's input with the block's own weights, rotary embedding and attention spans, with their cost:
-        ``vision_received`` (B, heads, N), the block's softmax attention summed over every query patch, per key, and
-        ``vision_keys`` (B, heads, N, head_dim), its keys after the rotary embedding; both averaged over each merge
-        group of patches (consecutive in the tower's order) and put back in the LLM's raster order with the inverse
-        of the tower's window permutation. MACs: the q and k projections (k only for keys alone) and q k^T in each
-        attention span (the whole image on the last block, a full-attention block in every released config)."""
-        import contextlib
-
-        import torch
-        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
-        from transformers.vision_utils import get_vision_window_index
-
-        wanted = set(kinds) & {"vision_received", "vision_keys"}
+        """``vision_received`` and ``vision_keys`` of the vision tower's last block, by hooks
+        (:class:`~tokenbench.models.qwen_vision.QwenTowerSignals` says how they are computed and counted)."""
+        wanted = set(kinds) & QwenTowerSignals.KINDS
         if not wanted:
             return contextlib.nullcontext({})
-        tower = self.model.model.visual
-        block, unit = tower.blocks[-1], tower.spatial_merge_unit
-        attn = block.attn
-        captured: dict = {}
-
-        def on_tower(module, args, kwargs):
-            grid = kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
-            window_index, _ = get_vision_window_index(grid, spatial_merge_size=tower.spatial_merge_size,
-                                                      window_size=tower.window_size, patch_size=tower.patch_size)
-            captured["raster"] = torch.argsort(window_index.to(grid.device))  # merged tokens, window -> raster
-            captured["images"] = grid.shape[0]
-
-        def on_block(module, args, kwargs):
-            x = module.norm1(args[0] if args else kwargs["hidden_states"])  # (T, d), the tower's window order
-            t, d = x.shape
-            w, b, heads = attn.qkv.weight, attn.qkv.bias, attn.num_heads
-            if "vision_received" in wanted:
-                q, k = torch.nn.functional.linear(x, w[:2 * d], b[:2 * d]).view(t, 2, heads, -1).unbind(1)
-            else:  # keys alone: the k projection only (rotated as a query too, unused)
-                q = k = torch.nn.functional.linear(x, w[d:2 * d], b[d:2 * d]).view(t, heads, -1)
-            q, k = apply_rotary_pos_emb_vision(q, k, *kwargs["position_embeddings"])  # (T, heads, hd)
-            macs = t * d * d * (2 if "vision_received" in wanted else 1)
-            order, n_img = captured["raster"], captured["images"]
-
-            def per_token(v):  # (T, heads, ...) -> (images, heads, N, ...): merge-group mean, raster order
-                v = v.reshape(t // unit, unit, *v.shape[1:]).mean(dim=1)[order]
-                return v.reshape(n_img, -1, *v.shape[1:]).transpose(1, 2)
-
-            if "vision_received" in wanted:
-                bounds = kwargs["cu_seqlens"].tolist()
-                received = torch.zeros(t, heads, dtype=torch.float32, device=x.device)
-                for lo, hi in zip(bounds[:-1], bounds[1:]):  # each attention span of the block
-                    qh, kh = q[lo:hi].transpose(0, 1).float(), k[lo:hi].transpose(0, 1).float()  # (heads, L, hd)
-                    probs = torch.matmul(qh, kh.transpose(1, 2)).mul(attn.scaling).softmax(dim=-1)
-                    received[lo:hi] = probs.sum(dim=1).transpose(0, 1)  # summed over the queries, per key
-                    macs += (hi - lo) ** 2 * d
-                captured["vision_received"] = (per_token(received), macs)  # the projections counted here, once
-                macs = 0
-            captured["vision_keys"] = (per_token(k), macs)
-
-        @contextlib.contextmanager
-        def installed():
-            handles = [tower.register_forward_pre_hook(on_tower, with_kwargs=True),
-                       block.register_forward_pre_hook(on_block, with_kwargs=True)]
-            try:
-                yield {kind: (lambda kind=kind: captured[kind]) for kind in wanted}
-            finally:
-                for h in handles:
-                    h.remove()
-
-        return installed()
+        return QwenTowerSignals(self.model.model.visual, wanted).installed()
 
     def vision_stage(self):
         """The vision tower holds its patch merger (the projector): one module opens and closes the stage."""
@@ -267,8 +209,6 @@ class QwenVLAdapter(ModelAdapter):
 
     def encoder_macs(self, size=None) -> dict[str, int]:
         """The vision tower (window attention, full attention in ``fullatt_block_indexes``) and the patch merger."""
-        from tokenbench.measure.flops import QwenVisionDims, qwen_vision_macs
-
         return qwen_vision_macs(QwenVisionDims.from_config(self.config.vision_config), *self._grid(size))
 
 
@@ -297,16 +237,9 @@ SPECIALS = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|im_start|>
 TINY_PIXELS = (28 * 28 * 4, 28 * 28 * 144)  # at most 144 visual tokens (a 336 x 336 image), at least 4
 
 
-class TinyQwenVLAdapter(QwenVLAdapter):
+class TinyQwenVLAdapter(TinyVariant, QwenVLAdapter):
     def __init__(self, seed: int = 0, directory: str | None = None) -> None:
-        super().__init__(source=None, name="tiny-qwen2.5-vl")
-        self.seed, self.directory = seed, directory
-
-    def prepare_source(self) -> str:
-        from tokenbench.models.tiny import cached_build
-
-        self.source = cached_build(self.directory, f"tiny-qwen2.5-vl-v{TINY_VERSION}", self.seed, build_tiny_qwen)
-        return self.source
+        super().__init__("tiny-qwen2.5-vl", f"tiny-qwen2.5-vl-v{TINY_VERSION}", build_tiny_qwen, seed, directory)
 
 
 @register_model("tiny-qwen2.5-vl")

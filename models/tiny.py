@@ -1,4 +1,5 @@
-"""What every tiny random-weight variant shares: an offline byte-level tokenizer and an atomic save.
+"""What every tiny random-weight variant shares: an offline byte-level tokenizer, an atomic save, and a source built
+once into the cache directory (:class:`TinyVariant`).
 
 Tiny variants are real architectures at toy size, built from a config with random weights and saved with
 ``save_pretrained`` so that they load through ``from_pretrained`` like any checkpoint.
@@ -7,6 +8,7 @@ Tiny variants are real architectures at toy size, built from a config with rando
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 
 def tiny_tokenizer(specials: tuple[str, ...] = ("<image>",), image_token: str = "<image>"):
@@ -73,3 +75,19 @@ def save_atomically(path: str, model, processor, tokenizer) -> None:
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
+
+
+class TinyVariant:
+    """Mixed in before a family's adapter class (``class TinyX(TinyVariant, XAdapter)``): the adapter's source is a
+    directory built once by ``build(path, seed=seed)`` into ``directory`` or the cache (:func:`cached_build`), under
+    ``stem``."""
+
+    def __init__(self, name: str, stem: str, build: Callable[..., None], seed: int = 0,
+                 directory: str | None = None) -> None:
+        super().__init__(source=None, name=name)
+        self.cache_stem, self.builder = stem, build
+        self.seed, self.directory = seed, directory
+
+    def prepare_source(self) -> str:
+        self.source = cached_build(self.directory, self.cache_stem, self.seed, self.builder)
+        return self.source

@@ -52,8 +52,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tokenbench.api import Need, Step, TokenReducer, register_method
-from tokenbench.errors import ConfigError
+from tokenbench.api import ConfigError, Need, Step, TokenReducer, layer_at_depth, register_method
 
 POOLINGS = ("mean", "max")
 
@@ -105,8 +104,6 @@ class ALVTS(TokenReducer):
 
     def selected_layers(self, n_layers: int) -> tuple[int, ...]:
         if self.static:
-            from tokenbench.contract.schedule import layer_at_depth
-
             return (layer_at_depth(self.static_layer, 2, n_layers, "alvts.static_layer"),)
         return tuple(sorted(self.layers)) if self.layers is not None else tuple(range(n_layers))
 

@@ -15,8 +15,7 @@ import time
 import torch
 
 from tokenbench import artefacts as calibration
-from tokenbench.api import Calibrated, Need, Prepared
-from tokenbench.errors import ConfigError
+from tokenbench.api import Calibrated, ConfigError, Need, Prepared
 from tokenbench.methods.alvts.selector import FACTORS, compute_dtype, exact_scores, normalise, selector_scores, svd_init
 
 METHOD = "alvts"

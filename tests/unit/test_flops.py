@@ -19,9 +19,7 @@ import pytest
 from tokenbench.measure.flops import (
     LMDims,
     PrefillCount,
-    VisionDims,
     attention_rows_macs,
-    clip_vision_macs,
     fastv_convention_macs,
     linear_macs,
     llm_layer_macs,
@@ -30,6 +28,7 @@ from tokenbench.measure.flops import (
     mlp_projector_macs,
     vit_layer_macs,
 )
+from tokenbench.models.clip import VisionDims, clip_vision_macs
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -251,6 +251,13 @@ class Registry(Generic[T]):
             print(f"warning: skipped {self.kind} {name!r}: {self._broken[name].message}", file=sys.stderr)
         return False
 
+    def import_entry_points(self) -> None:
+        """Import every entry point not imported yet, for what their import declares beside the name (a model
+        family's signal kinds); a broken one is recorded (:meth:`status`), never raised, and warns nobody."""
+        for name in self.names():
+            if name in self._lazy:
+                self.status(name)
+
     def _load(self, name: str) -> None:
         """Import the entry point of ``name``; on any failure record it as broken (the others are untouched)."""
         ep = self._lazy[name]

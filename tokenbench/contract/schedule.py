@@ -2,8 +2,8 @@
 
 A schedule is a list of stages ``(layer, count)``: from ``layer`` on, ``count`` visual tokens remain (layers before the
 first stage see all ``n_visual``). Methods whose budget is a layer average (``budget_kind = "layer_mean"``: PyramidDrop,
-SparseVLM, FitPrune, VTW) describe their schedule as a one-parameter family and let :func:`fit` pick the member whose
-mean visual tokens per layer is closest to the requested budget. No torch here.
+SparseVLM, FitPrune, VTW) describe their schedule as a one-parameter family and let :func:`fit_schedule` pick the
+member whose mean visual tokens per layer is closest to the requested budget. No torch here.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def layer_mean(n_visual: int, n_layers: int, stages: Stages) -> float:
     return sum(per_layer(n_visual, n_layers, stages)) / n_layers
 
 
-def fit(family: Callable[[float], Stages], target: float, n_visual: int, n_layers: int,
+def fit_schedule(family: Callable[[float], Stages], target: float, n_visual: int, n_layers: int,
         lo: float = 0.0, hi: float = 1.0, iterations: int = 60) -> Stages:
     """The member of ``family`` (non-decreasing layer mean in its parameter, over ``[lo, hi]``) whose layer mean is
     closest to ``target``; ties go to the smaller mean (never over budget when an exact hit is impossible)."""

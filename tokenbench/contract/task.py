@@ -5,9 +5,11 @@ A task is a class registered with :func:`tokenbench.api.register_task`; its opti
 
 - ``samples(limit)``: the split, in a fixed order (the first ``limit`` when given). A sample whose image could not be
   read has ``image=None`` and ``meta["error"]`` saying why; the harness leaves it out of every run and reports it.
-- ``prompt(sample, family)``: the user text for a model family (``"llava"``, ``"llava_next"``, ``"qwen2.5-vl"``):
-  the question plus the instruction the evaluation harness adds for that family. The adapter wraps it in the
-  checkpoint's chat template; a task never formats a chat.
+- ``prompt(sample, family)``: the user text for a model family (``"llava"``, ``"llava-next"``, ``"qwen2.5-vl"``: the
+  family key exactly as the adapter class spells it, :attr:`tokenbench.api.ModelInterface.family`): the question plus
+  the instruction the evaluation harness adds for that family. The adapter wraps it in the checkpoint's chat template;
+  a task never formats a chat. ``tokenbench.api.model_family(family)`` gives the family's adapter class (its
+  ``lmms_eval_model`` names the lmms-eval prompts the benchmark tasks use) and refuses any other spelling.
 - ``evaluate(samples, predictions)``: a :class:`Scored` with each sample's score (in sample order) and the task's
   official metrics; ``metrics[primary_metric]`` is the headline (retention is its ratio to ``full``'s).
 - ``max_new_tokens``: the generation length; ``version``: changes whenever the prompt, the scoring or the data does,

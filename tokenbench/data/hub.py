@@ -33,8 +33,6 @@ from tokenbench.contract.task import ImageRef, Sample, Task
 
 #: lmms-eval's dataset namespaces, newest first (lmms-eval PR #1416 moved them on 2026-07-30)
 NAMESPACES = ("lmms-lab-encoder", "lmms-lab")
-#: lmms-eval's model names for our adapter families (their ``lmms_eval_specific_kwargs`` keys)
-LMMS_EVAL_MODELS = {"llava": "llava_hf", "llava-next": "llava_hf", "qwen2.5-vl": "qwen2_5_vl"}
 
 LOCAL_FORMS = ("a directory written by save_to_disk, a copy of the hub repository, a folder of parquet or jsonl files, "
                "or one .parquet/.jsonl file with its images")
@@ -266,8 +264,12 @@ class DatasetTask(Task):
 
     # -- prompting -----------------------------------------------------------------------------------------------------
     def prompt_parts(self, family: str) -> tuple[str, str]:
-        """(pre_prompt, post_prompt) lmms-eval uses for ``family``'s lmms-eval model, else its default."""
-        return self.prompts.get(LMMS_EVAL_MODELS.get(family, ""), self.prompts["default"])
+        """(pre_prompt, post_prompt) lmms-eval uses for ``family``'s lmms-eval model (the one its adapter class
+        declares, :attr:`~tokenbench.contract.model.ModelInterface.lmms_eval_model`), else its default. A family no
+        adapter declares is refused (:func:`~tokenbench.contract.model.model_family`)."""
+        from tokenbench.contract.model import model_family
+
+        return self.prompts.get(model_family(family).lmms_eval_model, self.prompts["default"])
 
     def prompt(self, sample: Sample, family: str) -> str:
         pre, post = self.prompt_parts(family)

@@ -1,4 +1,7 @@
-"""Analytic compute counts for a VLM prefill: vision tower, projector, LLM layers, LM head.
+"""Analytic compute counts for a VLM prefill: the generic formulas (linear layers, MLP projectors, a ViT layer, the
+LLM's layers and LM head, attention probes, the literature's FastV convention) and one prefill's breakdown. A model
+family's own vision tower is counted in its ``models/`` module from these pieces (``models/clip.py``: CLIP towers;
+``models/qwen_vision.py``: Qwen2.5-VL's windowed tower and patch merger), so a new family touches no file here.
 
 Convention (read this before quoting a number)
 ----------------------------------------------
@@ -50,8 +53,9 @@ from typing import Any
 
 __all__ = [
     "LMDims",
-    "VisionDims",
     "PrefillCount",
+    "check_count",
+    "sub_config",
     "linear_macs",
     "mlp_projector_macs",
     "llm_layer_macs",
@@ -59,17 +63,15 @@ __all__ = [
     "lm_head_macs",
     "decode_macs",
     "vit_layer_macs",
-    "clip_vision_macs",
-    "QwenVisionDims",
-    "qwen_vision_macs",
     "attention_rows_macs",
     "fastv_convention_macs",
     "fastv_formula_macs",
 ]
 
 
-def _check_count(name: str, value: int) -> int:
-    """Token/row counts must be non-negative ints (bool and float are refused: 36.0 tokens is a bug upstream)."""
+def check_count(name: str, value: int) -> int:
+    """``value``, checked as a token/row count: a non-negative int (bool and float are refused: 36.0 tokens is a bug
+    upstream)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value < 0:
@@ -77,7 +79,7 @@ def _check_count(name: str, value: int) -> int:
     return value
 
 
-def _sub_config(config: Any, attr: str) -> Any:
+def sub_config(config: Any, attr: str) -> Any:
     """Accept either the sub-config itself or a composite VLM config holding it (``config.text_config``)."""
     sub = getattr(config, attr, None)
     return sub if sub is not None else config
@@ -122,7 +124,7 @@ class LMDims:
         ``num_key_value_heads`` defaults to ``num_attention_heads``; ``head_dim`` (absent or ``None``)
         defaults to ``hidden_size // num_attention_heads``.
         """
-        c = _sub_config(text_config, "text_config")
+        c = sub_config(text_config, "text_config")
         hidden = c.hidden_size
         n_heads = c.num_attention_heads
         n_kv = getattr(c, "num_key_value_heads", None) or n_heads
@@ -148,49 +150,6 @@ class LMDims:
         return self.n_kv_heads * self.head_dim
 
 
-@dataclass(frozen=True)
-class VisionDims:
-    """Shape of a CLIP-style ViT: patch-embedding conv, ``n_layers`` pre-norm layers with full MHA and a
-    two-matrix GELU MLP of width ``intermediate``. ``has_cls``: a class token is prepended."""
-
-    hidden: int
-    n_layers: int
-    intermediate: int
-    patch_size: int
-    image_size: int
-    channels: int = 3
-    has_cls: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("hidden", "n_layers", "intermediate", "patch_size", "image_size", "channels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"VisionDims.{name} must be a positive int, got {value!r}")
-
-    @classmethod
-    def from_config(cls, vision_config: Any) -> VisionDims:
-        """Read a ``CLIPVisionConfig`` (or a composite VLM config holding ``vision_config``), duck-typed."""
-        c = _sub_config(vision_config, "vision_config")
-        return cls(
-            hidden=c.hidden_size,
-            n_layers=c.num_hidden_layers,
-            intermediate=c.intermediate_size,
-            patch_size=c.patch_size,
-            image_size=c.image_size,
-            channels=getattr(c, "num_channels", 3),
-        )
-
-    @property
-    def n_patches(self) -> int:
-        """(image_size // patch_size)^2: 576 for ViT-L/14 at 336 px."""
-        return (self.image_size // self.patch_size) ** 2
-
-    @property
-    def n_tokens(self) -> int:
-        """Tokens inside the tower: patches plus the class token (577 for ViT-L/14-336)."""
-        return self.n_patches + int(self.has_cls)
-
-
 # --------------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------------
@@ -198,7 +157,7 @@ class VisionDims:
 
 def linear_macs(n: int, d_in: int, d_out: int) -> int:
     """One ``nn.Linear(d_in, d_out)`` applied to ``n`` tokens: ``n * d_in * d_out`` MACs (bias not counted)."""
-    return _check_count("n", n) * d_in * d_out
+    return check_count("n", n) * d_in * d_out
 
 
 def mlp_projector_macs(dims: Sequence[int], n_tokens: int) -> int:
@@ -225,9 +184,9 @@ def llm_layer_macs(lm: LMDims, n_q: int, n_kv: int, n_kv_new: int | None = None)
     ``n_kv_new > n_q`` is a layer whose keys include tokens that are not its queries (ALVTS with skipped tokens as
     keys and values: their K/V are projected, nothing else).
     """
-    _check_count("n_q", n_q)
-    _check_count("n_kv", n_kv)
-    n_new = n_q if n_kv_new is None else _check_count("n_kv_new", n_kv_new)
+    check_count("n_q", n_q)
+    check_count("n_kv", n_kv)
+    n_new = n_q if n_kv_new is None else check_count("n_kv_new", n_kv_new)
     d = lm.hidden
     proj = 2 * n_q * d * lm.q_dim + 2 * n_new * d * lm.kv_dim
     attn = 2 * n_q * n_kv * lm.q_dim
@@ -264,7 +223,7 @@ def lm_head_macs(lm: LMDims, n_logits: int) -> int:
     A full-sequence forward computes logits for every position (``n_logits = n``); ``generate`` with
     ``logits_to_keep=1`` computes one per step.
     """
-    return _check_count("n_logits", n_logits) * lm.hidden * lm.vocab
+    return check_count("n_logits", n_logits) * lm.hidden * lm.vocab
 
 
 def decode_macs(lm: LMDims, cached_per_layer: Sequence[int], n_steps: int) -> list[int]:
@@ -279,94 +238,21 @@ def decode_macs(lm: LMDims, cached_per_layer: Sequence[int], n_steps: int) -> li
     counts = list(cached_per_layer)
     if len(counts) != lm.n_layers:
         raise ValueError(f"cached_per_layer has {len(counts)} entries but the model has {lm.n_layers} layers")
-    _check_count("n_steps", n_steps)
+    check_count("n_steps", n_steps)
     return [sum(llm_layer_macs(lm, 1, c + s) for s in range(1, n_steps + 1)) for c in counts]
 
 
-def vit_layer_macs(v: VisionDims, n_tokens: int) -> int:
-    """One CLIP ViT layer on ``n_tokens`` tokens (full MHA, two-matrix MLP)::
+def vit_layer_macs(v: Any, n_tokens: int) -> int:
+    """One ViT layer (CLIP's: full MHA, a two-matrix MLP) on ``n_tokens`` tokens, for a tower of ``v.hidden`` width and
+    MLP width ``v.intermediate`` (e.g. :class:`tokenbench.models.clip.VisionDims`)::
 
         q, k, v, o : 4 * n * dv^2
         QK^T, AV   : 2 * n^2 * dv
         MLP        : 2 * n * dv * mv
     """
-    n = _check_count("n_tokens", n_tokens)
+    n = check_count("n_tokens", n_tokens)
     dv = v.hidden
     return 4 * n * dv * dv + 2 * n * n * dv + 2 * n * dv * v.intermediate
-
-
-def clip_vision_macs(v: VisionDims, n_images: int = 1) -> int:
-    """A full CLIP vision tower on ``n_images`` images: patch-embedding conv plus **all** ``v.n_layers``
-    layers on ``v.n_tokens`` tokens (patches + CLS) each::
-
-        n_images * [ n_patches * (C * p * p) * dv  +  n_layers * vit_layer_macs(v, n_tokens) ]
-
-    LLaVA in transformers 5.x computes every layer even though it reads ``hidden_states[-2]``. For a tower
-    that really stops early, pass ``dataclasses.replace(v, n_layers=...)``. Post-layernorm and the
-    pooled head are not counted (elementwise / unused).
-    """
-    _check_count("n_images", n_images)
-    patch = v.n_patches * v.channels * v.patch_size * v.patch_size * v.hidden
-    layers = v.n_layers * vit_layer_macs(v, v.n_tokens)
-    return n_images * (patch + layers)
-
-
-@dataclass(frozen=True)
-class QwenVisionDims:
-    """Shape of Qwen2.5-VL's vision tower: a Conv3d patch embedding (``temporal_patch``, ``patch``), ``depth`` blocks of
-    fused-qkv attention and a SwiGLU MLP, window attention (``window`` pixels) except in ``full_blocks``, and a patch
-    merger (RMSNorm, then an MLP ``4d -> 4d -> out`` on each ``merge`` x ``merge`` group)."""
-
-    hidden: int
-    depth: int
-    intermediate: int
-    patch: int
-    temporal_patch: int
-    merge: int
-    window: int
-    full_blocks: tuple[int, ...]
-    out_hidden: int
-    channels: int = 3
-
-    @classmethod
-    def from_config(cls, vision_config: Any) -> QwenVisionDims:
-        c = _sub_config(vision_config, "vision_config")
-        return cls(hidden=c.hidden_size, depth=c.depth, intermediate=c.intermediate_size, patch=c.patch_size,
-                   temporal_patch=c.temporal_patch_size, merge=c.spatial_merge_size, window=c.window_size,
-                   full_blocks=tuple(c.fullatt_block_indexes), out_hidden=c.out_hidden_size,
-                   channels=getattr(c, "in_channels", getattr(c, "in_chans", 3)))
-
-    def windows(self, grid_h: int, grid_w: int) -> list[int]:
-        """Patches in each attention window of a ``grid_h`` x ``grid_w`` patch grid: windows are ``window // patch``
-        patches square (8 x 8 on the real model), aligned to the top left, the last row/column of windows cut short
-        (as transformers' ``get_vision_window_index``)."""
-        units = self.window // self.merge // self.patch  # window side in merged units
-        gh, gw = grid_h // self.merge, grid_w // self.merge
-
-        def blocks(n: int) -> list[int]:
-            return [min(units, n - i) for i in range(0, n, units)]
-
-        return [r * c * self.merge * self.merge for r in blocks(gh) for c in blocks(gw)]
-
-
-def qwen_vision_macs(v: QwenVisionDims, grid_h: int, grid_w: int) -> dict[str, int]:
-    """Qwen2.5-VL's vision tower and merger on one image of ``grid_h`` x ``grid_w`` patches (n = grid_h * grid_w)::
-
-        patch embed : n * (C * tp * p * p) * dv
-        each block  : 4 * n * dv^2 (fused qkv + proj)  +  3 * n * dv * mv (SwiGLU)
-                      + attention 2 * s^2 * dv summed over its windows s (one window of n in a full block)
-        merger      : n/4 * (4dv * 4dv + 4dv * d_out)
-
-    Returns ``{"vision": ..., "projector": ...}`` (the merger is the projector)."""
-    n = _check_count("grid_h", grid_h) * _check_count("grid_w", grid_w)
-    d = v.hidden
-    windowed = sum(2 * s * s * d for s in v.windows(grid_h, grid_w))
-    blocks = sum(4 * n * d * d + 3 * n * d * v.intermediate + (2 * n * n * d if i in v.full_blocks else windowed)
-                 for i in range(v.depth))
-    patch = n * v.channels * v.temporal_patch * v.patch * v.patch * d
-    group = d * v.merge * v.merge
-    merger = (n // (v.merge * v.merge)) * (group * group + group * v.out_hidden)
-    return {"vision": patch + blocks, "projector": merger}
 
 
 def attention_rows_macs(lm: LMDims, n_rows: int, n_keys: int, project_keys: bool = True) -> int:
@@ -380,8 +266,8 @@ def attention_rows_macs(lm: LMDims, n_rows: int, n_keys: int, project_keys: bool
     Set ``project_keys=False`` when the keys are taken from the layer's own k projection (for example a
     KV cache). Softmax is elementwise and not counted; no ``A V`` product is needed for the probabilities.
     """
-    _check_count("n_rows", n_rows)
-    _check_count("n_keys", n_keys)
+    check_count("n_rows", n_rows)
+    check_count("n_keys", n_keys)
     d = lm.hidden
     macs = n_rows * d * lm.q_dim + n_rows * n_keys * lm.q_dim
     if project_keys:
@@ -397,7 +283,7 @@ def fastv_convention_macs(n: int, d: int, m: int, n_layers: int) -> int:
     (MHA, two-matrix FFN). LLaVA-1.5-7B, n = 576 image + 60 text = 636: 3.31e12. The papers call these
     "FLOPs". Use it only to compare with published tables; :func:`llm_prefill_macs` is the exact count.
     """
-    _check_count("n", n)
+    check_count("n", n)
     return n_layers * (4 * n * d * d + 2 * n * n * d + 2 * n * d * m)
 
 
@@ -412,8 +298,8 @@ def fastv_formula_macs(lm: LMDims, tokens_per_layer: Sequence[int],
     (``kv_tokens_per_layer``) counts its parts separately, 2 n_l d^2 (q, o) + 2 c_l d^2 (k, v) + 2 n_l c_l d +
     2 n_l d m, which is the same formula when ``c_l = n_l``."""
     d, m = lm.hidden, lm.intermediate
-    counts = [_check_count("n", x) for x in tokens_per_layer]
-    kv = counts if kv_tokens_per_layer is None else [_check_count("n", x) for x in kv_tokens_per_layer]
+    counts = [check_count("n", x) for x in tokens_per_layer]
+    kv = counts if kv_tokens_per_layer is None else [check_count("n", x) for x in kv_tokens_per_layer]
     return sum(2 * n * d * d + 2 * c * d * d + 2 * n * c * d + 2 * n * d * m for n, c in zip(counts, kv))
 
 
@@ -440,9 +326,9 @@ class PrefillCount:
 
     def __post_init__(self) -> None:
         for name in ("vision", "projector", "llm", "lm_head", "overhead"):
-            _check_count(name, getattr(self, name))
+            check_count(name, getattr(self, name))
         for i, x in enumerate(self.per_layer):
-            _check_count(f"per_layer[{i}]", x)
+            check_count(f"per_layer[{i}]", x)
         if self.per_layer:
             layer_sum = sum(self.per_layer)
             if self.llm == 0:
