@@ -34,38 +34,20 @@ decoder stops at EOS); no ``submission`` file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 from tokenbench.api import register_task
-from tokenbench.data.hub import DatasetTask
-from tokenbench.data.scoring.vqa import normalize_answer, score_evalai, vqa_scored
-from tokenbench.contract.task import Sample, Scored
-
-POST_PROMPT = ("\nWhen the provided information is insufficient, respond with 'Unanswerable'."
-               "\nAnswer the question using a single word or phrase.")
+from tokenbench.data.vqa import UNANSWERABLE_POST_PROMPT, VQAAccuracyTask
 
 
 @register_task("okvqa")
 @dataclass
-class OKVQATask(DatasetTask):
+class OKVQATask(VQAAccuracyTask):
     """OK-VQA val2014 (5,046 outside-knowledge questions on COCO images), VQA accuracy."""
 
     name = "okvqa"
     dataset_name = "OK-VQA"
     split = "val2014"
-    prompts = {"default": ("", POST_PROMPT)}
-    max_new_tokens = 32
-    primary_metric = "accuracy"
-    scoring_version = "1"
+    prompts = {"default": ("", UNANSWERABLE_POST_PROMPT)}
 
-    def required_columns(self) -> tuple[str, ...]:
-        return ("question_id", "question", "answers", self.image_column)
-
-    def row_sample(self, row: dict, index: int) -> Sample:
-        answers = None if row["answers"] is None else list(row["answers"])
-        meta = {k: row[k] for k in ("question_type", "answer_type") if row.get(k) is not None}
-        return Sample(id=str(row["question_id"]), image=None, question=str(row["question"]), answer=answers, meta=meta)
-
-    def evaluate(self, samples: Sequence[Sample], predictions: Sequence[str]) -> Scored:
-        return vqa_scored([score_evalai(p, s.answer) for s, p in zip(samples, predictions)], predictions,
-                          normalize_answer)
+    def meta_of(self, row: dict) -> dict:
+        return {k: row[k] for k in ("question_type", "answer_type") if row.get(k) is not None}

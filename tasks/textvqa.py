@@ -48,29 +48,23 @@ file for the test server) is not produced.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 from tokenbench.api import register_task
+from tokenbench.data.vqa import VQAAccuracyTask
 from tokenbench.errors import ConfigError
-from tokenbench.data.hub import DatasetTask
-from tokenbench.data.scoring.vqa import normalize_answer, score_evalai, vqa_scored
-from tokenbench.contract.task import Sample, Scored
 
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
 
 
 @register_task("textvqa")
 @dataclass
-class TextVQATask(DatasetTask):
+class TextVQATask(VQAAccuracyTask):
     """TextVQA val (5,000 questions on text in images), VQA accuracy; ``ocr=true`` adds the OCR tokens to the prompt."""
 
     name = "textvqa"
     dataset_name = "textvqa"
     split = "validation"
     prompts = {"default": ("", POST_PROMPT)}
-    max_new_tokens = 32
-    primary_metric = "accuracy"
-    scoring_version = "1"
 
     ocr: bool = False  # add "\nReference OCR token: t1, t2, ..." after the question, as lmms-eval's ocr kwarg
 
@@ -80,15 +74,10 @@ class TextVQATask(DatasetTask):
             raise ConfigError(f"task 'textvqa' option 'ocr' must be true or false, got {self.ocr!r}")
 
     def required_columns(self) -> tuple[str, ...]:
-        return ("question_id", "question", "answers", self.image_column) + (("ocr_tokens",) if self.ocr else ())
+        return super().required_columns() + (("ocr_tokens",) if self.ocr else ())
 
-    def row_sample(self, row: dict, index: int) -> Sample:
+    def question_of(self, row: dict) -> str:
         question = str(row["question"]).capitalize()
         if self.ocr:
             question += "\nReference OCR token: " + ", ".join(row["ocr_tokens"] or [])
-        answers = None if row["answers"] is None else list(row["answers"])
-        return Sample(id=str(row["question_id"]), image=None, question=question, answer=answers)
-
-    def evaluate(self, samples: Sequence[Sample], predictions: Sequence[str]) -> Scored:
-        return vqa_scored([score_evalai(p, s.answer) for s, p in zip(samples, predictions)], predictions,
-                          normalize_answer)
+        return question

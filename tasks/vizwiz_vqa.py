@@ -38,39 +38,24 @@ decoder stops at EOS); the added ``category/*`` breakdown.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 from tokenbench.api import register_task
-from tokenbench.data.hub import DatasetTask
-from tokenbench.data.scoring.vqa import normalize_answer, score_evalai, vqa_scored
-from tokenbench.contract.task import Sample, Scored
-
-POST_PROMPT = ("\nWhen the provided information is insufficient, respond with 'Unanswerable'."
-               "\nAnswer the question using a single word or phrase.")
+from tokenbench.data.vqa import UNANSWERABLE_POST_PROMPT, VQAAccuracyTask
 
 
 @register_task("vizwiz_vqa")
 @dataclass
-class VizWizVQATask(DatasetTask):
+class VizWizVQATask(VQAAccuracyTask):
     """VizWiz-VQA val (4,319 questions from blind users, many unanswerable), VQA accuracy."""
 
     name = "vizwiz_vqa"
     dataset_name = "VizWiz-VQA"
     split = "val"
-    prompts = {"default": ("", POST_PROMPT)}
-    max_new_tokens = 32
-    primary_metric = "accuracy"
-    scoring_version = "1"
+    prompts = {"default": ("", UNANSWERABLE_POST_PROMPT)}
+    breakdown = "category"  # metrics category/<c>
 
-    def required_columns(self) -> tuple[str, ...]:
-        return ("question_id", "question", "answers", self.image_column)
+    def question_of(self, row: dict) -> str:
+        return str(row["question"]).capitalize()
 
-    def row_sample(self, row: dict, index: int) -> Sample:
-        answers = None if row["answers"] is None else list(row["answers"])
-        meta = {"category": row["category"]} if row.get("category") else {}
-        return Sample(id=str(row["question_id"]), image=None, question=str(row["question"]).capitalize(),
-                      answer=answers, meta=meta)
-
-    def evaluate(self, samples: Sequence[Sample], predictions: Sequence[str]) -> Scored:
-        return vqa_scored([score_evalai(p, s.answer) for s, p in zip(samples, predictions)], predictions,
-                          normalize_answer, [s.meta.get("category") for s in samples], "category")
+    def meta_of(self, row: dict) -> dict:
+        return {"category": row["category"]} if row.get("category") else {}
