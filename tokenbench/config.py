@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ast
 import os
-from typing import Any
+from typing import Any, Iterable
 
 from tokenbench.api import TASKS
 from tokenbench.budgets import Budget
@@ -163,15 +163,32 @@ def parse_task_args(args: tuple[str, ...]) -> dict[str, Any]:
 
 
 def parse_method_args(args: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """``key=value`` applies to every named method that has option ``key``; ``method.key=value`` to one."""
-    from tokenbench.api import METHODS
+    """``-a`` options as typed: ``key=value`` applies to every named method that has option ``key``,
+    ``method.key=value`` to one; each value a Python literal (:func:`literal`). Checked as
+    :func:`method_option_values`."""
+    def typed():  # one at a time: the first mistake on the command line is the one reported
+        for item in args:
+            if "=" not in item:
+                raise ConfigError(f"method option {item!r} is not KEY=VALUE (e.g. -a layer=3 or -a fastv.layer=3)")
+            key, raw = item.split("=", 1)
+            yield key, literal(raw), item
+
+    return _assign_method_options(typed(), methods)
+
+
+def method_option_values(options: dict[str, Any], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Method options already typed (``key`` or ``method.key`` -> value, as the lmms-eval bridge receives them),
+    assigned and checked as ``-a`` options are: method name -> its options."""
+    return _assign_method_options([(key, value, f"{key}={value}") for key, value in options.items()], methods)
+
+
+def _assign_method_options(options: Iterable[tuple[str, Any, str]], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """(key, value, as the user spelled it) in order -> method name -> options; every method is built with its
+    options, so each is type-checked now, before any model loads."""
+    from tokenbench.api import METHODS, build_method
 
     out: dict[str, dict[str, Any]] = {}
-    for item in args:
-        if "=" not in item:
-            raise ConfigError(f"method option {item!r} is not KEY=VALUE (e.g. -a layer=3 or -a fastv.layer=3)")
-        key, raw = item.split("=", 1)
-        value = literal(raw)
+    for key, value, item in options:
         if "." in key:
             method, key = key.split(".", 1)
             if method not in methods:
@@ -189,8 +206,6 @@ def parse_method_args(args: tuple[str, ...], methods: tuple[str, ...]) -> dict[s
                 raise ConfigError(f"no method in this run has option {key!r}.{hint} Options per method: {known}")
         for m in targets:
             out.setdefault(m, {})[key] = value
-    from tokenbench.api import build_method
-
     for m, opts in out.items():
         build_method(m, opts)  # type-checks every option now, before any model loads
     return out

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.benchmark
 
 @pytest.fixture(scope="module")
 def setup(request):
-    from tokenbench.cli import _quiet_transformers
+    from tokenbench.hf.quiet import quiet_transformers as _quiet_transformers
     from tokenbench.harness.resolve import resolve_model
 
     _quiet_transformers()

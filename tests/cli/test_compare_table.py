@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from test_cli_errors import invoke
-from tokenbench.cli import TIMING_NOTE, format_table
+from tokenbench.results.tables import COMPARE_COLUMNS, TIMING_NOTE, format_table
 from tokenbench.measure.latency import paired, summary
 from tokenbench.measure.timing import Stats
 
@@ -60,7 +60,7 @@ def test_the_speedup_is_printed_beside_the_paired_times_it_comes_from():
     for method, own_ms, paired_full_ms in [("fastv", 14.9, 16.5), ("alvts", 0.412, 0.978), ("pdrop", 1234.5, 1500.2),
                                            ("dart", 9.996, 10.04), ("random", 100.04, 99.95)]:
         rows.append(_row(method, _stats(own_ms), _stats(paired_full_ms)))
-    text = format_table(rows)
+    text = format_table(rows, wide=True)
     printed = _table(text)
     _check_consistent(printed)
     by_method = {r["method"]: r for r in printed}
@@ -72,8 +72,36 @@ def test_the_speedup_is_printed_beside_the_paired_times_it_comes_from():
 
 
 def test_a_real_compare_prints_consistent_speedups(cache):
-    result = invoke(cache, "compare", "fastv", "random", "-M", "tiny-llava", *FAST)
+    result = invoke(cache, "compare", "fastv", "random", "-M", "tiny-llava", "--wide", *FAST)
     assert result.exit_code == 0, result.output
     printed = _table(result.stdout)
     assert [r["method"] for r in printed] == ["full", "fastv", "random"]
     _check_consistent(printed)
+
+
+def test_the_default_table_fits_120_columns_and_wide_shows_every_column(cache):
+    """`compare` prints the main columns in 120 characters (with several conventions, failures, a method's options in
+    its label); --wide prints every column."""
+    result = invoke(cache, "compare", "alvts", "fastv", *FAST)
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    assert table and max(map(len, table)) <= 120, "\n".join(table)
+    head = [line for line in result.stdout.splitlines() if line.startswith("model=")]
+    assert head and max(map(len, head)) <= 120
+    printed = _table(result.stdout)
+    assert list(printed[0]) == ["method", "keep", "accuracy %", "retention %", "agree %", "FLOPs ratio", "speed-up"]
+    every = [c.header for c in COMPARE_COLUMNS if isinstance(c.header, str)]
+    assert not set(every) <= set(printed[0])  # some columns are left to --wide
+    wide = invoke(cache, "compare", "alvts", "fastv", "--wide", *FAST)
+    assert wide.exit_code == 0, wide.output
+    assert list(_table(wide.stdout)[0]) == ["method", "keep", "accuracy %", *every[2:]]
+    full = _row("full", _stats(11.8), _stats(11.8))
+    conventions = [dict(_row(m, _stats(14.9), _stats(16.5)), match=match, method_keep=4, n_failed=1)
+                   for m in ("fastv", "sparsevlm") for match in ("matched", "nominal", "flops=alvts")]
+    option = [dict(_row("fastv", _stats(14.9), _stats(16.5)), label="fastv[layer=3]", match=match, method_keep=4)
+              for match in ("matched", "nominal", "flops=alvts")]
+    for rows, shown in (([full, *conventions], {"budgets", "failed"}), ([full, *option], {"budgets"})):
+        text = format_table(rows)
+        lines = [line for line in text.splitlines() if line.startswith("|")]
+        assert max(map(len, lines)) <= 120, "\n".join(lines)
+        assert shown <= set(_table(text)[0])

@@ -228,7 +228,7 @@ def test_an_unexpected_exception_in_tokenbench_says_it_is_a_bug_in_tokenbench(mo
     def boom(*args, **kwargs):
         raise RuntimeError("an internal\nfailure")
 
-    monkeypatch.setattr("tokenbench.cli._task_facts", boom)
+    monkeypatch.setattr("tokenbench.cli.listing._task_facts", boom)
     result = CliRunner().invoke(main, ["list", "tasks"])
     assert result.exit_code == 1, result.output
     assert "Traceback" in result.output
@@ -242,7 +242,7 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tokenbench.cli._task_facts", interrupt)
+    monkeypatch.setattr("tokenbench.cli.listing._task_facts", interrupt)
     result = CliRunner().invoke(main, ["list", "tasks"])
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output

@@ -59,7 +59,7 @@ def test_low_precision_selector_keeps_most_of_the_float32_choice(model, dtype):
 
 
 if __name__ == "__main__":  # pragma: no cover - prints the figures quoted in README
-    from tokenbench.cli import _quiet_transformers
+    from tokenbench.hf.quiet import quiet_transformers as _quiet_transformers
 
     _quiet_transformers()
     for m in MODELS:

@@ -107,9 +107,8 @@ class TokenBench(lmms):
 
         from tokenbench import budgets
         from tokenbench.api import BUDGET_SCOPES, Prepared, build_method
-        from tokenbench.config import parse_method_args
         from tokenbench.budgets import Budget
-        from tokenbench.config import check_counts, parse_budgets
+        from tokenbench.config import check_counts, literal, method_option_values, parse_budgets
         from tokenbench.harness.resolve import resolve_model
 
         del max_batch_size  # lmms-eval passes it for its automatic batch sizes, which this model does not use
@@ -118,7 +117,9 @@ class TokenBench(lmms):
         if not isinstance(batch_size, int):
             raise ConfigError(f"--batch_size {batch_size!r}: model tokenbench needs a number (e.g. --batch_size 8)")
         check_counts(batch_size=(batch_size, 1, 8), seed=(seed, 0, 0))
-        opts = parse_method_args(tuple(f"{k}={v}" for k, v in options.items()), (method,)).get(method, {})
+        # lmms-eval types numbers and true/false itself and leaves the rest text: `layers=[2,6]` is read as -a reads it
+        typed = {k: literal(v) if isinstance(v, str) else v for k, v in options.items()}
+        opts = method_option_values(typed, (method,)).get(method, {})
         self.method = build_method(method, opts)
         self.budget = parse_budgets(None if keep is None else str(keep),
                                     None if keep_ratio is None else str(keep_ratio))[0]

@@ -78,6 +78,23 @@ def code_digest() -> str:
     return _CODE
 
 
+def run_state(run: dict) -> str:
+    """A run's state as the store holds it, except that a run still marked running whose process is gone on this host
+    was killed (e.g. ``kill -9``): ``killed``. A process of another host, or one not ours to signal, is taken as
+    running."""
+    import socket
+
+    proc = run["spec"].get("process") or {}
+    if run["state"] == "running" and proc.get("host") == socket.gethostname() and proc.get("pid"):
+        try:
+            os.kill(proc["pid"], 0)
+        except ProcessLookupError:
+            return "killed"
+        except PermissionError:
+            pass
+    return run["state"]
+
+
 class Store:
     """A results store at ``path`` (created when missing). Every error is a :class:`ConfigError` naming the file."""
 
