@@ -73,7 +73,7 @@ def adapter_factory():
 
     def get(name: str):
         if name not in _ADAPTERS:
-            from tokenbench.cli import _quiet_transformers
+            from tokenbench.hf.quiet import quiet_transformers as _quiet_transformers
             from tokenbench.harness.resolve import resolve_model
 
             _quiet_transformers()
