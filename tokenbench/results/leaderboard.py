@@ -7,11 +7,12 @@ interval, agreement, tokens, FLOPs) come from the CPU run that produced the accu
 prefill speed-up gets its own column headed with the device it was measured on, so CPU and GPU timings are never
 mixed in one column.
 
-The **mini suite** (:data:`MINI_SUITE`) is what CI runs: every built-in method at keep-ratios 1/9, 2/9 and 1/3 (64,
-128 and 192 of LLaVA-1.5's 576 tokens; 16, 32 and 48 of the shipped ``mini-llava``'s 144) on 500 held-out samples of
-the synthetic task. ``tokenbench leaderboard --update`` runs it and writes
-its results; ``--check`` runs it afresh and fails when the deterministic columns differ from the committed markdown
-(timings are not compared: they are measurements, not facts of the code).
+The **mini suite** (:data:`MINI_SUITE`, plain data: this module names no method) is what CI runs: every built-in
+method at keep-ratios 1/9, 2/9 and 1/3 (64, 128 and 192 of LLaVA-1.5's 576 tokens; 16, 32 and 48 of the shipped
+``mini-llava``'s 144) on 500 held-out samples of the synthetic task, with the options and variants the data lists
+(ALVTS on the calibration artefact the model ships, and without its skipped tokens as keys). ``tokenbench leaderboard
+--update`` runs it and writes its results; ``--check`` runs it afresh and fails when the deterministic columns differ
+from the committed markdown (timings are not compared: they are measurements, not facts of the code).
 """
 
 from __future__ import annotations
@@ -31,52 +32,85 @@ DETERMINISTIC = ("method", "budget", "keep", "accuracy", "retention [95% CI]", "
                  "FLOPs ratio")
 REGENERATE = "tokenbench leaderboard --update"
 
+#: The mini suite, as data (nothing here imports a method). ``methods``: ``"builtin"``, every built-in method but
+#: ``full`` in registry order (plugins are not part of the published board), or a list of names. ``options``: a
+#: method's options in every row it has; a string starting with ``{model_dir}/`` names a file the model's checkpoint
+#: ships (its calibration artefact, never one a local cache happens to hold). ``variants``: a method's further
+#: configurations, each as rows of its own (label -> options on top of ``options``), after the method's own rows.
 MINI_SUITE: dict[str, Any] = {
     "model": "mini-llava",
     "task": "synthetic",
     "task_options": {"n": 500},
     "keep_ratio": (1 / 9, 2 / 9, 1 / 3),  # LLaVA-1.5's 64/128/192 of 576; 16/32/48 of mini-llava's 144
+    "match": "matched,nominal",
     "seed": 0,
     "batch_size": 25,
     "warmup": 1,
     "repeats": 3,
+    "methods": "builtin",
+    "options": {"alvts": {"calibration": "{model_dir}/calibration/alvts/rank4-mean.safetensors"}},
+    "variants": {"alvts": {"alvts[skipped_as_kv=False]": {"skipped_as_kv": False}}},  # the open choice that decides
+    # ALVTS's accuracy, shown beside its default
 }
-
-
-#: ALVTS's open choice that decides its accuracy, shown on the board as its own rows beside the default
-ALVTS_VARIANTS: dict[str, dict[str, Any]] = {"alvts[skipped_as_kv=False]": {"skipped_as_kv": False}}
+MODEL_DIR = "{model_dir}/"
 
 
 # -- the suite -------------------------------------------------------------------------------------------------------
-def suite_spec():
-    """The :class:`tokenbench.harness.compare.RunSpec` of the mini suite: every built-in method (plugins are not part of the
-    published board), ALVTS with the calibration artefact shipped beside the model."""
+def suite_variants(suite: dict[str, Any] = MINI_SUITE) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The suite's variants as ``{label: (method, options)}`` (their own options only; the contract suite runs them
+    too)."""
+    return {label: (method, dict(options)) for method, variants in suite["variants"].items()
+            for label, options in variants.items()}
+
+
+def suite_methods(suite: dict[str, Any], model_dir: str) -> tuple[tuple, ...]:
+    """The suite's method specs for :class:`tokenbench.harness.compare.RunSpec`: ``(name, {})`` for a method run as
+    it comes, ``(name, options, label)`` for one with options or variants (its own rows labelled with its name), with
+    ``{model_dir}/`` paths resolved against the model's checkpoint directory ``model_dir``."""
     from tokenbench.api import METHODS
     from tokenbench.contract.registry import BUILTIN
+
+    names = suite["methods"]
+    if names == "builtin":
+        names = [n for n in METHODS.names() if n != "full" and METHODS.origin(n).source == BUILTIN]
+    specs: list[tuple] = []
+    for name in names:
+        options = {k: _shipped(v, model_dir, name, k) for k, v in suite["options"].get(name, {}).items()}
+        variants = suite["variants"].get(name, {})
+        if not options and not variants:
+            specs.append((name, {}))
+            continue
+        specs.append((name, options, name))
+        specs += [(name, options | extra, label) for label, extra in variants.items()]
+    return tuple(specs)
+
+
+def _shipped(value: Any, model_dir: str, method: str, option: str) -> Any:
+    """An option value with a ``{model_dir}/`` path made the file's path in the checkpoint directory, which must hold
+    it (a board is never made with another artefact)."""
+    if not isinstance(value, str) or not value.startswith(MODEL_DIR):
+        return value
+    path = os.path.join(model_dir, *value[len(MODEL_DIR):].split("/"))
+    if not os.path.isfile(path):
+        raise ConfigError(f"the suite runs {method} with {option}={path}, which the model does not ship; restore it "
+                          f"(git checkout -- {path}) or make it with `tokenbench calibrate {method} --model ... --out "
+                          f"{path}`")
+    return path
+
+
+def suite_spec(suite: dict[str, Any] = MINI_SUITE):
+    """The :class:`tokenbench.harness.compare.RunSpec` of ``suite`` (the mini suite)."""
+    from tokenbench import budgets
     from tokenbench.budgets import Budget
     from tokenbench.harness.compare import RunSpec
     from tokenbench.harness.resolve import resolve_model
 
-    names = [n for n in METHODS.names() if n != "full" and METHODS.origin(n).source == BUILTIN]
-    specs: list[tuple] = [(n, {}) for n in names]
-    if "alvts" in names:  # the artefact shipped with the model, never one a local cache happens to hold
-        from tokenbench.methods.alvts.fit import shipped_path
-
-        alvts = METHODS.get("alvts")()
-        adapter = resolve_model(MINI_SUITE["model"]).load_config()
-        shipped = shipped_path(adapter.source, alvts, alvts.resolved_rank(adapter.text_config().hidden_size))
-        calibrated = {"calibration": shipped if os.path.isfile(shipped) else "svd"}
-        at = names.index("alvts")
-        specs[at] = ("alvts", calibrated, "alvts")  # labelled as the method: the board's reference ALVTS row
-        for variant, options in ALVTS_VARIANTS.items():  # the open choices, each as its own rows
-            specs.insert(at + 1, ("alvts", calibrated | options, variant))
-    from tokenbench.budgets import MATCHED, NOMINAL
-
+    model_dir = resolve_model(suite["model"]).load_config().source
     return RunSpec(
-        methods=tuple(specs), model=MINI_SUITE["model"], task=MINI_SUITE["task"], match=(MATCHED, NOMINAL),
-        budgets=tuple(Budget(ratio=r) for r in MINI_SUITE["keep_ratio"]), seed=MINI_SUITE["seed"],
-        batch_size=MINI_SUITE["batch_size"], warmup=MINI_SUITE["warmup"], repeats=MINI_SUITE["repeats"],
-        task_options=dict(MINI_SUITE["task_options"]),
+        methods=suite_methods(suite, model_dir), model=suite["model"], task=suite["task"],
+        match=budgets.parse(suite["match"]), budgets=tuple(Budget(ratio=r) for r in suite["keep_ratio"]),
+        seed=suite["seed"], batch_size=suite["batch_size"], warmup=suite["warmup"], repeats=suite["repeats"],
+        task_options=dict(suite["task_options"]),
     )
 
 
