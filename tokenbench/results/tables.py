@@ -235,9 +235,9 @@ def format_bench(rows: list[dict], wide: bool = False) -> str:
                      if first["llm_layers"] != first["llm_layers_of"] else "")
         out.append(f"model={model} (random weights{truncated}) image={first['image_size'][0]}x{first['image_size'][1]} "
                    f"visual tokens={first['n_visual']} text tokens={first['n_text']}")
-        out.append(f"device={device_words(first)} dtype={first['dtype']} attn={first['attn_implementation']}; batch 1, "
-                   f"{first['decode_tokens']} tokens decoded, median of {first['timing_repeats']} interleaved rounds "
-                   f"after {first['timing_warmup']} warm-up")
+        out.append(f"device={device_words(first)} dtype={first['dtype']} attn={first['attn_implementation']}")
+        out.append(f"timings: batch 1, {first['decode_tokens']} tokens decoded, median of {first['timing_repeats']} "
+                   f"interleaved rounds after {first['timing_warmup']} warm-up")
         out.append(grid(BENCH_COLUMNS, rs, wide))
         out.append("")
     matches = list(dict.fromkeys(r["match"] for r in rows if r.get("match")))
