@@ -1,4 +1,5 @@
-"""Budget conventions: what "keep k" means for each method in a run. No torch here.
+"""Budgets: what a run asks every method to keep (:class:`Budget`, the defaults), the conventions that say what "keep
+k" means for each method, and the keep rule that turns both into a method's own budget per image. No torch here.
 
 The harness asks every method for the same budget ``k`` (a count or a share of each image's visual tokens). Methods
 read a number differently, so a run names its convention, and every row and board says which one it used:
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from tokenbench.errors import ConfigError
 
@@ -98,6 +99,42 @@ def closest(measure: Callable[[int], float], target: float, n_visual: int) -> in
     return lo
 
 
+def keep_rule(method, budget: "Budget", convention: Convention, n_layers: int, cost_of: Callable | None = None
+              ) -> Callable[[int], int]:
+    """The function of an image's visual tokens that gives ``method``'s own budget under ``convention``
+    (:func:`method_keep`; run it as ``variant(method, convention)``). ``cost_of(n_visual)``: prefill FLOPs
+    ``(method, k) -> FLOPs`` of an image with that many tokens (``flops=`` conventions; :func:`flops_cost`)."""
+    from functools import lru_cache
+
+    m = variant(method, convention)
+
+    @lru_cache(maxsize=None)  # asked for every batch and sample; each answer is a search over the method's plans
+    def keep(n_visual: int) -> int:
+        return method_keep(m, budget.resolve(n_visual), n_visual, n_layers, convention,
+                           cost_of(n_visual) if cost_of is not None else None)
+
+    return keep
+
+
+def flops_cost(adapter, n_text: int, sizes: dict[int, Any]) -> Callable[[int], Callable]:
+    """``cost_of`` for :func:`keep_rule`: the planned prefill FLOPs of one sample with ``n_text`` non-visual tokens, for
+    an image of ``sizes[n_visual]`` (its pixel size, which fixes the vision tower's work)."""
+    from tokenbench.measure.accounting import plan, prefill_count
+
+    lm = adapter.lm_dims()
+
+    def cost_of(n_visual: int):
+        encoder = adapter.encoder_macs(sizes.get(n_visual))
+
+        def cost(method, k: int) -> float:
+            p = plan(method, lm.n_layers, n_visual, k)
+            return prefill_count(lm, encoder, n_text, p.visual_per_layer, p, method).total_flops
+
+        return cost
+
+    return cost_of
+
+
 def method_keep(method, keep: int, n_visual: int, n_layers: int, convention: Convention,
                 cost: Callable[[object, int], float] | None = None) -> int:
     """The budget ``method`` (already its :func:`variant`) is run at for the run's budget ``keep`` on an image of
@@ -166,3 +203,10 @@ class Budget:
 
     def label(self) -> str:
         return str(self.keep) if self.keep is not None else (f"r{self.ratio:g}" if self.ratio is not None else "all")
+
+
+#: a run's budget when none is given: 64 of LLaVA-1.5's 576 visual tokens, as a share, so AnyRes and dynamic-resolution
+#: images get the same cut
+DEFAULT_BUDGET = Budget(ratio=1 / 9)
+#: 64, 128 and 192 of LLaVA-1.5's 576 tokens, as shares (``tokenbench bench`` on a GPU, ``tokenbench flops``)
+DEFAULT_BUDGETS = (DEFAULT_BUDGET, Budget(ratio=2 / 9), Budget(ratio=1 / 3))

@@ -23,17 +23,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tokenbench.budgets import DEFAULT_BUDGET, DEFAULT_BUDGETS, Budget
 from tokenbench.errors import ConfigError
-from tokenbench.budgets import Budget
 
-#: 64, 128 and 192 of LLaVA-1.5's 576 tokens, as shares, so AnyRes and dynamic-resolution images get the same cut
-DEFAULT_BUDGETS = (Budget(ratio=1 / 9), Budget(ratio=2 / 9), Budget(ratio=1 / 3))
 #: what an option left out means on a GPU: the whole benchmark
 GPU_DEFAULTS: dict[str, Any] = {"methods": (), "budgets": DEFAULT_BUDGETS, "dtype": "bfloat16", "layers": None,
                                 "repeats": 5, "warmup": 2}
 #: ... and on a CPU: a quick look, 3 min 21 s for LLaVA-1.5-7B on 2 idle cores of an AMD EPYC server (measured). float32, because
 #: CPUs without native bfloat16 (AVX2 only) emulate its matmuls about 6x slower than float32.
-CPU_DEFAULTS: dict[str, Any] = {"methods": (("fastv", {}), ("alvts", {})), "budgets": (Budget(ratio=1 / 9),), "dtype": "float32",
+CPU_DEFAULTS: dict[str, Any] = {"methods": (("fastv", {}), ("alvts", {})), "budgets": (DEFAULT_BUDGET,), "dtype": "float32",
                                 "layers": 2, "repeats": 3, "warmup": 1}
 POPE_QUESTION = "Is there a dog in the image? Answer the question using a single word or phrase. "
 
@@ -110,7 +108,8 @@ def _methods_for(adapter, spec: BenchSpec, depth: int, on_note) -> list:
     is built): one it cannot run is skipped with a note, or refused when the user named it."""
     from tokenbench.api import METHODS, build_method
     from tokenbench.errors import IncompatibleError
-    from tokenbench.harness.plan import check_method_plans, flops_cost
+    from tokenbench.budgets import flops_cost
+    from tokenbench.harness.plan import check_method_plans
 
     specs = spec.methods or tuple((name, {}) for name in METHODS.names() if name != "full")
     out = []
@@ -213,76 +212,108 @@ def _match(spec: BenchSpec) -> tuple:
     return (spec.match or MATCHED,)
 
 
+@dataclass(frozen=True)
+class _Counted:
+    """What an untimed run of a cell on the bench input recorded: its prefill FLOPs (a PrefillCount), KV cache bytes
+    and visual tokens per LLM layer."""
+
+    flops: Any
+    kv_bytes: float
+    per_layer: list[int]
+
+
 def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], None]) -> list[dict]:
+    """``full`` and every (method, budget) cell on one built model: each counted (FLOPs, untimed), then all timed
+    together by the latency protocol (:func:`tokenbench.measure.latency.time_with_full`); one row per cell."""
     import torch
 
-    from tokenbench.measure.accounting import prefill_count
-    from tokenbench.api import Prepared, Reduction, build_method
+    from tokenbench.api import Reduction
     from tokenbench.measure.latency import time_with_full
-    from tokenbench.results import rows
-    from tokenbench.budgets import variant
     from tokenbench.results.provenance import provenance
-    from tokenbench.harness.plan import flops_cost, keep_rule
 
     torch.manual_seed(spec.seed)
     batch = adapter.encode([bench_sample(adapter, spec.n_text, spec.image_size, spec.seed)])
-    n_visual, n_text = batch.layout.n_visual, batch.n_text[0]
-    keeps = [b.resolve(n_visual) for b in spec.budgets]
-    lm, encoder = adapter.lm_dims(), adapter.encoder_macs(spec.image_size)
-    total_layers = adapter.config_layers
-    cells: dict[str, dict[str, Any]] = {}
+    n_visual = batch.layout.n_visual
     cuda = spec.device.startswith("cuda")
     per_cell = 1 + spec.warmup + spec.repeats + (1 if cuda else 0)  # FLOPs count, rounds, peak memory
-    progress = _Progress(adapter.name, per_cell * (1 + len(methods) * len(keeps)), say)
-
-    def add(label, method, keep, artefact, info):
-        with adapter.reduction(Reduction(method, keep, seed=spec.seed, artefact=artefact)) as router:
-            gen = adapter.generate(batch, 1, router=router)
-            record = router.record if router is not None else None
-        per_layer = record.visual_per_layer if record is not None else [n_visual] * adapter.n_layers
-        count = prefill_count(lm, encoder, n_text, per_layer, record, method)
-        cells[label] = {"method": method, "keep": keep, "artefact": artefact, "flops": count, "kv": gen.kv_cache_bytes,
-                        "per_layer": per_layer, **info}
-        progress(label, "FLOPs count")
-
-    add("full", build_method("full"), n_visual, None, {"prepared": {}, "warnings": []})
-    for method in methods:
-        # a warning here is about selection quality (ALVTS uncalibrated): random weights make that moot, not shown
-        say(f"{adapter.name}: preparing {method.name} (untimed)")  # ALVTS's SVD initialisation takes a while
-        prep = Prepared.of(method.prepare(adapter.weights()))
-        (match,) = _match(spec)
-        cost_of = flops_cost(adapter, n_text, {n_visual: spec.image_size})
-        for budget, keep in zip(spec.budgets, keeps):
-            own = keep_rule(method, budget, match, adapter.n_layers, cost_of)(n_visual)
-            add(f"{method.name}@{budget.label()}", variant(method, match), own, prep.artefact,
-                {"budget": budget, "budget_keep": keep, "match": match, "prepared": prep.info,
-                 "warnings": [prep.warning] if prep.warning else []})
-    variants = {label: Reduction(c["method"], c["keep"], seed=spec.seed, artefact=c["artefact"])
-                for label, c in cells.items()}
+    progress = _Progress(adapter.name, per_cell * (1 + len(methods) * len(spec.budgets)), say)
+    counted = _count_cells(adapter, spec, methods, batch, progress, say)
+    variants = {label: Reduction(cell.method, cell.keep_of(n_visual), seed=spec.seed, artefact=cell.artefact)
+                for label, (cell, _) in counted.items()}
     timings = time_with_full(adapter, batch, variants, spec.new_tokens, spec.warmup, spec.repeats, on_run=progress,
                              on_peak=lambda label: progress(label, "peak memory"))
     prov = provenance(spec.device, spec.seed)
-    full = cells["full"]
-    out = []
-    for label, c in cells.items():
-        method, count = c["method"], c["flops"]
-        keep = c.get("budget_keep", c["keep"])
-        out.append({
-            **rows.identity_fields(method, model=adapter.name, budget=c.get("budget", Budget()),
-                                   convention=c.get("match"), keep=keep, method_keep=c["keep"],
-                                   keep_ratio=keep / n_visual, n_visual=n_visual),
-            **rows.input_fields(n_text=n_text, image_size=list(spec.image_size or adapter.typical_size),
-                                llm_layers=adapter.n_layers, llm_layers_of=total_layers),
-            **rows.flops_fields(count.total_flops, full["flops"].total_flops, count.as_flops_dict(),
-                                tokens_avg_layer=sum(c["per_layer"]) / len(c["per_layer"]), convention=False,
-                                predicted_speedup=True),
-            **rows.timing_fields(timings[label], decode_tokens=spec.new_tokens, kv_cache_bytes=c["kv"],
-                                 warmup=spec.warmup),
-            **rows.setup_fields(method, device=spec.device, dtype=spec.dtype,
-                                attn_implementation=spec.attn_implementation,
-                                weights="random (normal, initializer_range), built from the shipped config"),
-            **rows.provenance_fields(prov),
-            **rows.preparation_fields(c["prepared"], c["warnings"]),
-        })
-    return out
+    full = counted["full"][1].flops.total_flops
+    return [_bench_row(adapter, spec, batch, cell, count, timings[label], full, prov)
+            for label, (cell, count) in counted.items()]
+
+
+def _count_cells(adapter, spec: BenchSpec, methods: list, batch, progress, say) -> dict[str, tuple[Any, _Counted]]:
+    """Label -> (cell, what its untimed run counted): ``full``, then each method (prepared from the weights, untimed)
+    at each budget under the run's convention."""
+    from tokenbench.api import Prepared, build_method
+    from tokenbench.budgets import flops_cost, keep_rule, variant
+    from tokenbench.harness.plan import Cell, MethodPlan
+
+    n_visual, n_text = batch.layout.n_visual, batch.n_text[0]
+    (match,) = _match(spec)
+    everything = Budget()
+    full = Cell(build_method("full"), everything, match, everything.resolve)
+    counted = {"full": (full, _count(adapter, batch, full, spec))}
+    progress("full", "FLOPs count")
+    for method in methods:
+        # a warning here is about selection quality (ALVTS uncalibrated): random weights make that moot, not shown
+        say(f"{adapter.name}: preparing {method.name} (untimed)")  # ALVTS's SVD initialisation takes a while
+        start = time.perf_counter()
+        prep = Prepared.of(method.prepare(adapter.weights()))
+        planned = MethodPlan(method, method.name, prep, time.perf_counter() - start, None)
+        cost_of = flops_cost(adapter, n_text, {n_visual: spec.image_size})
+        for budget in spec.budgets:
+            cell = Cell(variant(method, match), budget, match,
+                        keep_rule(method, budget, match, adapter.n_layers, cost_of), planned)
+            label = f"{method.name}@{budget.label()}"
+            counted[label] = (cell, _count(adapter, batch, cell, spec))
+            progress(label, "FLOPs count")
+    return counted
+
+
+def _count(adapter, batch, cell, spec: BenchSpec) -> _Counted:
+    """One untimed generation of one token under ``cell``: the prefill FLOPs of what the router recorded."""
+    from tokenbench.api import Reduction
+    from tokenbench.measure.accounting import prefill_count
+
+    n_visual = batch.layout.n_visual
+    reduction = Reduction(cell.method, cell.keep_of(n_visual), seed=spec.seed, artefact=cell.artefact)
+    with adapter.reduction(reduction) as router:
+        gen = adapter.generate(batch, 1, router=router)
+        record = router.record if router is not None else None
+    per_layer = record.visual_per_layer if record is not None else [n_visual] * adapter.n_layers
+    count = prefill_count(adapter.lm_dims(), adapter.encoder_macs(spec.image_size), batch.n_text[0], per_layer, record,
+                          cell.method)
+    return _Counted(count, gen.kv_cache_bytes, per_layer)
+
+
+def _bench_row(adapter, spec: BenchSpec, batch, cell, count: _Counted, timing, full_flops: float, prov: dict) -> dict:
+    """A cell's row, in the schema of :mod:`tokenbench.results.rows`."""
+    from tokenbench.results import rows
+
+    n_visual = batch.layout.n_visual
+    keep = cell.budget.resolve(n_visual)
+    info, warnings, _ = cell.preparation()
+    return {
+        **rows.identity_fields(cell.method, model=adapter.name, budget=cell.budget, convention=cell.convention,
+                               keep=keep, method_keep=cell.keep_of(n_visual), keep_ratio=keep / n_visual,
+                               n_visual=n_visual),
+        **rows.input_fields(n_text=batch.n_text[0], image_size=list(spec.image_size or adapter.typical_size),
+                            llm_layers=adapter.n_layers, llm_layers_of=adapter.config_layers),
+        **rows.flops_fields(count.flops.total_flops, full_flops, count.flops.as_flops_dict(),
+                            tokens_avg_layer=sum(count.per_layer) / len(count.per_layer), convention=False,
+                            predicted_speedup=True),
+        **rows.timing_fields(timing, decode_tokens=spec.new_tokens, kv_cache_bytes=count.kv_bytes, warmup=spec.warmup),
+        **rows.setup_fields(cell.method, device=spec.device, dtype=spec.dtype,
+                            attn_implementation=spec.attn_implementation,
+                            weights="random (normal, initializer_range), built from the shipped config"),
+        **rows.provenance_fields(prov),
+        **rows.preparation_fields(info, warnings),
+    }
 

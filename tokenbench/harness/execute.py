@@ -1,5 +1,7 @@
-"""The executor: one (method, budget) cell over a task's samples, batch by batch, through the store (reused batches are
-read back, new ones saved whole), sharded over processes when asked; and the records' first-token statistics."""
+"""The executor: runs the cells of a plan (:class:`tokenbench.harness.plan.Cell`) over one task's samples, batch by
+batch, through the store (reused batches are read back, new ones saved whole), sharded over processes when asked
+(:class:`tokenbench.harness.parallel.Share`); times a cell by the latency protocol and writes its row
+(:mod:`tokenbench.results.rows`). Also the records' first-token statistics and the store key of a cell."""
 
 from __future__ import annotations
 
@@ -7,10 +9,11 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from tokenbench.api import Reduction, TokenReducer, build_method
-from tokenbench.budgets import Budget
+from tokenbench.api import Reduction, build_method
+from tokenbench.harness.parallel import Share
+from tokenbench.harness.plan import Cell
 from tokenbench.results.rows import options_of
 
 
@@ -47,7 +50,7 @@ def _source_digest(cls) -> str | None:
         return None
 
 
-def _artefact_digest(prepared) -> str | None:
+def artefact_digest(prepared) -> str | None:
     """sha256 over a prepared artefact's tensors (and what its ``info`` records), or None when there is none."""
     import hashlib
 
@@ -81,6 +84,8 @@ def _artefact_digest(prepared) -> str | None:
 
 @dataclass
 class MethodRun:
+    """A cell's records over every sample, in the samples' order, and the task's scores of its answers."""
+
     answers: list[str]
     correct: list[float]
     kl: list[float]  # per sample: KL(full || method) of the first answer token (see first_token_kl)
@@ -93,114 +98,124 @@ class MethodRun:
     n_visual: list[int]  # each sample's visual tokens before reduction
     scored: Any = None  # the task's tokenbench.contract.task.Scored
     method_keeps: list[int] = field(default_factory=list)  # what the method ran at under the convention
+    key: str = ""  # the cell's store key
+
+    @classmethod
+    def of(cls, records: list[dict], scored, key: str) -> "MethodRun":
+        """From the stored records of every sample (in order) and the task's scores of their answers."""
+        from tokenbench.measure.flops import PrefillCount
+
+        return cls([r["answer"] for r in records], list(scored.per_sample), [r["kl"] for r in records],
+                   [r["visual_per_layer"] for r in records], [PrefillCount(**r["flops"]) for r in records],
+                   [tuple(r["decode_flops"]) for r in records], [r["fastv_formula"] for r in records],
+                   sum(r["kv_bytes"] for r in records) / len(records), [r["keep"] for r in records],
+                   [r["n_visual"] for r in records], scored, [r.get("method_keep", r["keep"]) for r in records], key)
 
 
-class _Context:
-    def __init__(self, spec, task, adapter, samples, prov, progress, failed=None):
-        self.spec, self.task, self.adapter, self.samples, self.prov = spec, task, adapter, samples, prov
-        self.progress = progress
-        self.failed = failed or {}  # sample id -> why it could not run (left out of every method's run)
-        self.task_name = spec.task  # the registered name
+class Executor:
+    """Runs cells on one task's ``samples`` with a loaded model (``adapter``): ``run`` (every sample, through the
+    ``store``), ``time`` (the latency protocol on the first sample) and ``row``. ``full``'s cell runs first: its records
+    are the reference of every method's first-token KL. ``share``: this process's part of a data-parallel run
+    (:class:`tokenbench.harness.parallel.Share`); ``failed``: sample id -> why it could not load (left out of every
+    run, reported in the rows); ``prov``: the run's provenance; ``progress``: show a bar (on a TTY)."""
+
+    def __init__(self, spec, task_name: str, task, adapter, samples: list, failed: dict[str, str], prov: dict, *,
+                 store=None, share: Share | None = None, progress: bool = True) -> None:
+        self.spec, self.task_name, self.task, self.adapter = spec, task_name, task, adapter
+        self.samples, self.failed, self.prov = samples, failed, prov
+        self.store, self.share, self.progress = store, share or Share(), progress
         self.lm = adapter.lm_dims()
-        self.artefact = None  # the current method's prepared artefact
-        self.artefact_digest = None  # its hash, for the store key
-        self.store = None  # a tokenbench.results.store.Store, or None to run without one
-        self.reference = None  # full's records by sample id, once full has run (its first-token statistics)
-        self.reused = self.computed = 0  # samples read back from the store / computed, over this context
-        self.cells: list[str] = []
-        self.model_fingerprint = None
-        self.shard: tuple[int, int] | None = None  # (rank, world): compute only this process's batches (compare)
-        self.computed_by: dict[str, int] = {}  # cell -> samples this run's processes computed (compare's shard passes)
-        self.too_long: str | None = None  # set by full's run: samples longer than the model's positions
-        self.match = None  # the budget convention of the current runs (tokenbench.budgets.Convention)
-        self.keep_of: Callable[[int], int] | None = None  # n_visual -> the method's own budget under it
+        self.reference: dict[str, dict] | None = None  # full's records by sample id, once full has run
+        self.too_long: str | None = None  # full's run: a warning if samples are longer than the model's positions
+        self.reused = self.computed = 0  # the last run's samples read back from the store / computed
+        self._fingerprint: dict | None = None  # the model's weights, hashed once (for the store keys)
 
-    def run(self, method: TokenReducer, budget: Budget) -> MethodRun:
+    # -- running a cell ----------------------------------------------------------------------------------------------
+    def run(self, cell: Cell) -> MethodRun | None:
         """Every sample, in batches of samples that share a visual layout; results in the samples' order. With a
-        store, batches already stored for this cell are read back and every new batch is stored as it finishes."""
-        import dataclasses as dc
+        store, batches already stored for this cell are read back and every new batch is stored as it finishes.
+        ``None`` in a shard pass: this process's share is stored, and the merge scores every sample."""
+        key, key_spec = self.key(cell)
+        records = self._compute(cell, key, key_spec)
+        self.reused, self.computed = self.share.counted(key, self.reused, self.computed)
+        if cell.method.name == "full":  # the methods' KL needs full's records (in a shard pass: of this share)
+            self.reference = records
+        if self.share.partial:
+            return None
+        ordered = [records[s.id] for s in self.samples]
+        if cell.method.name == "full":
+            self.too_long = self.longer_than_positions(ordered)
+        return MethodRun.of(ordered, self._score([r["answer"] for r in ordered]), key)
 
-        import torch
+    def _compute(self, cell: Cell, key: str, key_spec: dict) -> dict[str, dict]:
+        """The batch loop: this process's batches, each read back from the store or computed and stored whole."""
         from tqdm.auto import tqdm
 
-        from tokenbench.measure.accounting import decode_flops, kv_counts, prefill_count
-        from tokenbench.measure.flops import fastv_formula_macs
-
-        cell, cell_spec = self.cell(method, budget)
-        stored = self.store.records(cell) if self.store is not None else {}
+        stored = self.store.records(key) if self.store is not None else {}
         self.reused = self.computed = 0
         records: dict[str, dict] = {}
-        n_layers = self.adapter.n_layers
-        batches = self.adapter.batches(self.samples, self.spec.batch_size)
-        if self.shard is not None:  # one of several processes (tokenbench.harness.parallel): every world-th batch, as batched
-            rank, world = self.shard  # in one process, so that every record is the one a single process computes
-            batches = batches[rank::world]
-        bar = tqdm(total=sum(map(len, batches)), desc=f"{method.name} keep={budget.label()}", unit="sample",
+        batches = self.share.batches(self.adapter.batches(self.samples, self.spec.batch_size))
+        bar = tqdm(total=sum(map(len, batches)), desc=f"{cell.method.name} keep={cell.budget.label()}", unit="sample",
                    disable=True if not self.progress else None, leave=False)  # None: only on a TTY
-        with self.adapter.reduction(self.reduction(method)) as router:
+        with self.adapter.reduction(self.reduction(cell)) as router:
             for idx in batches:
                 chunk = [self.samples[i] for i in idx]
                 if all(s.id in stored for s in chunk):  # this batch finished in an earlier run
                     records.update({s.id: stored[s.id] for s in chunk})
                     self.reused += len(chunk)
-                    bar.update(len(chunk))
-                    continue
-                batch = self.adapter.encode(chunk)
-                gen = self.adapter.generate(batch, self.task.max_new_tokens, router=router)
-                rec = router.record if router is not None else None
-                n_visual = batch.layout.n_visual
-                per_layer = rec.visual_per_layer if rec is not None else [n_visual] * n_layers
-                cached = kv_counts(rec, per_layer)  # what each layer attended to and cached (keys)
-                encoder = self.adapter.encoder_macs(tuple(chunk[0].image.size))
-                first = torch.log_softmax(gen.first_logits.float(), dim=-1)
-                new = {}
-                for j, (s, text, n_text) in enumerate(zip(chunk, gen.texts, batch.n_text)):
-                    new[s.id] = {
-                        "answer": text,
-                        "visual_per_layer": list(per_layer),
-                        "keep": budget.resolve(n_visual),
-                        "method_keep": self.keep_of(n_visual),
-                        "n_visual": n_visual,
-                        "n_text": n_text,
-                        "flops": dc.asdict(prefill_count(self.lm, encoder, n_text, per_layer, rec, method)),
-                        "decode_flops": [decode_flops(self.lm, n_text, cached, len(gen.token_ids[j]) - 1),
-                                         decode_flops(self.lm, n_text, cached, 1)],
-                        "fastv_formula": fastv_formula_macs(self.lm, [n_text + v for v in per_layer],
-                                                            [n_text + v for v in cached]),
-                        "kv_bytes": gen.kv_cache_bytes / len(chunk),
-                        **self.first_token(s.id, first[j]),
-                    }
-                if self.store is not None:
-                    self.store.put(cell, cell_spec, new)  # the batch is saved whole, or not at all
-                records.update(new)
-                self.computed += len(chunk)
+                else:
+                    new = self._record_batch(cell, chunk, router)
+                    if self.store is not None:
+                        self.store.put(key, key_spec, new)  # the batch is saved whole, or not at all
+                    records.update(new)
+                    self.computed += len(chunk)
                 bar.update(len(chunk))
         bar.close()
-        if self.shard is not None:  # this process's share is stored; the merge scores every sample
-            self.computed_by[cell] = self.computed_by.get(cell, 0) + self.computed
-            if method.name == "full":  # the methods' KL needs full's records of this process's samples only
-                self.reference = records
-            return None
-        moved = min(self.computed_by.get(cell, 0), self.reused)  # computed by this run's processes, read back here
-        self.reused, self.computed = self.reused - moved, self.computed + moved
-        if cell not in self.cells:
-            self.cells.append(cell)
-        ordered = [records[s.id] for s in self.samples]
-        if method.name == "full":
-            self.reference = records
-            self.too_long = self.longer_than_positions(ordered)
-        answers = [r["answer"] for r in ordered]
+        return records
+
+    def _record_batch(self, cell: Cell, chunk: list, router) -> dict[str, dict]:
+        """One batch generated under ``router``: each sample's stored record (answer, visual tokens per layer, budget,
+        FLOPs of prefill and decode, the FastV formula, KV cache, first-token statistics)."""
+        import dataclasses as dc
+
+        import torch
+
+        from tokenbench.measure.accounting import decode_flops, kv_counts, prefill_count
+        from tokenbench.measure.flops import fastv_formula_macs
+
+        batch = self.adapter.encode(chunk)
+        gen = self.adapter.generate(batch, self.task.max_new_tokens, router=router)
+        rec = router.record if router is not None else None
+        n_visual, lm = batch.layout.n_visual, self.lm
+        per_layer = rec.visual_per_layer if rec is not None else [n_visual] * self.adapter.n_layers
+        cached = kv_counts(rec, per_layer)  # what each layer attended to and cached (keys)
+        encoder = self.adapter.encoder_macs(tuple(chunk[0].image.size))
+        first = torch.log_softmax(gen.first_logits.float(), dim=-1)
+        new = {}
+        for j, (s, text, n_text) in enumerate(zip(chunk, gen.texts, batch.n_text)):
+            new[s.id] = {
+                "answer": text,
+                "visual_per_layer": list(per_layer),
+                "keep": cell.budget.resolve(n_visual),
+                "method_keep": cell.keep_of(n_visual),
+                "n_visual": n_visual,
+                "n_text": n_text,
+                "flops": dc.asdict(prefill_count(lm, encoder, n_text, per_layer, rec, cell.method)),
+                "decode_flops": [decode_flops(lm, n_text, cached, len(gen.token_ids[j]) - 1),
+                                 decode_flops(lm, n_text, cached, 1)],
+                "fastv_formula": fastv_formula_macs(lm, [n_text + v for v in per_layer], [n_text + v for v in cached]),
+                "kv_bytes": gen.kv_cache_bytes / len(chunk),
+                **self.first_token(s.id, first[j]),
+            }
+        return new
+
+    def _score(self, answers: list[str]):
+        """The task's scores of ``answers`` (one per sample, in order)."""
         scored = self.task.evaluate(self.samples, answers)
         if len(scored.per_sample) != len(self.samples):
             raise ValueError(f"task {self.task.name!r}: evaluate() gave {len(scored.per_sample)} scores for "
                              f"{len(self.samples)} samples")
-        from tokenbench.measure.flops import PrefillCount
-
-        return MethodRun(answers, list(scored.per_sample), [r["kl"] for r in ordered],
-                         [r["visual_per_layer"] for r in ordered], [PrefillCount(**r["flops"]) for r in ordered],
-                         [tuple(r["decode_flops"]) for r in ordered], [r["fastv_formula"] for r in ordered],
-                         sum(r["kv_bytes"] for r in ordered) / len(ordered), [r["keep"] for r in ordered],
-                         [r["n_visual"] for r in ordered], scored, [r.get("method_keep", r["keep"]) for r in ordered])
+        return scored
 
     def longer_than_positions(self, records: list[dict]) -> str | None:
         """A warning when some samples' prompt plus answer exceeds the positions the model was trained on (its
@@ -228,35 +243,37 @@ class _Context:
         ref = self.reference[sample_id]
         return {"kl": first_token_kl(ref["top_ids"], ref["top_logprobs"], logprobs)}
 
-    def cell(self, method: TokenReducer, budget: Budget) -> tuple[str, dict]:
-        """The store key of (this model and task, ``method``, ``budget``) and the spec it hashes: everything that can
-        change a sample's stored record (see :mod:`tokenbench.results.store`)."""
+    def key(self, cell: Cell) -> tuple[str, dict]:
+        """The store key of (this model and task, the cell) and the spec it hashes: everything that can change a
+        sample's stored record (see :mod:`tokenbench.results.store`)."""
         from tokenbench import __version__
         from tokenbench.results.store import code_digest, digest
 
-        spec, adapter = self.spec, self.adapter
-        if self.model_fingerprint is None:  # hashes the first and last layers' weights: once per context
-            self.model_fingerprint = adapter.weights().fingerprint()
-        cell = {
+        spec, adapter, method = self.spec, self.adapter, cell.method
+        if self._fingerprint is None:  # hashes the first and last layers' weights: once per executor
+            self._fingerprint = adapter.weights().fingerprint()
+        key_spec = {
             "model": {"name": adapter.name, "source": adapter.source, "revision": adapter.revision,
-                      **self.model_fingerprint},
+                      **self._fingerprint},
             "dtype": spec.dtype, "device_type": spec.device.split(":")[0], "attn": spec.attn_implementation,
             "task": {"name": self.task_name, "version": self.task.version, "options": options_of(self.task)},
             "method": {"name": method.name, "params": method.params(), "code": _source_digest(type(method)),
-                       "artefact": self.artefact_digest},
-            "budget": budget.label(), "budget_scope": spec.budget_scope, "seed": spec.seed,
-            "match": None if method.name == "full" else self.match.label,
+                       "artefact": cell.artefact_digest},
+            "budget": cell.budget.label(), "budget_scope": spec.budget_scope, "seed": spec.seed,
+            "match": None if method.name == "full" else cell.convention.label,
             "batch_size": spec.batch_size, "max_new_tokens": self.task.max_new_tokens,
             "tokenbench": __version__, "code": code_digest(), "first_token_top_k": TOP_K,
         }
-        return digest(cell), cell
+        return digest(key_spec), key_spec
 
-    def reduction(self, method: TokenReducer) -> Reduction:
-        """``method`` as this context installs it: its keep rule, the run's seed and budget scope, its artefact."""
-        return Reduction(method, self.keep_of, seed=self.spec.seed, artefact=self.artefact,
+    def reduction(self, cell: Cell) -> Reduction:
+        """``cell``'s method as this executor installs it: its keep rule, the run's seed and budget scope, its
+        artefact."""
+        return Reduction(cell.method, cell.keep_of, seed=self.spec.seed, artefact=cell.artefact,
                          budget_scope=self.spec.budget_scope)
 
-    def time(self, method: TokenReducer, budget: Budget):
+    # -- timing and the row ------------------------------------------------------------------------------------------
+    def time(self, cell: Cell):
         """Batch-1 latency on the first sample by the protocol of :mod:`tokenbench.measure.latency`
         (:func:`~tokenbench.measure.latency.time_with_full`), ``max_new_tokens`` of the task decoded: a method is timed
         interleaved with ``full`` (its speed-ups are ratios of medians from the same rounds); ``full``'s own row is timed
@@ -265,23 +282,24 @@ class _Context:
 
         spec = self.spec
         batch = self.adapter.encode(self.samples[:1])
-        variants = {"method": self.reduction(method)}
-        if method.name != "full":
+        variants = {"method": self.reduction(cell)}
+        if cell.method.name != "full":
             variants[FULL] = Reduction(build_method("full"), batch.layout.n_visual, seed=spec.seed,
                                        budget_scope=spec.budget_scope)
         return time_with_full(self.adapter, batch, variants, self.task.max_new_tokens, spec.warmup, spec.repeats,
                               peak=("method",))["method"]
 
-    def row(self, method, budget: Budget, run: MethodRun, ref: MethodRun, timing) -> dict[str, Any]:
-        """The row of ``method`` at ``budget`` (its ``run``, ``full``'s ``ref``, its ``timing``), in the schema of
-        :mod:`tokenbench.results.rows`."""
+    def row(self, cell: Cell, run: MethodRun, ref: MethodRun, timing, warnings: list[str]) -> dict[str, Any]:
+        """The row of ``cell`` (its ``run``, ``full``'s ``ref``, its ``timing``; ``warnings``: the task's), in the
+        schema of :mod:`tokenbench.results.rows`."""
         from tokenbench.results import rows
 
         n, spec = len(run.answers), self.spec
         parts = [f.as_flops_dict() for f in run.flops]
+        info, prep_warnings, prepare_s = cell.preparation()
         return {
-            **rows.identity_fields(method, label=method.name, model=self.adapter.name, task=self.task_name,
-                                   budget=budget, budget_scope=spec.budget_scope, convention=self.match,
+            **rows.identity_fields(cell.method, label=cell.label, model=self.adapter.name, task=self.task_name,
+                                   budget=cell.budget, budget_scope=spec.budget_scope, convention=cell.convention,
                                    keep=rows.common(run.keeps), method_keep=rows.common(run.method_keeps),
                                    keep_ratio=sum(k / v for k, v in zip(run.keeps, run.n_visual)) / n,
                                    n_visual=rows.common(run.n_visual), n_samples=n),
@@ -295,11 +313,12 @@ class _Context:
                                 decode_step=sum(f for _, f in run.decode_flops) / n,
                                 fastv_formula=sum(run.fastv_formula) / n),
             **rows.timing_fields(timing, decode_tokens=self.task.max_new_tokens, kv_cache_bytes=run.kv_bytes),
-            **rows.setup_fields(method, device=spec.device, dtype=spec.dtype,
+            **rows.setup_fields(cell.method, device=spec.device, dtype=spec.dtype,
                                 attn_implementation=spec.attn_implementation, batch_size=spec.batch_size),
             **rows.provenance_fields(self.prov, task=self.task, model_source=self.adapter.source, seed=spec.seed,
                                      processes=spec.processes, limit=spec.limit,
                                      store=None if self.store is None else {
                                          "path": self.store.path, "samples_reused": self.reused,
                                          "samples_computed": self.computed}),
+            **rows.preparation_fields(info, prep_warnings + warnings, prepare_s),
         }

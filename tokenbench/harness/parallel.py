@@ -10,7 +10,8 @@ others have finished) and prints the rows, which say ``processes: N``. A process
 batch; the launcher then stops the others, and the same command run again computes only what the store lacks.
 
 Without a launcher (``WORLD_SIZE`` unset or 1) nothing here imports accelerate: :func:`compare` is
-:func:`tokenbench.harness.compare.compare`.
+:func:`tokenbench.harness.compare.compare`. :class:`Share` is what the executor knows of it: which batches are this
+process's, and which samples the run's processes computed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import dataclasses
 import datetime
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tokenbench.errors import ConfigError
@@ -41,6 +43,51 @@ def world_size() -> int:
                                   "`accelerate launch --num_processes N`")
             return int(raw)
     return 1
+
+
+@dataclass
+class Share:
+    """A process's part in a data-parallel run, as the executor (:mod:`tokenbench.harness.execute`) sees it.
+
+    ``shard=(rank, world)``: the shard pass: this process computes only every world-th batch of every cell, from the
+    rank-th on (batched exactly as one process batches them, so every record is the one a single process computes),
+    into the store, and counts the samples it computed per cell (store key) into ``computed``; nothing is scored,
+    timed or recorded. ``shard=None``: an ordinary run, or the merge, whose ``computed`` holds the counts summed over
+    the processes, so that its rows count those samples as computed by this run rather than read back."""
+
+    shard: tuple[int, int] | None = None
+    computed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        """True in a shard pass: this process computes its share of the samples and nothing else."""
+        return self.shard is not None
+
+    def batches(self, batches: list) -> list:
+        """This process's batches of a cell."""
+        if self.shard is None:
+            return batches
+        rank, world = self.shard
+        return batches[rank::world]
+
+    def counted(self, key: str, reused: int, computed: int) -> tuple[int, int]:
+        """A cell's samples (read back, computed here) as the run counts them: in a shard pass ``computed`` is added to
+        the process's tally; in the merge, the samples this run's processes computed move from read back to
+        computed."""
+        if self.shard is not None:
+            self.computed[key] = self.computed.get(key, 0) + computed
+            return reused, computed
+        moved = min(self.computed.get(key, 0), reused)
+        return reused - moved, computed + moved
+
+    @staticmethod
+    def summed(shares: list[dict[str, int]]) -> dict[str, int]:
+        """The processes' tallies added up, for the merge."""
+        total: dict[str, int] = {}
+        for share in shares:
+            for key, n in share.items():
+                total[key] = total.get(key, 0) + n
+        return total
 
 
 def compare(spec, on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
@@ -74,12 +121,8 @@ def compare(spec, on_row: Callable[[dict[str, Any]], None] | None = None, progre
     state.destroy_process_group()
     if rank != 0:
         return []
-    total: dict[str, int] = {}
-    for share in shares:
-        for cell, n in share.items():
-            total[cell] = total.get(cell, 0) + n
     return runner.compare(dataclasses.replace(spec, processes=world), on_row=on_row, progress=progress,
-                          on_warning=on_warning, computed=total)
+                          on_warning=on_warning, computed=Share.summed(shares))
 
 
 def check(spec, world: int) -> None:

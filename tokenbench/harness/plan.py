@@ -1,13 +1,21 @@
 """A run planned before any compute: methods built with their options and labels, every (method, budget, layout) plan
-checked, and the keep rule of each budget convention (:mod:`tokenbench.budgets`)."""
+checked, every method prepared, and the run laid out in cells (:class:`Cell`: a method as it runs under a budget
+convention, at a budget, with its keep rule and artefact) that :mod:`tokenbench.harness.execute` runs.
+
+:func:`plan_run` is everything ``compare`` checks and loads before the first sample is computed: user values, the
+tasks' samples, the model, the image layouts, every method's plans and preparation.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from tokenbench.api import TokenReducer, build_method
-from tokenbench.budgets import Budget
+from tokenbench.api import Prepared, TokenReducer, build_method
+from tokenbench.budgets import Budget, Convention, flops_cost, keep_rule
 from tokenbench.errors import ConfigError
 
 
@@ -65,39 +73,199 @@ def check_method_plans(method, adapter, layouts, budgets, scope: str = "global",
                 adapter.check_compatible(method, steps)
 
 
-def keep_rule(method, budget: Budget, convention, n_layers: int, cost_of: Callable | None = None
-              ) -> Callable[[int], int]:
-    """The function of an image's visual tokens that gives ``method``'s own budget under ``convention``
-    (:func:`tokenbench.budgets.method_keep`; run it as ``budgets.variant(method, convention)``). ``cost_of(n_visual)``:
-    prefill FLOPs ``(method, k) -> FLOPs`` of an image with that many tokens (``flops=`` conventions)."""
-    from functools import lru_cache
+# -- the cells of a comparison ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MethodPlan:
+    """A method of the run, prepared once from the weights: its row label, what ``prepare`` returned and how long it
+    took, and its artefact's hash (part of the store key)."""
 
-    from tokenbench.budgets import method_keep, variant
-
-    m = variant(method, convention)
-
-    @lru_cache(maxsize=None)  # asked for every batch and sample; each answer is a search over the method's plans
-    def keep(n_visual: int) -> int:
-        return method_keep(m, budget.resolve(n_visual), n_visual, n_layers, convention,
-                           cost_of(n_visual) if cost_of is not None else None)
-
-    return keep
+    method: TokenReducer
+    label: str
+    prepared: Prepared
+    prepare_s: float
+    artefact_digest: str | None
 
 
-def flops_cost(adapter, n_text: int, sizes: dict[int, Any]) -> Callable[[int], Callable]:
-    """``cost_of`` for :func:`keep_rule`: the planned prefill FLOPs of one sample with ``n_text`` non-visual tokens, for
-    an image of ``sizes[n_visual]`` (its pixel size, which fixes the vision tower's work)."""
-    from tokenbench.measure.accounting import plan, prefill_count
+@dataclass(frozen=True)
+class Cell:
+    """One run of a comparison: ``method`` as it runs under ``convention`` (:func:`tokenbench.budgets.variant`) at
+    ``budget``, at its own budget ``keep_of(n_visual)``; ``of``: the prepared method (None for ``full``)."""
 
-    lm = adapter.lm_dims()
+    method: TokenReducer
+    budget: Budget
+    convention: Convention
+    keep_of: Callable[[int], int]
+    of: MethodPlan | None = None
 
-    def cost_of(n_visual: int):
-        encoder = adapter.encoder_macs(sizes.get(n_visual))
+    @property
+    def label(self) -> str:
+        return self.of.label if self.of is not None else self.method.name
 
-        def cost(method, k: int) -> float:
-            p = plan(method, lm.n_layers, n_visual, k)
-            return prefill_count(lm, encoder, n_text, p.visual_per_layer, p, method).total_flops
+    @property
+    def artefact(self) -> Any:
+        return self.of.prepared.artefact if self.of is not None else None
 
-        return cost
+    @property
+    def artefact_digest(self) -> str | None:
+        return self.of.artefact_digest if self.of is not None else None
 
-    return cost_of
+    def preparation(self) -> tuple[dict, list[str], float]:
+        """(what the method's preparation recorded, its warnings, its seconds); nothing for ``full``."""
+        if self.of is None:
+            return {}, [], 0.0
+        prep = self.of.prepared
+        return prep.info, [prep.warning] * bool(prep.warning), self.of.prepare_s
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A convention under which a method runs exactly as under an ``earlier`` one: its rows are the earlier rows,
+    named for ``convention`` too (``same_as``), and nothing is run again."""
+
+    label: str
+    convention: Convention
+    earlier: Convention
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    name: str  # as registered
+    task: Any
+    samples: list  # those that can run
+    failed: dict[str, str]  # sample id -> why its image could not be read
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A comparison laid out: the loaded model, each task's samples, ``full``'s cell (run first on every task) and the
+    methods' steps in order (method, convention, budget), and the run's provenance."""
+
+    adapter: Any
+    tasks: tuple[TaskPlan, ...]
+    full: Cell
+    steps: tuple[Cell | Copy, ...]
+    provenance: dict
+
+
+def plan_run(spec, on_warning: Callable[[str], None] | None = None) -> RunPlan:
+    """Everything a comparison (``spec``: a :class:`tokenbench.harness.compare.RunSpec`) checks and loads before any
+    compute, in this order: user values, methods, the device, the tasks' samples (data problems surface before the
+    model loads), the model, every method's plans on every image layout, then each method's preparation (so that a
+    bad artefact is refused before anything is computed); its warnings go to ``on_warning``."""
+    import torch
+
+    from tokenbench.budgets import MATCHED
+
+    methods, labels = _check_spec(spec)
+    tasks, adapter = _load(spec)
+    layouts, sizes = _layouts(adapter, tasks)
+    conventions = spec.match or (MATCHED,)
+    cost_of = None
+    if any(c.kind == "flops" for c in conventions):  # FLOPs of the first sample's prompt, on each image layout
+        first = tasks[0].samples[0]
+        first = dataclasses.replace(first, question=tasks[0].task.prompt(first, adapter.family))
+        cost_of = flops_cost(adapter, adapter.encode([first]).n_text[0], sizes)
+    for m in methods:  # every budget fits every image and every method can run there, or stop here
+        check_method_plans(m, adapter, list(layouts.values()), spec.budgets, spec.budget_scope,
+                           match=conventions, cost_of=cost_of)
+    torch.manual_seed(spec.seed)
+
+    from tokenbench.results.provenance import provenance
+
+    prov = provenance(spec.device, spec.seed)
+    prepared = _prepare(adapter, methods, labels, on_warning)
+    everything = Budget()
+    full = Cell(build_method("full"), everything, conventions[0], everything.resolve)
+    steps = [step for mp in prepared if mp.method.name != "full"
+             for step in _steps(mp, spec.budgets, conventions, adapter.n_layers, cost_of, list(layouts.values()))]
+    return RunPlan(adapter, tuple(tasks), full, tuple(steps), prov)
+
+
+def _check_spec(spec) -> tuple[list[TokenReducer], list[str]]:
+    """The methods and their labels, every count, the budget scope and the device: checked before any data loads."""
+    from tokenbench.api import BUDGET_SCOPES
+    from tokenbench.config import check_counts
+    from tokenbench.hf.adapter import check_device
+
+    methods = build_methods(spec.methods)  # rejects unknown names and bad options before any compute
+    labels = method_labels(spec.methods)
+    check_counts(limit=(spec.limit, 1, 200), batch_size=(spec.batch_size, 1, 8), repeats=(spec.repeats, 1, 5),
+                 warmup=(spec.warmup, 0, 2), seed=(spec.seed, 0, 0))
+    if spec.budget_scope not in BUDGET_SCOPES:
+        raise ConfigError(f"--budget-scope {spec.budget_scope!r} is not one of {', '.join(BUDGET_SCOPES)}")
+    check_device(spec.device)  # before the data loads
+    return methods, labels
+
+
+def _load(spec) -> tuple[list[TaskPlan], Any]:
+    """The tasks with their samples (data problems surface before the model loads), then the model, loaded."""
+    from tokenbench.config import parse_tasks, task_options
+    from tokenbench.harness.resolve import build_task, resolve_model
+
+    names = parse_tasks(spec.task)
+    tasks = [build_task(t, task_options(t, spec.task_options, names), spec.seed) for t in names]
+    adapter = resolve_model(spec.model)
+    plans = [TaskPlan(name, task, *_split(task, task.samples(spec.limit))) for name, task in zip(names, tasks)]
+    adapter.load(spec.device, spec.dtype, spec.attn_implementation)
+    return plans, adapter
+
+
+def _split(task, samples) -> tuple[list, dict[str, str]]:
+    """(the samples that can run, {sample id: why not} for those whose image could not be read)."""
+    failed = {s.id: s.meta.get("error", "no image") for s in samples if s.image is None}
+    good = [s for s in samples if s.image is not None]
+    if not good:
+        first = next(iter(failed.items()), ("-", "the split is empty"))
+        raise ConfigError(f"task {task.name!r}: no sample can run: {len(failed)} of {len(samples)} failed to load "
+                          f"(e.g. {first[0]}: {first[1]})")
+    return good, failed
+
+
+def _layouts(adapter, tasks: list[TaskPlan]) -> tuple[dict, dict[int, Any]]:
+    """Every distinct image layout of the samples (visual tokens, regions: what plans depend on), and for each count of
+    visual tokens the first such image's pixel size (what the ``flops=`` conventions' FLOPs are of)."""
+    layouts, sizes = {}, {}
+    for t in tasks:
+        for s in t.samples:
+            layout = adapter.layout_of(s)
+            layouts.setdefault((layout.n_visual, len(layout.crops)), layout)
+            sizes.setdefault(layout.n_visual, tuple(s.image.size))
+    return layouts, sizes
+
+
+def _prepare(adapter, methods: list[TokenReducer], labels: list[str], on_warning) -> list[MethodPlan]:
+    """Each method prepared from the weights (one-off, timed), its warning told at once."""
+    from tokenbench.harness.execute import artefact_digest
+
+    out = []
+    for m, label in zip(methods, labels):
+        t0 = time.perf_counter()
+        prep = Prepared.of(m.prepare(adapter.weights()))
+        seconds = time.perf_counter() - t0
+        if prep.warning and on_warning:
+            on_warning(prep.warning)
+        out.append(MethodPlan(m, label, prep, seconds, None if m.name == "full" else artefact_digest(prep)))
+    return out
+
+
+def _steps(mp: MethodPlan, budgets, conventions, n_layers: int, cost_of, layouts: list) -> list[Cell | Copy]:
+    """A method's cells, convention by convention, budget by budget; a convention that runs it exactly as an earlier
+    one did (the same variant, the same own budget on every layout) is a :class:`Copy` of that one."""
+    from tokenbench.budgets import variant
+
+    def rules(convention):
+        return [keep_rule(mp.method, budget, convention, n_layers, cost_of) for budget in budgets]
+
+    run: dict[Convention, list] = {}  # convention -> its keep rules, one per budget
+    out: list[Cell | Copy] = []
+    for convention in conventions:
+        mine = rules(convention)
+        earlier = next((c for c, theirs in run.items() if variant(mp.method, c) == variant(mp.method, convention)
+                        and all(a(lay.n_visual) == b(lay.n_visual) for a, b in zip(theirs, mine) for lay in layouts)),
+                       None)
+        if earlier is not None:
+            out.append(Copy(mp.label, convention, earlier))
+            continue
+        run[convention] = mine
+        out += [Cell(variant(mp.method, convention), budget, convention, keep, mp) for budget, keep in zip(budgets, mine)]
+    return out
