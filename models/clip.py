@@ -32,7 +32,7 @@ declare_signal(
 )
 
 
-# -- FLOPs ---------------------------------------------------------------------------------------------------------------
+# -- FLOPs -------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VisionDims:
     """Shape of a CLIP-style ViT: patch-embedding conv, ``n_layers`` pre-norm layers with full MHA and a
@@ -101,7 +101,7 @@ def llava_encoder_macs(config, n_images: int = 1) -> dict[str, int]:
             "projector": mlp_projector_macs(dims, n_images * vision.n_patches)}
 
 
-# -- signals -------------------------------------------------------------------------------------------------------------
+# -- signals -----------------------------------------------------------------------------------------------------------
 class ClipLayerSignals:
     """Signals of one CLIP layer (the one whose output feeds the projector), recomputed from that layer's input by
     hooks, with their cost: ``cls_attn`` (the CLS query's attention row to the patches), ``vision_keys`` (the patches'
@@ -132,7 +132,7 @@ class ClipLayerSignals:
             for h in handles:
                 h.remove()
 
-    # -- hooks -----------------------------------------------------------------------------------------------------------
+    # -- hooks ---------------------------------------------------------------------------------------------------------
     def before(self, module, args, kwargs) -> None:
         if not self.wanted & {"cls_attn", "vision_keys"}:
             return
@@ -160,7 +160,7 @@ class ClipLayerSignals:
     def after(self, module, args, kwargs, output) -> None:
         self.captured["features"] = output[0] if isinstance(output, tuple) else output  # (B, 1 + N, Dv), CLS first
 
-    # -- getters ---------------------------------------------------------------------------------------------------------
+    # -- getters -------------------------------------------------------------------------------------------------------
     def keys_once(self):
         """The keys; their projection is counted once, whichever signal reads it first."""
         value, macs = self.captured["keys"]

@@ -90,10 +90,11 @@ class LlavaAdapter(ModelAdapter):
 
     def pre_llm_signals(self, kinds):
         """Signals of the CLIP layer whose output feeds the projector (``vision_feature_layer``, -2 for LLaVA-1.5),
-        recomputed from that layer's input by hooks, with their cost (:class:`~tokenbench.models.clip.ClipLayerSignals`):
-        ``cls_attn``, ``vision_keys``, ``vision_features`` and ``project`` (the projector, for merged features). The
-        tower runs once per image here; an adapter whose tower runs on several crops per image maps each pass's rows
-        onto the visual tokens in :meth:`_token_map` (LLaVA-NeXT)."""
+        recomputed from that layer's input by hooks, with their cost
+        (:class:`~tokenbench.models.clip.ClipLayerSignals`): ``cls_attn``, ``vision_keys``, ``vision_features`` and
+        ``project`` (the projector, for merged features). The tower runs once per image here; an adapter whose tower
+        runs on several crops per image maps each pass's rows onto the visual tokens in :meth:`_token_map`
+        (LLaVA-NeXT)."""
         wanted = set(kinds) & ClipLayerSignals.KINDS
         if not wanted:
             return contextlib.nullcontext({})

@@ -27,7 +27,7 @@ declare_signal(
 )
 
 
-# -- FLOPs ---------------------------------------------------------------------------------------------------------------
+# -- FLOPs -------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class QwenVisionDims:
     """Shape of Qwen2.5-VL's vision tower: a Conv3d patch embedding (``temporal_patch``, ``patch``), ``depth`` blocks of
@@ -86,7 +86,7 @@ def qwen_vision_macs(v: QwenVisionDims, grid_h: int, grid_w: int) -> dict[str, i
     return {"vision": patch + blocks, "projector": merger}
 
 
-# -- signals -------------------------------------------------------------------------------------------------------------
+# -- signals -----------------------------------------------------------------------------------------------------------
 class QwenTowerSignals:
     """Signals of the vision tower's last block (VisionZip's Qwen2.5-VL variant), recomputed by a pre-hook from that
     block's input with the block's own weights, rotary embedding and attention spans, with their cost:

@@ -6,8 +6,8 @@ An adapter owns everything model-specific: loading, the prompt template, where t
 layers, and the dimensions the FLOPs counter needs. It never knows a method's name. The transformers implementation
 of this interface is :class:`tokenbench.hf.adapter.ModelAdapter`; a model family subclasses it in ``models/``.
 
-A family key (``ModelInterface.family``: ``"llava"``, ``"llava-next"``, ``"qwen2.5-vl"``) is spelled one way: the way its
-adapter class declares it, which is also the prefix of ``--model family:<hub id or path>`` and what a task's
+A family key (``ModelInterface.family``: ``"llava"``, ``"llava-next"``, ``"qwen2.5-vl"``) is spelled one way: the way
+its adapter class declares it, which is also the prefix of ``--model family:<hub id or path>`` and what a task's
 ``prompt(sample, family)`` receives. Each class that declares a family registers it here when it is defined, with the
 lmms-eval model name whose prompts the benchmark tasks use for it (:attr:`ModelInterface.lmms_eval_model`).
 
@@ -207,6 +207,6 @@ def model_family(family: str) -> type:
     if family not in FAMILIES:
         close = difflib.get_close_matches(family, list(FAMILIES), n=1, cutoff=0.6)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise PluginValidationError(f"unknown model family {family!r}.{hint} Families: {', '.join(sorted(FAMILIES))} (the "
-                          "family key of a model's adapter, as `adapter.family` spells it)")
+        raise PluginValidationError(f"unknown model family {family!r}.{hint} Families: {', '.join(sorted(FAMILIES))} "
+                                    "(the family key of a model's adapter, as `adapter.family` spells it)")
     return FAMILIES[family]

@@ -76,7 +76,8 @@ def declare_signal(name: str, description: str, stage: str = "pre_llm") -> Signa
     import sys
 
     if stage not in SIGNAL_STAGES:
-        raise PluginValidationError(f"declare_signal({name!r}): stage {stage!r} is not one of {', '.join(SIGNAL_STAGES)}")
+        raise PluginValidationError(f"declare_signal({name!r}): stage {stage!r} is not one of "
+                                    f"{', '.join(SIGNAL_STAGES)}")
     if not name or not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower():
         raise PluginValidationError(f"declare_signal({name!r}): a kind is lower case letters, digits and '_'")
     frame = sys._getframe(1)

@@ -140,7 +140,8 @@ class ModelAdapter(ModelInterface):
         return loading.load(self, device, dtype, attn_implementation)
 
     def _pretrained(self, model_class, path: str, **kw):
-        """``model_class.from_pretrained(path)``, refusing damaged local weights (:func:`tokenbench.hf.loading.pretrained`)."""
+        """``model_class.from_pretrained(path)``, refusing damaged local weights
+        (:func:`tokenbench.hf.loading.pretrained`)."""
         return loading.pretrained(model_class, path, **kw)
 
     def build_random(self, device: str = "cpu", dtype: str = "bfloat16", attn_implementation: str = "sdpa",
@@ -181,7 +182,8 @@ class ModelAdapter(ModelInterface):
 
     @staticmethod
     def shipped_file(source: str, suffix: str) -> str:
-        """The copy in ``models/configs/`` of a registered hub id's file (:func:`tokenbench.hf.loading.shipped_file`)."""
+        """The copy in ``models/configs/`` of a registered hub id's file
+        (:func:`tokenbench.hf.loading.shipped_file`)."""
         return loading.shipped_file(source, suffix)
 
     # -- running ----------------------------------------------------------------------------------------------------------
@@ -213,6 +215,6 @@ class ModelAdapter(ModelInterface):
                  clock=None) -> Generation:
         """Greedy decoding with the KV cache; with ``router`` the method's plan is executed during the prefill.
         ``ignore_eos`` decodes all ``max_new_tokens`` even past an end token (tests that compare every step; timing).
-        With a :class:`tokenbench.measure.timing.Clock`, ``Generation.marks`` holds its marks at the start, around the vision
-        stage, at the first token (time to first token) and at the end (:mod:`tokenbench.hf.greedy`)."""
+        With a :class:`tokenbench.measure.timing.Clock`, ``Generation.marks`` holds its marks at the start, around the
+        vision stage, at the first token (time to first token) and at the end (:mod:`tokenbench.hf.greedy`)."""
         return greedy.generate(self, batch, max_new_tokens, router, ignore_eos, clock)
