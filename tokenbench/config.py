@@ -29,7 +29,8 @@ def parse_budgets(keep: str | None, keep_ratio: str | None, default: tuple[Budge
         try:
             values = [int(v) for v in keep.split(",") if v.strip()]
         except ValueError:
-            raise ConfigError(f"--keep {keep!r} is not a number or comma-separated list of numbers (e.g. 64,128,192)") from None
+            raise ConfigError(f"--keep {keep!r} is not a number or comma-separated list of numbers "
+                              "(e.g. 64,128,192)") from None
         if any(v < 1 for v in values):
             raise ConfigError(f"--keep {keep!r}: every value must be a positive number of visual tokens (e.g. 64)")
         return tuple(Budget(keep=v) for v in values)
@@ -37,7 +38,8 @@ def parse_budgets(keep: str | None, keep_ratio: str | None, default: tuple[Budge
         try:
             ratios = [float(v) for v in keep_ratio.split(",") if v.strip()]
         except ValueError:
-            raise ConfigError(f"--keep-ratio {keep_ratio!r} is not a number or comma-separated list (e.g. 0.111,0.25)") from None
+            raise ConfigError(f"--keep-ratio {keep_ratio!r} is not a number or comma-separated list "
+                              "(e.g. 0.111,0.25)") from None
         if any(not 0 < r <= 1 for r in ratios):
             raise ConfigError(f"--keep-ratio {keep_ratio!r}: every value must be in (0, 1] (e.g. 0.111 for 1/9)")
         return tuple(Budget(ratio=r) for r in ratios)
@@ -182,7 +184,8 @@ def method_option_values(options: dict[str, Any], methods: tuple[str, ...]) -> d
     return _assign_method_options([(key, value, f"{key}={value}") for key, value in options.items()], methods)
 
 
-def _assign_method_options(options: Iterable[tuple[str, Any, str]], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def _assign_method_options(options: Iterable[tuple[str, Any, str]], methods: tuple[str, ...]
+                           ) -> dict[str, dict[str, Any]]:
     """(key, value, as the user spelled it) in order -> method name -> options; every method is built with its
     options, so each is type-checked now, before any model loads."""
     from tokenbench.api import METHODS, build_method
@@ -192,8 +195,9 @@ def _assign_method_options(options: Iterable[tuple[str, Any, str]], methods: tup
         if "." in key:
             method, key = key.split(".", 1)
             if method not in methods:
-                raise ConfigError(f"option {item!r} names method {method!r}, which is not in this run: {list(methods)}; "
-                                  f"add it to the methods named (e.g. {' '.join(methods)} {method}), or drop the option")
+                raise ConfigError(f"option {item!r} names method {method!r}, which is not in this run: "
+                                  f"{list(methods)}; add it to the methods named (e.g. {' '.join(methods)} {method}), "
+                                  "or drop the option")
             targets = [method]
         else:
             targets = [m for m in methods if key in {f.name for f in METHODS.get(m).options()}]

@@ -1,8 +1,8 @@
 """The ``tokenbench`` command line: the click group, its error handling, and the commands registered from one module
 each (:mod:`.compare` (compare, run), :mod:`.calibrate`, :mod:`.flops`, :mod:`.bench`, :mod:`.leaderboard`,
-:mod:`.results`, :mod:`.listing`; shared options in :mod:`.options`). The commands parse options and print: the work is the
-harness's and every table is :mod:`tokenbench.results.tables`'s. Heavy imports live inside the commands, so
-``--help`` is instant."""
+:mod:`.results`, :mod:`.listing`; shared options in :mod:`.options`). The commands parse options and print: the
+work is the harness's and every table is :mod:`tokenbench.results.tables`'s. Heavy imports live inside the commands,
+so ``--help`` is instant."""
 
 from __future__ import annotations
 

@@ -14,12 +14,14 @@ from tokenbench.cli.options import SEED
 @click.option("--model", "-M", default="mini-llava", show_default=True,
               help="Registered name, family:<hub id or directory>, or a local checkpoint directory.")
 @click.option("--task", "-t", default="synthetic", show_default=True, help="Task to draw calibration samples from.")
-@click.option("--samples", "-n", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration samples (paper: 256).")
+@click.option("--samples", "-n", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Calibration samples (paper: 256).")
 @click.option("--heldout", type=click.IntRange(min=1), default=64, show_default=True,
               help="Further samples, not fitted on, for the score error before and after.")
 @click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seeds the calibration split; compare evaluates on seed 0, so the default never sees those samples.")
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Passes over the calibration samples.")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Passes over the calibration samples.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
               help="Learning rate as the method defines it (ALVTS: Adam, relative to each factor's RMS).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")

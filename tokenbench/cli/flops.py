@@ -41,7 +41,6 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, match, args, jso
       tokenbench flops fastv visionzip --keep 64 --match flops=alvts
     """
     from tokenbench import budgets
-    from tokenbench.harness.bench import DEFAULT_BUDGETS
     from tokenbench.harness.predict import predict_flops
     from tokenbench.results.provenance import check_writable, write_rows
     from tokenbench.results.tables import format_flops
@@ -49,7 +48,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, match, args, jso
     if json_path is not None:
         check_writable(json_path)  # before any work
     options = config.parse_method_args(args, methods)
-    prediction = predict_flops(methods, options, model, config.parse_budgets(keep, keep_ratio, DEFAULT_BUDGETS),
+    prediction = predict_flops(methods, options, model, config.parse_budgets(keep, keep_ratio, budgets.DEFAULT_BUDGETS),
                                budgets.parse(match), config.image_size(image_size), n_text)
     click.echo(format_flops(prediction, wide))
     if json_path:

@@ -91,7 +91,8 @@ def results_export(run_id, json_path, samples_path, store) -> None:
         write_rows(json_path, run["rows"])
         click.echo(f"wrote {len(run['rows'])} rows to {json_path}")
     if samples_path is not None:
-        records = [{"cell": c, "spec": spec, "sample": sid, **rec} for c, spec, sid, rec in db.cell_records(run["cells"])]
+        records = [{"cell": c, "spec": spec, "sample": sid, **rec}
+                   for c, spec, sid, rec in db.cell_records(run["cells"])]
         if samples_path.endswith(".jsonl"):
             write_atomically(samples_path, lambda fh: fh.writelines(json.dumps(r) + "\n" for r in records),
                              "--samples")

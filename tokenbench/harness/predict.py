@@ -29,7 +29,8 @@ def predict_flops(methods: tuple[str, ...], options: dict[str, dict[str, Any]], 
     """Prefill FLOPs of ``full`` and ``methods`` (with their parsed ``options``) at every budget under every
     convention, for ``n_text`` non-visual prompt tokens and an image of ``size`` (None: the model's default)."""
     from tokenbench.api import build_method
-    from tokenbench.harness.plan import check_method_plans, flops_cost
+    from tokenbench.budgets import flops_cost
+    from tokenbench.harness.plan import check_method_plans
     from tokenbench.harness.resolve import resolve_model
     from tokenbench.hf.quiet import quiet_transformers
 
@@ -53,14 +54,14 @@ def predict_flops(methods: tuple[str, ...], options: dict[str, dict[str, Any]], 
 
 def _row(method0, budget: Budget, convention: Convention, setup: dict, full_total: int | None) -> dict:
     """One method at one budget under one convention; ``full_total``: full's prefill FLOPs (None for full itself)."""
-    from tokenbench import budgets as conventions
-    from tokenbench.harness.plan import keep_rule, option_label
+    from tokenbench.budgets import keep_rule, variant
+    from tokenbench.harness.plan import option_label
     from tokenbench.measure.accounting import decode_flops, kv_counts, plan, prefill_count
     from tokenbench.measure.flops import fastv_formula_macs
     from tokenbench.results import rows
 
     lm, n_text, n_visual = setup["lm"], setup["n_text"], setup["n_visual"]
-    m = conventions.variant(method0, convention)
+    m = variant(method0, convention)
     k = keep_rule(method0, budget, convention, lm.n_layers, setup["cost_of"])(n_visual)
     p = plan(m, lm.n_layers, n_visual, k)
     count = prefill_count(lm, setup["encoder"], n_text, p.visual_per_layer, p, m)

@@ -51,7 +51,9 @@ def _ms(x: float | None) -> str | None:
 def _metric_value(r: dict, value) -> str:
     if value is None:
         return "-"
-    return f"{100 * value:.1f}" if r.get("metric_percent", True) else f"{value:.4g}" if abs(value) < 10 else f"{value:.1f}"
+    if r.get("metric_percent", True):
+        return f"{100 * value:.1f}"
+    return f"{value:.4g}" if abs(value) < 10 else f"{value:.1f}"
 
 
 def _label(r: dict) -> str:
@@ -138,10 +140,12 @@ def _task_notes(rows: list[dict], matches: list[str]) -> list[str]:
     and what 'failed' counts."""
     notes = [TIMING_NOTE, budgets.note(matches)] if matches else [TIMING_NOTE]
     if any(r.get("budget_kind") == "layer_mean" for r in rows):
-        notes.append("keep*: a layer-mean budget (visual tokens per LLM layer, averaged over layers: multi-stage methods); "
-                     "otherwise the visual tokens left after the reduction. 'vis tok avg' is what each run reached")
+        notes.append("keep*: a layer-mean budget (visual tokens per LLM layer, averaged over layers: multi-stage "
+                     "methods); otherwise the visual tokens left after the reduction. 'vis tok avg' is what each run "
+                     "reached")
     for r in rows:
-        notes += [f"note ({r['method']}): {w}" for w in r.get("warnings", ()) if f"note ({r['method']}): {w}" not in notes]
+        notes += [f"note ({r['method']}): {w}" for w in r.get("warnings", ())
+                  if f"note ({r['method']}): {w}" not in notes]
         calibration = _calibration_note(r)
         if calibration and calibration not in notes:
             notes.append(calibration)
@@ -243,9 +247,10 @@ def format_bench(rows: list[dict], wide: bool = False) -> str:
     matches = list(dict.fromkeys(r["match"] for r in rows if r.get("match")))
     if matches:
         out.append(budgets.note(matches))
-    out.append("predicted ×: full's prefill FLOPs over the method's; measured ×: full's median time to first token over "
-               "the method's, from the same rounds. keep*: a layer-mean budget. The weights are random: what a method keeps "
-               "(and whether it is calibrated, as ALVTS wants for accuracy) does not change its cost, so none is needed.")
+    out.append("predicted ×: full's prefill FLOPs over the method's; measured ×: full's median time to first token "
+               "over the method's, from the same rounds. keep*: a layer-mean budget. The weights are random: what a "
+               "method keeps (and whether it is calibrated, as ALVTS wants for accuracy) does not change its cost, so "
+               "none is needed.")
     return "\n".join(out)
 
 
@@ -287,9 +292,9 @@ def format_flops(prediction, wide: bool = False) -> str:
         f"tokens={first['n_visual']}{shown} text tokens={first['n_text']}",
         "FLOPs = 2 x MACs, prefill incl. vision tower and projector",
         grid(columns, rows, wide),
-        f"FastV formula {unit[0]}: the papers' per-layer 4nd^2 + 2n^2d + 2ndm summed over the LLM layers (MACs, which the "
-        "papers print as FLOPs; compare it with their tables, not with our FLOPs). decode GFLOPs/tok: the first "
-        "decode step against the KV cache the prefill left.",
+        f"FastV formula {unit[0]}: the papers' per-layer 4nd^2 + 2n^2d + 2ndm summed over the LLM layers (MACs, "
+        "which the papers print as FLOPs; compare it with their tables, not with our FLOPs). decode GFLOPs/tok: the "
+        "first decode step against the KV cache the prefill left.",
         budgets.note([c.label for c in prediction.matches]),
         "keep*: a layer-mean budget (multi-stage methods). Selector: the method's signals and select() work in "
         "the LLM; pre-LLM signals (CLS attention, VisionZip's merge) need the model and are counted by runs only",
@@ -307,8 +312,8 @@ def format_runs(runs: list[dict], state_of: Callable[[dict], str]) -> str:
     for r in runs:
         spec = r["spec"]
         methods = ", ".join(m[2] if len(m) > 2 else m[0] for m in spec.get("methods", []))
-        shown = ", ".join(str(b["keep"]) if b.get("keep") is not None else
-                          f"r{b['ratio']:.4g}" if b.get("ratio") is not None else "all" for b in spec.get("budgets", []))
+        shown = ", ".join(str(b["keep"]) if b.get("keep") is not None else f"r{b['ratio']:.4g}"
+                          if b.get("ratio") is not None else "all" for b in spec.get("budgets", []))
         table.append((r["id"], datetime.datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M"), state_of(r),
                       spec.get("model"), spec.get("task"), methods or "-", shown, len(r["rows"])))
     return tabulate(table, headers=("run", "started", "state", "model", "task", "methods", "budgets", "rows"),
