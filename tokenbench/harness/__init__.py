@@ -1,0 +1,1 @@
+"""The harness: a run planned into cells before any compute (plan, resolve), executed by one executor every command shares (execute), and the commands built on it: compare, bench, predict (``tokenbench flops``), calibrate, parallel."""

@@ -1,0 +1,1 @@
+"""Other harnesses tokenbench plugs into: lmms-eval (``lmms``)."""

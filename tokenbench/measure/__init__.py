@@ -1,0 +1,1 @@
+"""Measurements: analytic FLOPs (``flops``), FLOPs measured by torch (``flopcount``), the run's token and FLOPs accounting (``accounting``), wall-clock timing (``timing``) and the latency protocol (``latency``)."""

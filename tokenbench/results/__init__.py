@@ -1,0 +1,1 @@
+"""What a run produces: the row schema (``rows``), every printed table (``tables``), provenance and row files (``provenance``), the results store (``store``) and the leaderboards (``leaderboard``)."""
