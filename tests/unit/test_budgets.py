@@ -92,7 +92,7 @@ def test_nominal_keeps_explicit_schedules_as_given():
 # -- flops=METHOD ----------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def llava_7b_cost():
-    from tokenbench.harness.plan import flops_cost
+    from tokenbench.budgets import flops_cost
     from tokenbench.harness.resolve import resolve_model
 
     adapter = resolve_model("llava-1.5-7b").load_config()  # the config shipped with the package: no hub
