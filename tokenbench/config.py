@@ -10,7 +10,7 @@ import os
 from typing import Any, Iterable
 
 from tokenbench.api import TASKS
-from tokenbench.budgets import Budget
+from tokenbench.budgets import DEFAULT_BUDGET, Budget
 from tokenbench.errors import ConfigError
 
 
@@ -43,7 +43,7 @@ def parse_budgets(keep: str | None, keep_ratio: str | None, default: tuple[Budge
         if any(not 0 < r <= 1 for r in ratios):
             raise ConfigError(f"--keep-ratio {keep_ratio!r}: every value must be in (0, 1] (e.g. 0.111 for 1/9)")
         return tuple(Budget(ratio=r) for r in ratios)
-    return default or (Budget(ratio=1 / 9),)  # the field's headline setting: 64 of 576 on LLaVA-1.5
+    return default or (DEFAULT_BUDGET,)  # the field's headline setting: 64 of 576 on LLaVA-1.5
 
 
 def check_counts(**counts: tuple[int | None, int, int]) -> None:

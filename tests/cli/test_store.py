@@ -164,7 +164,7 @@ def test_results_list_show_export_delete_and_a_leaderboard_from_the_export(tmp_p
 
 
 def test_a_failed_json_write_keeps_what_was_written_and_says_so(tmp_path, monkeypatch):
-    import tokenbench.results.provenance as results
+    import tokenbench.results.files as results
 
     out = tmp_path / "rows.json"
     real = results.json.dump

@@ -42,7 +42,7 @@ def flops(methods, model, keep, keep_ratio, image_size, n_text, match, args, jso
     """
     from tokenbench import budgets
     from tokenbench.harness.predict import predict_flops
-    from tokenbench.results.provenance import check_writable, write_rows
+    from tokenbench.results.files import check_writable, write_rows
     from tokenbench.results.tables import format_flops
 
     if json_path is not None:

@@ -12,7 +12,7 @@ def rows_as_they_finish(json_path: str | None, fmt: Callable[[list[dict]], str],
     """``run(on_row)``, keeping every finished row: each is written to ``json_path`` at once (checked writable before
     anything runs), and the table ``fmt(rows)`` of what finished is printed even when a later step fails."""
     if json_path is not None:
-        from tokenbench.results.provenance import check_writable
+        from tokenbench.results.files import check_writable
 
         check_writable(json_path)
     rows: list[dict] = []
@@ -21,7 +21,7 @@ def rows_as_they_finish(json_path: str | None, fmt: Callable[[list[dict]], str],
     def on_row(row):
         rows.append(row)
         if json_path:
-            from tokenbench.results.provenance import write_rows
+            from tokenbench.results.files import write_rows
 
             write_rows(json_path, rows)
             written[0] = len(rows)

@@ -78,7 +78,7 @@ def results_export(run_id, json_path, samples_path, store) -> None:
     import json
 
     from tokenbench.errors import ConfigError
-    from tokenbench.results.provenance import check_writable, write_atomically, write_rows
+    from tokenbench.results.files import check_writable, write_atomically, write_rows
 
     if json_path is None and samples_path is None:
         raise ConfigError("give --json PATH (the rows) and/or --samples PATH (the per-sample records)")

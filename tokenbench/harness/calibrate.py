@@ -78,7 +78,7 @@ def run(method_name: str, method_options: dict, model: str, task: str, task_opti
         raise ConfigError(f"method {method_name!r} has nothing to calibrate (only methods with a fitted artefact do); "
                           f"calibrate one of: {', '.join(fitted) or '(none installed)'}")
     if out is not None:
-        from tokenbench.results.provenance import check_writable
+        from tokenbench.results.files import check_writable
 
         check_writable(out, "--out")  # before any compute
     factory_params = inspect.signature(TASKS.get(task)).parameters

@@ -17,7 +17,7 @@ lmms-eval 0.7.3 finds it through the entry-point group ``lmms_eval.models`` (its
   default ``cuda`` where available, else ``cpu``; ``cuda:$LOCAL_RANK`` under ``accelerate launch -m lmms_eval``).
 
 Each request runs through the adapter's own ``encode`` and greedy ``generate`` under the method's router, as one cell of
-``tokenbench compare`` does (:meth:`tokenbench.harness.compare._Context.run`): the doc's image from ``doc_to_visual``, the
+``tokenbench compare`` does (:meth:`tokenbench.harness.execute.Executor.run`): the doc's image from ``doc_to_visual``, the
 request's context as the question (the adapter applies the checkpoint's chat template), ``max_new_tokens`` from the
 task's ``generation_kwargs`` (default 1024, as lmms-eval's own HF models) and the answer cut at the first ``until``
 string. Requests are grouped by visual layout into batches of ``batch_size`` in their given order, as the runner does.
@@ -168,7 +168,7 @@ class TokenBench(lmms):
         from tqdm.auto import tqdm
 
         from tokenbench.budgets import variant
-        from tokenbench.harness.plan import keep_rule
+        from tokenbench.budgets import keep_rule
 
         samples, settings = [], []
         for req in requests:
