@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from test_cli_errors import invoke
-from tokenbench.results.tables import COMPARE_COLUMNS, TIMING_NOTE, format_table
+from tokenbench.results.tables import COMPARE_COLUMNS, SPEEDUP_NOTE, TIMING_NOTE, format_table
 from tokenbench.measure.latency import paired, summary
 from tokenbench.measure.timing import Stats
 
@@ -95,6 +95,10 @@ def test_the_default_table_fits_120_columns_and_wide_shows_every_column(cache):
     wide = invoke(cache, "compare", "alvts", "fastv", "--wide", *FAST)
     assert wide.exit_code == 0, wide.output
     assert list(_table(wide.stdout)[0]) == ["method", "keep", "accuracy %", *every[2:]]
+    # the timing note speaks of the timing columns each table shows
+    assert SPEEDUP_NOTE in result.stdout.splitlines() and TIMING_NOTE not in result.stdout
+    assert TIMING_NOTE in wide.stdout.splitlines() and SPEEDUP_NOTE not in wide.stdout
+    assert len(SPEEDUP_NOTE) <= 120
     full = _row("full", _stats(11.8), _stats(11.8))
     conventions = [dict(_row(m, _stats(14.9), _stats(16.5)), match=match, method_keep=4, n_failed=1)
                    for m in ("fastv", "sparsevlm") for match in ("matched", "nominal", "flops=alvts")]

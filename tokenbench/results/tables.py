@@ -67,6 +67,9 @@ TIMING_NOTE = ("timings: 'prefill ms', 'decode ms/tok', 'e2e ms' and 'overhead m
                "'full ms (paired)' is full's prefill median from those same rounds, and speed-up = full ms (paired) / "
                "prefill ms. full's own row is timed alone, in rounds of its own, so its prefill ms may differ from "
                "the paired figures.")
+#: the same for the default table, which shows the speed-up alone
+SPEEDUP_NOTE = ("speed-up = full's prefill median / this method's, from rounds alternating with full's (--wide: "
+                "every timing)")
 
 
 def _metric_header(rows: list[dict]) -> str:
@@ -132,13 +135,14 @@ def _task_table(rows: list[dict], wide: bool) -> str:
     parts = [*head, grid(columns, rows, wide)]
     if any(len(r.get("metrics", {})) > 1 for r in rows):
         parts.append(_metrics_table(rows))
-    return "\n".join([*parts, *_task_notes(rows, matches)])
+    return "\n".join([*parts, *_task_notes(rows, matches, wide)])
 
 
-def _task_notes(rows: list[dict], matches: list[str]) -> list[str]:
-    """The lines under a task's table: timings, conventions, layer-mean budgets, each method's notes and calibration,
-    and what 'failed' counts."""
-    notes = [TIMING_NOTE, budgets.note(matches)] if matches else [TIMING_NOTE]
+def _task_notes(rows: list[dict], matches: list[str], wide: bool) -> list[str]:
+    """The lines under a task's table: timings (what the timing columns shown are), conventions, layer-mean budgets,
+    each method's notes and calibration, and what 'failed' counts."""
+    timing = TIMING_NOTE if wide else SPEEDUP_NOTE
+    notes = [timing, budgets.note(matches)] if matches else [timing]
     if any(r.get("budget_kind") == "layer_mean" for r in rows):
         notes.append("keep*: a layer-mean budget (visual tokens per LLM layer, averaged over layers: multi-stage "
                      "methods); otherwise the visual tokens left after the reduction. 'vis tok avg' is what each run "
