@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import Any, Callable
 
 from tokenbench.contract.method import BUDGET_KINDS, STAGES, TokenReducer
 from tokenbench.contract.registry import Registry
@@ -108,12 +108,19 @@ def build_method(name: str, options: dict[str, Any] | None = None) -> TokenReduc
             valid = ", ".join(f"{k} ({_type_name(f)}, default {f.default!r})" for k, f in fields.items())
             raise ConfigError(f"method {name!r} has no option {key!r}.{hint} Options: {valid or '(none)'}")
         kwargs[key] = coerce_option(name, fields[key], value)
+    return instantiate("method", name, cls, kwargs)
+
+
+def instantiate(kind: str, name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``factory(**kwargs)`` for plugin ``name`` of ``kind`` (method, task), its options already type-checked: a value
+    the plugin itself refuses (TypeError or ValueError from its constructor or ``__post_init__``) becomes the user's
+    one-line ConfigError naming the plugin."""
     try:
-        return cls(**kwargs)
+        return factory(**kwargs)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"method {name!r}: {exc}") from exc
+        raise ConfigError(f"{kind} {name!r}: {exc}") from exc
 
 
 def _type_name(f: dataclasses.Field) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from tokenbench.api import MODELS, TASKS
 from tokenbench.config import task_option_names
+from tokenbench.contract.plugins import instantiate
 from tokenbench.contract.registry import unknown_name_message
 from tokenbench.errors import ConfigError, UnknownNameError
 
@@ -54,12 +55,7 @@ def build_task(name: str, options: dict[str, Any], seed: int):
         options = {k: coerce_option(name, fields[k], v, kind="task", flag="-T") for k, v in options.items()}
     if "seed" in params and "seed" not in options:
         options = {**options, "seed": seed}
-    try:
-        return factory(**options)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"task {name!r}: {exc}") from exc
+    return instantiate("task", name, factory, options)
 
 
 def _adapter_for_directory(path: str):
