@@ -97,20 +97,20 @@ class CDPruner(TokenReducer):
 
     def quality(self, vis, txt, rows):
         """q (n,) for one sample: ``vis`` (n, D) and ``txt`` (T, D) unit vectors, ``rows`` (T,) the instruction rows
-        (none: every q = 1, an unconditioned DPP)."""
+        (none: every q = 1, an unconditioned DPP). Written without reading a value on the host (no sync): the mean
+        over the instruction rows is a masked sum over their count, and the branches are ``torch.where``."""
         import torch
 
         rel = vis @ txt.T  # (n, T) cosine similarity: the counted relevance matmul
-        if not bool(rows.any()):
-            return rel.new_ones(rel.shape[0])
-        rel = rel[:, rows].mean(dim=1)
+        w = rows.to(rel.dtype)
+        rel = (rel * w).sum(dim=1) / w.sum().clamp_min(1.0)
         if self.negate:
             rel = -rel
-        span = rel.max() - rel.min()
-        q = (rel - rel.min() + 1e-6) / span if span > 0 else rel.new_ones(rel.shape)
+        lo, span = rel.min(), rel.max() - rel.min()
+        q = torch.where(span > 0, (rel - lo + 1e-6) / span, torch.ones_like(rel))
         if self.theta > 0:
             q = torch.exp(q * (self.theta / (2 * (1 - self.theta))))
-        return q
+        return torch.where(rows.any(), q, torch.ones_like(q))
 
     def select(self, ctx):
         import torch
@@ -120,10 +120,10 @@ class CDPruner(TokenReducer):
         txt_all = torch.nn.functional.normalize(txt_all, dim=-1)
         rows_out = []
         for b in range(ctx.batch_size):
-            rows = ctx.text_after_image[b] if ctx.text_after_image is not None else None
-            if rows is None or not bool(rows.any()):
-                rows = ctx.text_query_mask[b] if ctx.text_query_mask is not None else \
-                    torch.ones(txt_all.shape[1], dtype=torch.bool, device=txt_all.device)
+            valid = ctx.text_query_mask[b] if ctx.text_query_mask is not None else \
+                torch.ones(txt_all.shape[1], dtype=torch.bool, device=txt_all.device)
+            after = ctx.text_after_image[b] if ctx.text_after_image is not None else valid
+            rows = torch.where(after.any(), after, valid)  # the instruction rows, else every valid text token
             q = self.quality(vis_all[b], txt_all[b], rows)
             sim = vis_all[b] @ vis_all[b].T  # (n, n) cosine similarity: the counted similarity matmul
             kernel = q.double()[:, None] * sim.double() * q.double()[None, :]
@@ -136,26 +136,25 @@ class CDPruner(TokenReducer):
 
 def greedy_map(kernel, q, k: int):
     """Chen et al.'s fast greedy MAP of the DPP with kernel ``kernel`` (n, n): ``k`` indices in pick order. Picks the
-    largest q among the unpicked once the kernel's rank is exhausted (every residual d^2 <= EPS)."""
+    largest q among the unpicked once the kernel's rank is exhausted (every residual d^2 <= EPS). Every choice stays on
+    the device (argmax and ``torch.where``, never a value read on the host), so the loop launches a fixed number of
+    kernels and never waits for the device; the arithmetic is the official loop's."""
     import torch
 
     n = kernel.shape[0]
     c = kernel.new_zeros(k, n)  # row t: the t-th column of the incremental Cholesky factor, over every token
     d2 = kernel.diagonal().clone()  # residual d_i^2 = L_ii - ||c_i||^2
     picked = torch.zeros(n, dtype=torch.bool, device=kernel.device)
-    out = []
+    out = torch.empty(k, dtype=torch.long, device=kernel.device)
     for t in range(k):
-        best = int(d2.argmax())
-        if float(d2[best]) > EPS:
-            j = best
-            # elementwise dot products of c_j with every c_i (not a matmul: see the FLOPs note)
-            e = (kernel[j] - (c[:t, j, None] * c[:t]).sum(dim=0)) / d2[j].sqrt()
-        else:  # rank exhausted: the most relevant unpicked token, with no new direction
-            j = int(q.masked_fill(picked, float("-inf")).argmax())
-            e = kernel.new_zeros(n)
-        out.append(j)
-        picked[j] = True
+        top, best = d2.max(dim=0)
+        spans = top > EPS  # False once the rank is exhausted: the most relevant unpicked token, with no new direction
+        j = torch.where(spans, best, q.masked_fill(picked, float("-inf")).argmax()).view(1)
+        # elementwise dot products of c_j with every c_i (not a matmul: see the FLOPs note)
+        e = (kernel.index_select(0, j)[0] - (c[:t].index_select(1, j) * c[:t]).sum(dim=0)) / d2.index_select(0, j).sqrt()
+        e = torch.where(spans, e, torch.zeros_like(e))
+        out[t] = j[0]
+        picked.index_fill_(0, j, True)
         c[t] = e
-        d2 = d2 - e * e
-        d2[picked] = float("-inf")
-    return torch.tensor(out, dtype=torch.long, device=kernel.device)
+        d2 = (d2 - e * e).masked_fill(picked, float("-inf"))
+    return out

@@ -96,7 +96,8 @@ class DART(TokenReducer):
             img = torch.cat([norm_v[b].topk(p).indices if member is None
                              else norm_v[b].masked_fill(~member, float("-inf")).topk(p).indices
                              for member, _, p in groups]).sort().values
-            n_txt = min(self.pivot_text, int(ctx.text_after_image[b].sum()))
+            after = ctx.n_text_after_image[b] if ctx.n_text_after_image else int(ctx.text_after_image[b].sum())
+            n_txt = min(self.pivot_text, after)  # the count is known on the host: no sync to read it
             txt = norm_t[b].topk(n_txt).indices.sort().values
             pivots = torch.zeros(n_pivots, h_v.shape[-1], dtype=h_v.dtype, device=h_v.device)
             pivots[: len(img)] = h_v[b, img]  # image pivots, then text pivots, in sequence order
@@ -113,7 +114,8 @@ class DART(TokenReducer):
                         excluded = taken if member is None else taken | ~member
                         chosen = sims[:, p].masked_fill(excluded, float("inf")).topk(quota, largest=False).indices
                         taken[chosen] = True
-            rows.append(taken.nonzero().squeeze(1))
+            # the positions taken (exactly ctx.keep), ascending: a stable sort rather than nonzero (no host sync)
+            rows.append(taken.to(torch.uint8).argsort(descending=True, stable=True)[: ctx.keep])
         return torch.stack(rows)
 
     def select_macs(self, dims, n_text, n_active, layer, n_visual=0):

@@ -169,9 +169,10 @@ def others(chosen, n: int):
     """(B, n - k) the positions 0..n-1 not in ``chosen`` (B, k), ascending."""
     import torch
 
-    mask = torch.ones(chosen.shape[0], n, dtype=torch.bool, device=chosen.device)
-    mask.scatter_(1, chosen, False)
-    return mask.nonzero()[:, 1].view(chosen.shape[0], n - chosen.shape[1])
+    mask = torch.ones(chosen.shape[0], n, dtype=torch.uint8, device=chosen.device)
+    mask.scatter_(1, chosen, 0)
+    # the unchosen first, each group in ascending order (a stable sort): no nonzero, so no host sync
+    return mask.argsort(dim=1, descending=True, stable=True)[:, : n - chosen.shape[1]]
 
 
 def targets(r: int, contextual: int, device=None):
@@ -190,13 +191,12 @@ def merge(keys, values, contextual: int):
 
     b, r, _ = keys.shape
     chosen = targets(r, contextual, keys.device)
-    is_target = torch.zeros(r, dtype=torch.bool, device=keys.device)
-    is_target[chosen] = True
+    rest = others(chosen[None], r)[0]  # the non-targets, ascending (an index, not a boolean mask: no host sync)
     unit = torch.nn.functional.normalize(keys, dim=-1)
-    sim = torch.bmm(unit[:, ~is_target], unit[:, chosen].transpose(1, 2))  # (B, R - c, c)
+    sim = torch.bmm(unit[:, rest], unit[:, chosen].transpose(1, 2))  # (B, R - c, c)
     assign = torch.zeros_like(sim, dtype=values.dtype).scatter_(2, sim.argmax(dim=2, keepdim=True), 1.0)
     counts = assign.sum(dim=1).clamp(min=1)[..., None]  # (B, c, 1)
-    merged = torch.bmm(assign.transpose(1, 2), values[:, ~is_target]) / counts
+    merged = torch.bmm(assign.transpose(1, 2), values[:, rest]) / counts
     joined = r - len(chosen)
     # the second product is an outer product when one token joins (inner dimension 1): elementwise work, 0 MACs
     macs = joined * len(chosen) * keys.shape[-1] + (len(chosen) * joined * values.shape[-1] if joined > 1 else 0)

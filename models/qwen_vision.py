@@ -12,6 +12,7 @@ No torch at import.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,22 @@ def qwen_vision_macs(v: QwenVisionDims, grid_h: int, grid_w: int) -> dict[str, i
 
 
 # -- signals -----------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _raster(grid: tuple, merge: int, window: int, patch: int):
+    """The permutation from the tower's window order of the merged tokens back to raster order, for images of ``grid``
+    (((t, h, w), ...) on the host): it depends on the grid alone, so it is computed on the host, once per grid,
+    and never makes the device wait (transformers' helper indexes with a boolean mask)."""
+    import torch
+    from transformers.vision_utils import get_vision_window_index
+
+    from tokenbench.measure.kernels import host_only
+
+    with host_only():  # host tensors only: no kernel on the device, no sync
+        window_index, _ = get_vision_window_index(torch.tensor(grid), spatial_merge_size=merge, window_size=window,
+                                                  patch_size=patch)
+        return torch.argsort(window_index)
+
+
 class QwenTowerSignals:
     """Signals of the vision tower's last block (VisionZip's Qwen2.5-VL variant), recomputed by a pre-hook from that
     block's input with the block's own weights, rotary embedding and attention spans, with their cost:
@@ -116,14 +133,11 @@ class QwenTowerSignals:
 
     def on_tower(self, module, args, kwargs) -> None:
         """Record the window -> raster order of the merged tokens and the image count of this forward."""
-        import torch
-        from transformers.vision_utils import get_vision_window_index
-
         tower = self.tower
         grid = kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
-        window_index, _ = get_vision_window_index(grid, spatial_merge_size=tower.spatial_merge_size,
-                                                  window_size=tower.window_size, patch_size=tower.patch_size)
-        self.captured["raster"] = torch.argsort(window_index.to(grid.device))  # merged tokens, window -> raster
+        key = tuple(map(tuple, grid.tolist()))  # free on a CPU; one copy to the host on a GPU
+        raster = _raster(key, tower.spatial_merge_size, tower.window_size, tower.patch_size)
+        self.captured["raster"] = raster.to(grid.device)  # merged tokens, window -> raster
         self.captured["images"] = grid.shape[0]
 
     def on_block(self, module, args, kwargs) -> None:

@@ -28,14 +28,27 @@ class Factors:
     def __init__(self, tensors: dict[str, torch.Tensor], rank: int) -> None:
         self.tensors, self.rank = tensors, rank
         self._moved: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        layers = {name.split(".")[0] for name in tensors}
+        self._stacked = {layer: stack(*(tensors[f"{layer}.{n}"] for n in FACTORS)) for layer in layers}
 
     def factors(self, layer: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Layer ``layer``'s factors on ``like``'s device, in the selector's compute dtype for it."""
+        """Layer ``layer``'s factors (U_Q, V_Q, U_K, V_K, then the stacked forms of :func:`stack`) on ``like``'s
+        device, in the selector's compute dtype for it."""
         dtype = compute_dtype(like)
         key = (layer, like.device, dtype)
         if key not in self._moved:
-            self._moved[key] = tuple(self.tensors[f"{layer}.{n}"].to(like.device, dtype) for n in FACTORS)
+            moved = tuple(self.tensors[f"{layer}.{n}"].to(like.device, dtype) for n in FACTORS)
+            self._moved[key] = (*moved, *(None if t is None else t.to(like.device, dtype)
+                                          for t in self._stacked[str(layer)]))
         return self._moved[key]
+
+
+def stack(uq, vq, uk, vk) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The factors as the selector multiplies them (:func:`tokenbench.methods.alvts.selector.project`): ``[V_Q; V_K]``
+    (one matmul for both low-rank projections) and, where U_Q and U_K have one shape (no GQA), ``U^T`` of both
+    stacked (2, R, out), one batched matmul for both up-projections; built once per artefact."""
+    u_both = torch.stack([uq.T, uk.T]).contiguous() if uq.shape == uk.shape else None
+    return torch.cat([vq, vk]), u_both
 
 
 def key(method, rank: int) -> dict:

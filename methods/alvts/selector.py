@@ -53,19 +53,19 @@ def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     return x.view(b, n, -1, head_dim).transpose(1, 2)
 
 
-#: float32 values of one row block, per sample: heads x rows x keys (16 MiB). Memory is linear in T for a fixed block.
-BLOCK_ELEMENTS = 1 << 22
+#: float32 values of one row block, per sample: heads x rows x keys (256 MiB). At LLaVA-1.5's 640 tokens and 32
+#: heads (13 M values) the whole map is one block: a handful of kernels per layer; only long sequences split.
+BLOCK_ELEMENTS = 1 << 26
 MIN_BLOCK_ROWS = 16
-EXP_FLOOR = -80.0  # logits more than 80 below their row's peak: exp() < 2e-35 of the peak's, no denormals
 
 
 def row_blocks(n_tokens: int, n_heads: int, causal: bool = True) -> list[tuple[int, int, int]]:
-    """The row blocks of :func:`received_attention`: ``(first row, end row, keys)`` for ``n_tokens`` queries. Rows are
-    sequence-ordered, so under the causal mask a block's rows see only the keys before its end. Depends only on the
-    sample's size (never on the batch), so the FLOPs of a sample are the same in any batch."""
+    """The row blocks of :func:`received_attention`: ``(first row, end row, keys)`` for ``n_tokens`` queries; each
+    block's logits cover every key (the causal mask is applied, not skipped: one shape for every block, no
+    data-dependent slicing). Depends only on the sample's size (never on the batch), so the FLOPs of a sample are the
+    same in any batch."""
     rows = max(MIN_BLOCK_ROWS, min(n_tokens, BLOCK_ELEMENTS // max(1, n_heads * n_tokens)))
-    return [(r0, min(n_tokens, r0 + rows), min(n_tokens, r0 + rows) if causal else n_tokens)
-            for r0 in range(0, n_tokens, rows)]
+    return [(r0, min(n_tokens, r0 + rows), n_tokens) for r0 in range(0, n_tokens, rows)]
 
 
 def compute_dtype(like: torch.Tensor) -> torch.dtype:
@@ -89,97 +89,118 @@ def received_attention(q: torch.Tensor, k: torch.Tensor, inp, causal: bool = Tru
     averaged (eq. 5).
 
     ``q`` (B, H, T, hd) and ``k`` (B, Hkv, T, hd) are the rotated queries and keys of every token of ``inp`` (a
-    :class:`tokenbench.api.LayerInput`). The (T x T) map is never built: rows go in blocks (:func:`row_blocks`); each
-    block's logits over every key it may see are computed in float32, its rows' log-sum-exp normalises them, and a
-    small matmul sums the probabilities over the rows of each group, straight into per-key column sums. Peak memory is
-    one block, linear in T. Causal and padding masks as in the layer; padding rows carry no weight.
+    :class:`tokenbench.api.LayerInput`). Per row block (:func:`row_blocks`; one block up to 64 M values): the float32
+    logits plus the additive causal/padding mask in one ``baddbmm``, a row softmax, and one matmul that sums each
+    query group's rows (weights 1/N on the visual rows, 1/#valid on the valid text rows) into per-key column sums.
+    The mask and the row weights depend on the token set alone, so they are built once per prefill (``inp.memo``).
+    A fixed number of kernels per layer, no host sync. Padding rows carry no weight.
     """
     b, n_heads, n_tok, hd = q.shape
-    groups = n_heads // k.shape[1]
-    inplace = not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))  # calibration needs autograd
-    q = (q.float() * inp.scaling).view(b, k.shape[1], groups, n_tok, hd)  # GQA: each KV head serves `groups` q heads
-    kt = k.float().transpose(-1, -2)  # (B, Hkv, hd, T)
-    weights = _row_weights(inp, b, n_tok, q.device)
-    padded = not bool(inp.valid.all())
-    cols = [_block_columns(q, kt, weights, inp, block, causal, padded, inplace, pooling)
-            for block in row_blocks(n_tok, n_heads, causal)]
-    col = torch.stack(cols).sum(dim=0) if len(cols) > 1 else cols[0]  # (B, 2, T)
-    if pooling == "mean":
-        col = col / n_heads
-    col = col.gather(2, inp.visual[:, None, :].expand(-1, 2, -1))
+    n_kv = k.shape[1]
+    groups = n_heads // n_kv
+    statics = _statics(inp, b, n_heads, n_kv, n_tok, causal, pooling, q.device)
+    q = q.float().reshape(b * n_kv, groups, n_tok, hd)  # GQA: each KV head serves `groups` query heads
+    kt = k.float().reshape(b * n_kv, n_tok, hd).transpose(1, 2)  # (B*Hkv, hd, T)
+    col_parts: list[torch.Tensor] = []
+    for (r0, r1, _), bias in zip(row_blocks(n_tok, n_heads, causal), statics["bias"]):
+        rows = r1 - r0
+        qb = q if rows == n_tok else q[:, :, r0:r1]
+        logits = torch.baddbmm(bias, qb.reshape(b * n_kv, groups * rows, hd), kt, alpha=inp.scaling)
+        probs = logits.softmax(dim=-1).view(b, n_heads, rows, n_tok)
+        w = statics["weights"][len(col_parts)]
+        if pooling == "mean":  # sum over heads and rows of w_j p_hji (w repeated per head, 1/H folded in): one bmm
+            part = torch.matmul(w, probs.view(b, n_heads * rows, n_tok))
+        else:  # max over heads of the probabilities, then the rows' weighted sum
+            part = torch.matmul(w, probs.amax(dim=1))
+        col_parts.append(part)
+    col = col_parts[0] if len(col_parts) == 1 else torch.stack(col_parts).sum(dim=0)
+    col = col[..., slice(*inp.visual_span)] if inp.visual_span else col.gather(2, statics["visual"])
     return col[:, 0], col[:, 1]
 
 
-def _row_weights(inp, b: int, n_tok: int, device) -> torch.Tensor:
-    """(B, 2, T) query-row weights: 1/N on the visual rows (group 0), 1/#valid on the valid text rows (group 1)."""
+def _statics(inp, b: int, n_heads: int, n_kv: int, n_tok: int, causal: bool, pooling: str, device) -> dict:
+    """What :func:`received_attention` needs that depends on the token set alone, built once per set and kept in
+    ``inp.memo``: each block's additive mask (B*Hkv, groups*rows, T) (0 where a row may see a key: causal and not
+    padding; float32's lowest elsewhere, so a row with no visible key is uniform and carries no weight), the query-row
+    weights (B, 2, T) (1/N on the visual rows, 1/#valid on the valid text rows; 1/H more under mean pooling) and the
+    visual columns' gather index."""
+    key = ("alvts.selector", b, n_heads, n_kv, n_tok, causal, pooling, str(device))
+    if key in inp.memo:
+        return inp.memo[key]
+    groups = n_heads // n_kv
+    allowed = inp.valid[:, None, :].expand(b, n_tok, n_tok)
+    if causal:
+        allowed = allowed & (inp.positions[:, None, :] <= inp.positions[:, :, None])
+    lowest = torch.finfo(torch.float32).min
+    full = torch.zeros(allowed.shape, dtype=torch.float32, device=device).masked_fill_(~allowed, lowest)
+    biases = []
+    for r0, r1, _ in row_blocks(n_tok, n_heads, causal):
+        block = full[:, None, None, r0:r1].expand(b, n_kv, groups, r1 - r0, n_tok)
+        biases.append(block.reshape(b * n_kv, groups * (r1 - r0), n_tok))  # a view unless B > 1 or GQA
     weights = torch.zeros(b, 2, n_tok, dtype=torch.float32, device=device)
     weights[:, 0].scatter_(1, inp.visual, 1.0 / max(1, inp.visual.shape[1]))
     text_valid = inp.valid.gather(1, inp.text).float()
     weights[:, 1].scatter_(1, inp.text, text_valid / text_valid.sum(dim=1, keepdim=True).clamp_min(1.0))
-    return weights
-
-
-def _block_columns(q: torch.Tensor, kt: torch.Tensor, weights: torch.Tensor, inp, block: tuple[int, int, int],
-                   causal: bool, padded: bool, inplace: bool, pooling: str) -> torch.Tensor:
-    """One row block's share (B, 2, T) of :func:`received_attention`'s column sums, before the mean's division by
-    the heads: ``block`` = (first row, end row, keys the rows may see); ``q`` (B, Hkv, groups, T, hd) scaled float32
-    queries, ``kt`` (B, Hkv, hd, T) float32 keys, ``weights`` from :func:`_row_weights`."""
-    r0, r1, n_keys = block
-    b, n_kv, groups, n_tok, hd = q.shape
-    rows = r1 - r0
-    future = torch.ones(rows, rows, dtype=torch.bool, device=q.device).triu(1) if causal else None
-    pad = ~inp.valid[:, None, None, :n_keys] if padded else None
-
-    def hide(t: torch.Tensor, value: float) -> torch.Tensor:
-        """``t`` with the block's masked keys set to ``value``: those after each row (only the block's own square
-        has them) and padding."""
-        if causal:
-            square = t[..., r0:r1]
-            if inplace:
-                square.masked_fill_(future, value)
-            else:
-                t = torch.cat([t[..., :r0], square.masked_fill(future, value)], dim=-1)
-        if padded:
-            t = t.masked_fill_(pad, value) if inplace else t.masked_fill(pad, value)
-        return t
-
-    logits = torch.matmul(q[:, :, :, r0:r1].reshape(b, n_kv, groups * rows, hd), kt[..., :n_keys])
-    logits = hide(logits.view(b, n_kv * groups, rows, n_keys), torch.finfo(torch.float32).min)
-    peak = logits.amax(dim=-1, keepdim=True)
-    # exp of a value far below the row's peak is 0 to float precision but takes x86's slow underflow path (10-30x
-    # slower per element), and most of a causal block is far below or masked: clamp at -80 (exp = 1.8e-35, a
-    # normal float), then zero the masked keys again, so they receive exactly nothing
-    if inplace:
-        probs = logits.sub_(peak).clamp_(min=EXP_FLOOR).exp_()
-    else:
-        probs = (logits - peak).clamp(min=EXP_FLOOR).exp()
-    probs = hide(probs, 0.0)
-    # (B, H, rows, 1): each row's softmax denominator (0 for a padding row that sees no key; it carries no weight)
-    total = probs.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-    w = weights[:, :, r0:r1]  # (B, 2, rows)
-    if pooling == "mean":  # sum over heads of w_j p_hji = sum_h (w_j / total_hj) e_hji, one batched matmul
-        col = torch.matmul(w[:, None] / total.transpose(-1, -2), probs).sum(dim=1)
-    else:  # max over heads of the probabilities, then the rows' weighted sum
-        col = torch.matmul(w, (probs / total).amax(dim=1))
-    return torch.nn.functional.pad(col, (0, n_tok - n_keys))
+    blocks = []
+    for r0, r1, _ in row_blocks(n_tok, n_heads, causal):
+        w = weights[..., r0:r1]
+        if pooling == "mean":  # (B, 2, H * rows): the rows' weights repeated per head, divided by H
+            w = (w / n_heads)[:, :, None, :].expand(b, 2, n_heads, r1 - r0).reshape(b, 2, n_heads * (r1 - r0))
+        blocks.append(w)
+    out = {"bias": biases, "weights": blocks, "visual": inp.visual[:, None, :].expand(-1, 2, -1)}
+    inp.memo[key] = out
+    return out
 
 
 def _rotated(inp, q: torch.Tensor, k: torch.Tensor, rope: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Projected (B, T, H*hd) queries and keys with the layer's own biases (Qwen2's; Llama has none), split into heads
-    and rotated at the tokens' original positions."""
-    if inp.q_bias is not None:
-        q = q + inp.q_bias.to(q.dtype)
-    if inp.k_bias is not None:
-        k = k + inp.k_bias.to(k.dtype)
-    q, k = _heads(q, inp.head_dim), _heads(k, inp.head_dim)
-    return (inp.rope(q), inp.rope(k)) if rope else (q, k)
+    """Projected (B, T, H*hd) queries and keys, split into heads and rotated at the tokens' original positions (one
+    rotation over the queries' and keys' heads together)."""
+    n_q = q.shape[-1] // inp.head_dim
+    both = _heads(torch.cat([q, k], dim=-1), inp.head_dim)
+    if rope:
+        both = inp.rope(both)
+    return both[:, :n_q], both[:, n_q:]
 
 
-def project(inp, uq, vq, uk, vk, rope: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The selector's rotated queries (B, H, T, hd) and keys (B, Hkv, T, hd): ``(X V^T) U^T + b`` for Q and K, in the
-    factors' dtype; the rank-R product U V is never formed and only the weights are factorised."""
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.nn.functional.linear(x, weight, None if bias is None else bias.to(x.dtype))
+
+
+def project(inp, uq, vq, uk, vk, rope: bool = True, v_both: torch.Tensor | None = None,
+            u_both: torch.Tensor | None = None):
+    """The selector's rotated queries (B, H, T, hd) and keys (B, Hkv, T, hd): ``(X V^T) U^T + b`` for Q and K with
+    the layer's own biases (Qwen2's; Llama has none), in the factors' dtype; the rank-R product U V is never formed.
+    ``v_both`` = ``[V_Q; V_K]`` makes ``X V^T`` one matmul for both; ``u_both`` (U_Q^T and U_K^T stacked, where they
+    have one shape) makes the up-projections one batched matmul, rotated together (batch 1, no biases). Stacked once
+    per artefact (:func:`tokenbench.methods.alvts.fit.stack`). The same products either way."""
     x = inp.normed.to(uq.dtype)
-    return _rotated(inp, (x @ vq.T) @ uq.T, (x @ vk.T) @ uk.T, rope)
+    low = x @ v_both.T if v_both is not None else torch.cat([x @ vq.T, x @ vk.T], dim=-1)
+    r = vq.shape[0]
+    b, n_tok = x.shape[:2]
+    if u_both is not None and b == 1 and inp.q_bias is None and inp.k_bias is None:
+        both = torch.bmm(low.view(n_tok, 2, r).transpose(0, 1), u_both)  # (2, T, out): queries, then keys
+        both = both.view(2, n_tok, -1, inp.head_dim).transpose(1, 2)  # (2, H, T, hd): "batch" 2 = q and k
+        if rope:
+            both = inp.rope(both)  # cos/sin (1, T, hd) broadcast over the two
+        return both[:1], both[1:]
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (uq, uk, low, inp.q_bias, inp.k_bias)):  # autograd: no out=
+        return _rotated(inp, _linear(low[..., :r], uq, inp.q_bias), _linear(low[..., r:], uk, inp.k_bias), rope)
+    # queries and keys written side by side into one buffer (one rotation for both, no concatenation)
+    flat = low.view(b * n_tok, -1)
+    both = flat.new_empty(b * n_tok, uq.shape[0] + uk.shape[0])
+    for part, (u, bias, cols) in enumerate(((uq, inp.q_bias, slice(0, uq.shape[0])),
+                                            (uk, inp.k_bias, slice(uq.shape[0], None)))):
+        a = flat[:, r * part:r * (part + 1)]
+        if bias is None:
+            torch.mm(a, u.T, out=both[:, cols])
+        else:
+            torch.addmm(bias.to(a.dtype), a, u.T, out=both[:, cols])
+    both = _heads(both.view(b, n_tok, -1), inp.head_dim)
+    if rope:
+        both = inp.rope(both)
+    n_q = uq.shape[0] // inp.head_dim
+    return both[:, :n_q], both[:, n_q:]
 
 
 def importance(visual_rows: torch.Tensor, text_rows: torch.Tensor, text_valid: torch.Tensor,
@@ -199,8 +220,11 @@ def importance(visual_rows: torch.Tensor, text_rows: torch.Tensor, text_valid: t
 
 def selector_scores(inp, factors: tuple[torch.Tensor, ...], pooling: str = "mean", causal: bool = True,
                     rope: bool = True) -> torch.Tensor:
-    """The selector's importance S (B, n_active) of the active visual tokens of ``inp``, in ``ctx.active`` order."""
-    v2v, t2v = received_attention(*project(inp, *factors, rope=rope), inp, causal, pooling)
+    """The selector's importance S (B, n_active) of the active visual tokens of ``inp``, in ``ctx.active`` order.
+    ``factors``: (U_Q, V_Q, U_K, V_K), optionally followed by their stacked forms (``v_both``, ``u_both``: see
+    :func:`project`)."""
+    stacked = dict(zip(("v_both", "u_both"), factors[4:]))
+    v2v, t2v = received_attention(*project(inp, *factors[:4], rope=rope, **stacked), inp, causal, pooling)
     return v2v * t2v
 
 
@@ -208,7 +232,8 @@ def exact_scores(inp, wq: torch.Tensor, wk: torch.Tensor, pooling: str = "mean",
                  rope: bool = True) -> torch.Tensor:
     """The oracle S* (eq. 9): the same score from the layer's own full-rank W_Q and W_K (and biases), by the same code."""
     x = inp.normed.to(wq.dtype)
-    v2v, t2v = received_attention(*_rotated(inp, x @ wq.T, x @ wk.T, rope), inp, causal, pooling)
+    q, k = _linear(x, wq, inp.q_bias), _linear(x, wk, inp.k_bias)
+    v2v, t2v = received_attention(*_rotated(inp, q, k, rope), inp, causal, pooling)
     return v2v * t2v
 
 

@@ -100,15 +100,28 @@ def test_qwen_position_ids_are_the_3d_grid(adapter_factory):
 
 
 @pytest.mark.parametrize("method", ["fastv", "alvts", "random"])
-def test_qwen_kept_tokens_keep_their_own_mrope_rotation(method, adapter_factory):
+def test_qwen_kept_tokens_keep_their_own_mrope_rotation(method, adapter_factory, monkeypatch):
     """At every layer, the rotary embedding each processed token gets under reduction is the one it has in the
-    unreduced sequence (its own t/h/w ids), for the kept visual tokens and the text after the image alike."""
+    unreduced sequence (its own t/h/w ids), for the kept visual tokens and the text after the image alike. A routed
+    layer with skipped tokens as keys (ALVTS) runs from the layer's parts (engine.subset.routed_layer): there, the
+    queries' rotations and the keys' are checked."""
+    from tokenbench.engine import router as router_module
+
     adapter = adapter_factory("tiny-qwen2.5-vl")
     batch = adapter.encode([sample_of((392, 280))])
-    seen = []
+    seen, keys_seen = [], []
 
     def capture(module, args, kwargs):
         seen.append((kwargs["hidden_states"].shape[1], kwargs["position_embeddings"][0].clone()))
+
+    routed = router_module.routed_layer
+
+    def spy(layer, hidden, queries, keys, *args, **kwargs):
+        seen.append((queries.positions.shape[1], queries.cos.clone(), queries.positions[0]))
+        keys_seen.append((keys.positions[0], keys.cos.clone()))
+        return routed(layer, hidden, queries, keys, *args, **kwargs)
+
+    monkeypatch.setattr(router_module, "routed_layer", spy)
 
     handles = [layer.self_attn.register_forward_pre_hook(capture, with_kwargs=True)
                for layer in adapter.decoder_layers()]
@@ -127,12 +140,17 @@ def test_qwen_kept_tokens_keep_their_own_mrope_rotation(method, adapter_factory)
     t = batch.tokens
     assert len(seen) == adapter.n_layers
     shrunk = 0
-    for layer, (n, cos) in enumerate(seen):
-        positions = torch.cat([t.other[0], t.visual[0][r.record.layer_visual[layer][0]]]).sort().values
+    for layer, (n, cos, *order) in enumerate(seen):
+        positions = torch.cat([t.other[0], t.visual[0][r.record.layer_visual[layer][0]]])
+        positions = order[0] if order else positions.sort().values  # a routed layer's rows: in their own order
+        assert sorted(positions.tolist()) == sorted(torch.cat([t.other[0], t.visual[0][r.record.layer_visual[layer][0]]]).tolist())
         assert n == positions.numel()
         assert torch.equal(cos[0], full_cos[positions]), f"layer {layer}: a token got another token's rotation"
         shrunk += n < full_cos.shape[0]
     assert shrunk, "the reduction must have removed tokens from some layer"
+    for positions, cos in keys_seen:  # keys (every active token) at their own positions
+        assert torch.equal(cos[0], full_cos[positions]), "a key got another token's rotation"
+    assert (method == "alvts") == bool(keys_seen)
 
 
 # -- refusals ---------------------------------------------------------------------------------------------------------------

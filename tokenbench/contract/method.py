@@ -74,6 +74,11 @@ class LayerInput:
     scaling: float  # the layer's softmax scale (1/sqrt(head_dim) on Llama/Qwen)
     q_bias: "torch.Tensor | None" = None  # the q/k projections' biases (Qwen2 has them, Llama does not)
     k_bias: "torch.Tensor | None" = None
+    visual_span: "tuple[int, int] | None" = None  # (start, stop) when ``visual`` is start..stop-1 in every sample:
+    # a slice can stand in for a gather
+    memo: dict = field(default_factory=dict, repr=False, compare=False)  # the same dict at every layer that sees the
+    # same tokens in one prefill: a method keeps there what depends on the token set alone (masks, row weights), so
+    # it is built once per prefill rather than at every layer
 
 
 @dataclass(frozen=True)
@@ -164,10 +169,14 @@ class ReductionContext:
     text_query_mask: "torch.Tensor | None" = None  # (B, Q) validity of rows of Need('attn', queries='text')
     text_after_image: "torch.Tensor | None" = None  # (B, Q) those rows that follow the image (the question and the
     # answer prompt, not the system prompt): SparseVLM's raters, DART's text pivots, FitPrune's text queries
+    n_text_after_image: tuple[int, ...] = ()  # per sample, how many rows of text_after_image are True: known on the
+    # host, so a method sizes by it without reading the mask back from the device (a host sync)
     generators: "list[torch.Generator]" = field(default_factory=list)  # one per sample, seeded from the run seed and
     # the sample's id (so batching never changes a draw); the only randomness a method may use
     artefact: Any = None  # the method's prepared artefact (see TokenReducer.prepare)
     budget_scope: str = "global"  # "global": keep over all the image's visual tokens; "crop": split over layout.crops
+    made: list = field(default_factory=list, repr=False, compare=False)  # what topk returned: the router checks an
+    # answer of select() on the host only if it is not one of these (top-k indices are distinct and in range)
 
     def topk(self, scores: "torch.Tensor") -> "torch.Tensor":
         """The ``keep`` highest-scoring active tokens of each sample, (B, keep) positions in ``active``: the selection
@@ -176,7 +185,10 @@ class ReductionContext:
         tokens (:func:`split_budget`) and ranks inside each. With one region the two are the same."""
         shares = self.crop_shares(self.keep)
         if shares is None or self.keep == 0:
-            return scores.topk(self.keep, dim=-1).indices
+            picked = scores.topk(self.keep, dim=-1).indices
+            if scores.dim() == 2 and scores.shape[-1] == self.active.shape[-1]:  # one score per active token
+                self.made.append(picked)
+            return picked
         import torch
 
         owner, quotas = shares

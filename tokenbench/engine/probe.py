@@ -66,28 +66,32 @@ def attention_rows(layer, hidden, cos, sin, key_idx, key_valid, query_idx) -> to
     return scores.softmax(dim=-1)
 
 
-def layer_input(layer, hidden, cos, sin, other_idx, visual_idx, valid):
-    """``Need("layer_input")``: the normed input of the non-visual tokens ``other_idx`` and the visual tokens
-    ``visual_idx`` (sequence positions, (B, M) and (B, n)), merged in sequence order, with the layer's RoPE at their
-    original positions. Elementwise work only (the norm), so it costs no MACs."""
+def layer_input(layer, hidden, tokens, other_idx, visual_idx, valid, visual_span=None):
+    """``Need("layer_input")``: the normed input of every token of ``tokens`` (a
+    :class:`tokenbench.engine.subset.TokenSet`: the non-visual tokens ``other_idx`` and the active visual tokens
+    ``visual_idx``, sequence positions (B, M) and (B, n), in sequence order), with the layer's RoPE at their original
+    positions. Elementwise work only (the norm), so it costs no MACs. Everything but the normed input is built once
+    per token set and shared by every layer that sees the same tokens (``memo`` too, for the method's own)."""
     from functools import partial
 
     from tokenbench.api import LayerInput
+    from tokenbench.engine.subset import rope
 
     attn = layer.self_attn
-    idx = torch.cat([other_idx, visual_idx], dim=1).sort(dim=1).values
     head_dim = attn.head_dim
     return LayerInput(
-        normed=normed(layer, hidden, idx),
-        positions=idx,
-        valid=valid.gather(1, idx),
-        visual=torch.searchsorted(idx, visual_idx),
-        text=torch.searchsorted(idx, other_idx),
-        rope=partial(_rope, cos=_take(cos, idx), sin=_take(sin, idx)),
+        normed=layer.input_layernorm(hidden if tokens.full else _take(hidden, tokens.positions)),
+        positions=tokens.positions,
+        valid=tokens.valid(valid),
+        visual=tokens.columns_of("visual", visual_idx),
+        text=tokens.columns_of("text", other_idx),
+        rope=tokens._memo("rope", lambda: partial(rope, cos=tokens.cos, sin=tokens.sin)),
         n_heads=attn.q_proj.out_features // head_dim,
         n_kv_heads=attn.k_proj.out_features // head_dim,
         head_dim=head_dim,
         scaling=float(attn.scaling),
         q_bias=attn.q_proj.bias,
         k_bias=attn.k_proj.bias,
+        memo=tokens.memo,
+        visual_span=visual_span,
     )

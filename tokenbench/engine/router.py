@@ -27,7 +27,6 @@ and the unselected tokens are pruned from layer 0 on. Kept tokens keep their ori
 
 from __future__ import annotations
 
-import functools
 import types
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ import torch
 from tokenbench.api import Need, Reduction, ReductionContext, Selection, Step, VisualLayout
 from tokenbench.engine import probe
 from tokenbench.engine.routing import LayerRule, check_steps, plan_routing
+from tokenbench.engine.subset import TokenSet, check_layer, routed_layer, run_subset, take
 from tokenbench.errors import PluginValidationError
 
 
@@ -51,13 +51,19 @@ class Record:
     # (equal to layer_visual except at route steps with skipped_as_kv, where every active token is a key)
     select_calls: list[tuple[int, int]] = field(default_factory=list)  # (step layer, n_active): for Method.select_macs
     n_visual: int = 0  # visual tokens per image before any reduction
-    selections: dict[int, torch.Tensor] = field(default_factory=dict)  # step layer -> kept original visual indices
+    picked: dict[int, torch.Tensor] = field(default_factory=dict)  # step layer -> kept original visual indices, in
+    # the method's order at route steps (the router needs no order there), ascending at pruning steps
     probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)  # (layer, kind, queries, n_vis_keys, n_rows_visual)
     overhead_spans: list = field(default_factory=list)  # (start, end) Clock marks around signal work and select
     pre_llm_macs: int = 0  # cost of pre-LLM signals computed for the method (e.g. the CLS attention row)
     position_ids: torch.Tensor | None = None  # (B, L) the prompt's positions after a renumbering pre-LLM selection
     pre_llm_embeds: torch.Tensor | None = None  # (B, L, D) the LLM's input embeddings after a merging selection
     clock: object = None  # the tokenbench.measure.timing.Clock the spans were marked on
+
+    @property
+    def selections(self) -> dict[int, torch.Tensor]:
+        """Step layer -> kept original visual indices (B, k), ascending (sorted when asked, not during the run)."""
+        return {layer: idx.sort(dim=1).values for layer, idx in self.picked.items()}
 
     @property
     def overhead_s(self) -> float:
@@ -75,6 +81,10 @@ class Tokens:
     valid: torch.Tensor  # (B, L) bool, False on padding
     sample_keys: tuple[str, ...]  # one per sample: seeds its random generator, so batching never changes a draw
     layout: VisualLayout  # shared by every sample of the batch (the harness groups samples by layout)
+    padded: bool = False  # some sample is padded (known on the host when the batch is built: no sync to ask)
+    visual_span: tuple[int, int] | None = None  # (start, stop) when every sample's visual tokens are the positions
+    # start..stop-1 (one contiguous run at the same place): a slice serves where a gather would
+    n_after_image: tuple[int, ...] = ()  # per sample: its valid non-visual tokens after the image (known on the host)
 
 
 class Router:
@@ -99,17 +109,29 @@ class Router:
 
     # -- install / remove ----------------------------------------------------------------------------------------------
     def __enter__(self) -> "Router":
+        self._previous = []
         for idx, layer in enumerate(self.layers):
-            if "forward" in layer.__dict__:
-                raise RuntimeError(f"decoder layer {idx} already has an instance forward; nested routers?")
+            previous = layer.__dict__.get("forward")  # None, or the compiled forward (engine.compiled)
+            if getattr(getattr(previous, "__func__", None), "_tokenbench_router", False):
+                raise RuntimeError(f"decoder layer {idx} already has a router installed; nested routers?")
+            self._previous.append(previous)
             original = layer.forward
-            layer.forward = types.MethodType(self._make_forward(idx, original), layer)
+            forward = self._make_forward(idx, original)
+            forward._tokenbench_router = True
+            layer.forward = types.MethodType(forward, layer)
         self._handles.append(self.lm.register_forward_pre_hook(self._lm_pre_hook, with_kwargs=True))
+        self._handles.append(self.lm.register_forward_hook(self._lm_post_hook))
+        if any(s.skipped_as_kv for s in self.method.steps(self.n_layers)):
+            for layer in self.layers:
+                check_layer(layer)
         return self
 
     def __exit__(self, *exc) -> None:
-        for layer in self.layers:
-            layer.__dict__.pop("forward", None)
+        for layer, previous in zip(self.layers, self._previous):
+            if previous is None:
+                layer.__dict__.pop("forward", None)
+            else:
+                layer.forward = previous
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -134,10 +156,13 @@ class Router:
             self.record.kv_per_layer = list(self.routing.kv_per_layer)
             return
         self.tokens = tokens
-        self.active = torch.arange(n, device=tokens.visual.device).expand(b, n)
+        self.active = self._everything = torch.arange(n, device=tokens.visual.device).expand(b, n)
         self.signals: dict[Need, torch.Tensor] = {}
         self.kv_pos: dict[int, torch.Tensor] = {}
         self.past_len = 0
+        self._sets: dict[tuple, tuple[torch.Tensor, TokenSet]] = {}  # token sets of this prefill, built once each
+        self._checks: list[tuple] = []  # answers of select() still to check, on the device (see _verify)
+        self._normed: tuple | None = None  # (layer, token set, normed input) the layer_input signal computed
 
     # -- language-model hooks ------------------------------------------------------------------------------------------
     @staticmethod
@@ -157,6 +182,11 @@ class Router:
             if renumber:
                 kwargs["position_ids"] = self._renumber(kwargs.get("position_ids"))
             return args, kwargs
+        return None
+
+    def _lm_post_hook(self, module, args, output):
+        if self.tokens is not None and self._checks:  # the end of the prefill: check what select() returned
+            self._verify()
         return None
 
     def _renumber(self, pos):
@@ -187,7 +217,7 @@ class Router:
         t0 = self._tic()
         for need in step.needs:
             if need.kind == "visual_embeds":
-                self.signals[need] = probe._take(embeds, t.visual)
+                self.signals[need] = take(embeds, t.visual)
             elif need.kind in self.providers:  # computed by the adapter during the vision tower's forward
                 self.signals[need], macs = self.providers[need.kind]()
                 self.record.pre_llm_macs += macs
@@ -234,7 +264,7 @@ class Router:
         Returns the chosen original visual indices (B, k), ascending, and the method's answer as it came."""
         step = rule.step if step is None else step
         want = rule.keep
-        text_valid = self.tokens.valid.gather(1, self.tokens.other)  # the non-visual tokens that are not padding
+        text_valid, after_image = self._memo("text", self._text_rows)
         ctx = ReductionContext(
             layer=step.layer,
             keep=want,
@@ -245,7 +275,8 @@ class Router:
             layout=self.layout,
             signals={n: self.signals[n] for n in step.needs},
             text_query_mask=text_valid,
-            text_after_image=text_valid & (self.tokens.other > self.tokens.visual[:, -1:]),
+            text_after_image=after_image,
+            n_text_after_image=self.tokens.n_after_image,
             generators=self._generators(step.layer),
             artefact=self.artefact,
             budget_scope=self.budget_scope,
@@ -260,26 +291,53 @@ class Router:
                 f"{getattr(idx, 'shape', type(idx).__name__)}"
             )
         n_act = self.active.shape[1]
-        idx = idx.to(self.active.device, torch.long)
-        if idx.shape[1] > n_act or (idx.numel() and (idx.min() < 0 or idx.max() >= n_act)):
-            raise PluginValidationError(f"method {name!r} returned indices outside 0..{n_act - 1} at layer {step.layer}")
+        if idx.shape[1] > n_act:
+            raise PluginValidationError(f"method {name!r} returned {idx.shape[1]} indices at layer {step.layer}, "
+                                        f"more than the {n_act} active visual tokens")
         if idx.shape[1] != want:
             raise PluginValidationError(
                 f"method {name!r} kept {idx.shape[1]} visual tokens at layer {step.layer}; its plan says {want} "
                 "(ctx.keep). Return exactly ctx.keep indices, or declare the count in Step(keep=...)"
             )
-        order = idx.sort(dim=1)
-        if idx.shape[1] > 1 and (order.values[:, 1:] == order.values[:, :-1]).any():
-            raise PluginValidationError(f"method {name!r} returned duplicate indices at layer {step.layer}")
-        chosen = self.active.gather(1, order.values)
-        self._check_crop_quotas(ctx, order.values, idx.shape[1])
-        self.record.selections[step.layer] = chosen
+        trusted = any(idx is made for made in ctx.made)  # ctx.topk's own answer: distinct and in range
+        picked = idx.to(self.active.device, torch.long)
+        if not trusted and picked.numel():
+            # checked at the end of the prefill with one host sync (_verify), not here: reading a value on the host
+            # inside the layer loop would stall the device at every step. Until then, clamped: a bad answer indexes
+            # nothing outside the active tokens
+            self._checks.append((picked, n_act, step.layer))
+            picked = picked.clamp(0, n_act - 1)
+        if rule.prunes:  # the new active set, ascending (a route step's rows need no order: not sorted here)
+            picked = picked.sort(dim=1).values
+        chosen = picked if self.active is self._everything else self.active.gather(1, picked)
+        self._check_crop_quotas(ctx, picked, idx.shape[1])
+        self.record.picked[step.layer] = chosen
         if rule.prunes:
             self.active = chosen
         if isinstance(out, Selection) and (out.embeds is not None or out.features is not None or out.renumber):
             if self.method.stage != "pre_llm":
                 raise PluginValidationError(f"method {name!r}: only pre_llm methods may merge or renumber")
         return chosen, out
+
+    def _text_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the non-visual tokens that are not padding, those of them after the image), (B, M) each."""
+        t = self.tokens
+        valid = t.valid.gather(1, t.other)
+        return valid, valid & (t.other > t.visual[:, -1:])
+
+    def _verify(self) -> None:
+        """Check every answer of ``select`` this prefill (indices inside the active tokens, no duplicates) with one
+        host sync, and name the first bad one."""
+        checks, self._checks = [(p.sort(dim=1).values, n, layer) for p, n, layer in self._checks], []
+        flags = [(p.amin() < 0) | (p.amax() >= n) | (p[:, 1:] == p[:, :-1]).any() for p, n, _ in checks]
+        if not bool(torch.stack(flags).any()):
+            return
+        name = self.method.name
+        for p, n, layer in checks:
+            if bool((p.amin() < 0) | (p.amax() >= n)):
+                raise PluginValidationError(f"method {name!r} returned indices outside 0..{n - 1} at layer {layer}")
+            if bool((p[:, 1:] == p[:, :-1]).any()):
+                raise PluginValidationError(f"method {name!r} returned duplicate indices at layer {layer}")
 
     def _check_crop_quotas(self, ctx: ReductionContext, picked: torch.Tensor, k: int) -> None:
         """Under ``--budget-scope crop`` every region must get its share; a method that ranks globally is refused."""
@@ -314,10 +372,11 @@ class Router:
         return self._decode_layer(idx, original, hidden, args, kwargs)
 
     def _prefill_layer(self, idx, layer, original, hidden, args, kwargs):
-        t = self.tokens
-        cos, sin = kwargs["position_embeddings"]
+        cos, sin = kwargs["position_embeddings"]  # the same tensors at every layer of one forward
         b = hidden.shape[0]
-        cos, sin = cos.expand(b, *cos.shape[1:]), sin.expand(b, *sin.shape[1:])
+        if cos.shape[0] != b:
+            cos, sin = self._memo(("expand", id(cos)), lambda: (cos.expand(b, *cos.shape[1:]),
+                                                                 sin.expand(b, *sin.shape[1:])))
         rule = self.routing.layers[idx]
         visual = keys = self.active  # before this layer's step: a skipped_as_kv step keeps every active token as a key
         if rule.probes:
@@ -332,13 +391,42 @@ class Router:
         if not rule.skipped_as_kv:
             keys = visual
         self._count(rule, visual, keys)
-        sel = torch.cat([t.other, t.visual.gather(1, keys)], dim=1).sort(dim=1).values
-        if kwargs.get("use_cache") and self._cache_of(kwargs) is not None:
-            self.kv_pos[idx] = sel
-        if keys is not visual:  # skipped_as_kv: queries for the routed tokens only, keys/values for every key
-            routed = torch.cat([t.other, t.visual.gather(1, visual)], dim=1).sort(dim=1).values
-            return run_subset(original, hidden, routed, cos, sin, args, kwargs, keys=sel, layer=layer)
-        return run_subset(original, hidden, sel, cos, sin, args, kwargs)
+        key_set = self._token_set(keys, cos, sin)
+        cache = self._cache_of(kwargs)
+        if kwargs.get("use_cache") and cache is not None:
+            self.kv_pos[idx] = key_set.positions
+        queries = self._token_set(visual, cos, sin, ordered=keys is visual)  # a routed layer's queries need no order
+        if keys is not visual and not queries.full:  # skipped_as_kv: queries for the routed tokens, K/V for every key
+            normed = self._normed[2] if self._normed and self._normed[0] == idx and self._normed[1] is key_set else None
+            return routed_layer(layer, hidden, queries, key_set, kwargs.get("attention_mask"), cache, normed=normed)
+        return run_subset(original, hidden, key_set, args, kwargs)
+
+    def _memo(self, key, build):
+        """A value built once per prefill (``key`` holds tensor ids: the tensors are kept with it)."""
+        if key not in self._sets:
+            self._sets[key] = build()
+        return self._sets[key]
+
+    def _token_set(self, visual: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ordered: bool = True) -> TokenSet:
+        """Every non-visual token plus the visual tokens ``visual`` (original indices), as a :class:`TokenSet` built
+        once per prefill: every layer that computes the same tokens (the same index tensor) shares it. ``ordered``:
+        positions in sequence order (what a layer's own forward needs: causal over a sorted subset is causal);
+        without, the non-visual tokens then the visual ones (rows of a routed layer, whose mask is explicit)."""
+        key = ("set", id(visual), id(cos), ordered)
+        if key not in self._sets:
+            t = self.tokens
+            if visual is self._everything or visual.shape[1] == self.layout.n_visual:  # the whole sequence (a
+                # selection is sorted and checked distinct, so all N of them are 0..N-1): nothing to gather
+                positions = torch.arange(t.valid.shape[1], device=t.valid.device).expand(t.valid.shape)
+                tokens = TokenSet.of(positions, cos, sin, full=True)
+            else:
+                positions = torch.cat([t.other, t.visual.gather(1, visual)], dim=1)
+                if ordered:
+                    positions = positions.sort(dim=1).values
+                both = self._memo(("cos|sin", id(cos)), lambda: torch.cat([cos, sin], dim=-1))  # one gather for both
+                tokens = TokenSet.of(positions, cos, sin, both=both)
+            self._sets[key] = (visual, cos, tokens)  # the tensors stay referenced: their ids stay unique
+        return self._sets[key][2]
 
     def _count(self, rule: LayerRule, visual: torch.Tensor, keys: torch.Tensor) -> None:
         """Record the visual tokens layer ``rule.layer`` computes (queries) and attends to (and caches), which are the
@@ -373,29 +461,32 @@ class Router:
         if not needs:
             return
         t = self.tokens
-        vis_pos = t.visual.gather(1, self.active)  # (B, n_active) sequence positions of the active visual tokens
+        tokens = self._token_set(self.active, cos, sin)  # what the layer would see: every active token
+        vis_pos = t.visual if tokens.full else tokens._memo("visual", lambda: t.visual.gather(1, self.active))
+        # (B, n_active) sequence positions of the active visual tokens
         for need in needs:
             pos = t.other if need.tokens == "text" else vis_pos
             if need.kind == "hidden":
-                value = probe._take(hidden, pos)
+                value = take(hidden, pos)
             elif need.kind == "normed":
                 value = probe.normed(layer, hidden, pos)
             elif need.kind == "final_normed":
-                value = self.lm.norm(probe._take(hidden, pos))
+                value = self.lm.norm(take(hidden, pos))
             elif need.kind == "keys":
                 value = probe.keys(layer, hidden, cos, sin, pos)
             elif need.kind == "layer_input":
-                value = probe.layer_input(layer, hidden, cos, sin, t.other, vis_pos, t.valid)
+                value = probe.layer_input(layer, hidden, tokens, t.other, vis_pos, t.valid,
+                                          t.visual_span if tokens.full else None)
+                self._normed = (idx, tokens, value.normed)  # the routed layer's keys need the same normed input
             elif need.kind == "attn":
-                key_idx = torch.cat([t.other, vis_pos], dim=1).sort(dim=1).values
-                key_valid = t.valid.gather(1, key_idx)
+                key_idx = tokens.positions
                 queries = {
                     "last": key_idx[:, -1:],
                     "text": t.other,
                     "visual": vis_pos,
                 }[need.queries]
-                rows = probe.attention_rows(layer, hidden, cos, sin, key_idx, key_valid, queries)
-                cols = torch.searchsorted(key_idx, vis_pos)
+                rows = probe.attention_rows(layer, hidden, cos, sin, key_idx, tokens.valid(t.valid), queries)
+                cols = tokens.columns_of("visual", vis_pos)
                 value = rows.gather(3, cols[:, None, None, :].expand(-1, rows.shape[1], rows.shape[2], -1))
             else:
                 raise PluginValidationError(f"need {need} cannot be computed inside the LLM")
@@ -409,88 +500,6 @@ class Router:
 
     def _toc(self, t0) -> None:
         self.record.overhead_spans.append((t0, self.record.clock.mark()))
-
-
-def run_subset(original, hidden, sel, cos, sin, args, kwargs, keys=None, layer=None):
-    """Run the layer ``original`` on the tokens at ``sel`` (B, n) only, with their own position embeddings (``cos``,
-    ``sin`` expanded to the batch), position ids and mask rows/columns; scatter the outputs back into ``hidden``.
-
-    ``keys`` (B, n_kv), a superset of ``sel`` (sequence positions, ascending), makes the tokens of ``keys`` that are
-    not in ``sel`` keys and values of the layer without being its queries: their K/V come from their current hidden
-    states at their own positions (``layer``'s input norm, k/v projections and RoPE, as the layer computes them), and
-    join the routed tokens' K/V in sequence order inside the layer's own attention (:class:`_WithKeysOnly`), so the
-    routed tokens attend to all of them, on the layer's own attention backend. Queries, the output projection and the
-    MLP run on ``sel`` only; with a cache the layer stores K/V for every key."""
-    b, length = hidden.shape[:2]
-    cols = sel if keys is None else keys
-    if sel.shape[1] == length:  # nothing removed at this layer: run it untouched
-        return original(hidden, *args, **kwargs)
-    kwargs = dict(kwargs)
-    kwargs["position_embeddings"] = (probe._take(cos, sel), probe._take(sin, sel))
-    pos_ids = kwargs.get("position_ids")
-    if isinstance(pos_ids, torch.Tensor):
-        kwargs["position_ids"] = pos_ids.expand(*pos_ids.shape[:-2], b, length).gather(
-            -1, sel.expand(*pos_ids.shape[:-2], *sel.shape)
-        )
-    mask = kwargs.get("attention_mask")
-    if isinstance(mask, torch.Tensor):
-        mask = mask.expand(b, *mask.shape[1:])
-        rows = mask.gather(2, sel[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[3]))
-        kwargs["attention_mask"] = rows.gather(3, cols[:, None, None, :].expand(-1, mask.shape[1], sel.shape[1], -1))
-    elif keys is not None:  # no mask means causal over equal query and key sets; here the key set is larger
-        allowed = keys[:, None, None, :] <= sel[:, None, :, None]
-        if getattr(layer.self_attn.config, "_attn_implementation", "sdpa") == "eager":  # eager adds its mask
-            allowed = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device).masked_fill_(
-                ~allowed, torch.finfo(hidden.dtype).min)
-        kwargs["attention_mask"] = allowed
-    if keys is not None:
-        name = _cache_kwarg_of(type(layer))
-        kwargs[name] = _WithKeysOnly(kwargs.get(name), layer, hidden, sel, keys, cos, sin)
-    out = original(probe._take(hidden, sel), *args, **kwargs)
-    out_h = out[0] if isinstance(out, tuple) else out
-    merged = hidden.scatter(1, sel[..., None].expand(-1, -1, hidden.shape[-1]), out_h)
-    return (merged, *out[1:]) if isinstance(out, tuple) else merged
-
-
-@functools.cache
-def _cache_kwarg_of(layer_class) -> str:
-    """A decoder layer class's name for its cache argument: ``cache`` (transformers 5.24) or ``past_key_values``
-    (5.17); read once per class, not on every routed layer call."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(layer_class.forward).parameters else "past_key_values"
-
-
-class _WithKeysOnly:
-    """Stands in for the layer's cache during one routed prefill call: the attention hands it the routed tokens' K/V
-    (as it hands any cache) and gets back K/V for every key, in sequence order: the routed tokens' own, and those of
-    the keys-only tokens, computed here from their unchanged hidden states. With a real cache, the joined K/V are what
-    it stores for the layer (so decoding attends to every key); without one they are only returned."""
-
-    def __init__(self, cache, layer, hidden, sel, keys, cos, sin) -> None:
-        self.cache, self.n_keys = cache, keys.shape[1]
-        self.at_sel = torch.searchsorted(keys, sel)  # columns (in keys) of the routed tokens
-        only = torch.ones(keys.shape, dtype=torch.bool, device=keys.device)
-        only.scatter_(1, self.at_sel, False)
-        self.at_only = only.nonzero()[:, 1].view(keys.shape[0], -1)  # columns (in keys) of the keys-only tokens
-        pos = keys.gather(1, self.at_only)
-        attn = layer.self_attn
-        x = probe.normed(layer, hidden, pos)
-        self.k = probe._rope(probe._heads(attn.k_proj(x), attn.head_dim), probe._take(cos, pos), probe._take(sin, pos))
-        self.v = probe._heads(attn.v_proj(x), attn.head_dim)
-
-    def _join(self, routed: torch.Tensor, only: torch.Tensor) -> torch.Tensor:
-        b, h, _, d = routed.shape
-        out = routed.new_empty(b, h, self.n_keys, d)
-        out.scatter_(2, self.at_sel[:, None, :, None].expand(-1, h, -1, d), routed)
-        out.scatter_(2, self.at_only[:, None, :, None].expand(-1, h, -1, d), only.to(routed.dtype))
-        return out
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        keys, values = self._join(key_states, self.k), self._join(value_states, self.v)
-        if self.cache is not None:
-            return self.cache.update(keys, values, layer_idx, *args, **kwargs)
-        return keys, values
 
 
 def hash_seed(seed: int, key: str) -> int:
