@@ -60,12 +60,14 @@ MIN_BLOCK_ROWS = 16
 
 
 def row_blocks(n_tokens: int, n_heads: int, causal: bool = True) -> list[tuple[int, int, int]]:
-    """The row blocks of :func:`received_attention`: ``(first row, end row, keys)`` for ``n_tokens`` queries; each
-    block's logits cover every key (the causal mask is applied, not skipped: one shape for every block, no
-    data-dependent slicing). Depends only on the sample's size (never on the batch), so the FLOPs of a sample are the
-    same in any batch."""
+    """The row blocks of :func:`received_attention`: ``(first row, end row, keys)`` for ``n_tokens`` queries. Rows are
+    sequence-ordered, so under the causal mask a block's rows see only the keys before its end: a later block skips
+    none, an earlier one the keys after it (shapes fixed by the size alone: no data-dependent slicing, and one block,
+    the whole square, up to :data:`BLOCK_ELEMENTS`). Depends only on the sample's size (never on the batch), so the
+    FLOPs of a sample are the same in any batch."""
     rows = max(MIN_BLOCK_ROWS, min(n_tokens, BLOCK_ELEMENTS // max(1, n_heads * n_tokens)))
-    return [(r0, min(n_tokens, r0 + rows), n_tokens) for r0 in range(0, n_tokens, rows)]
+    return [(r0, min(n_tokens, r0 + rows), min(n_tokens, r0 + rows) if causal else n_tokens)
+            for r0 in range(0, n_tokens, rows)]
 
 
 def compute_dtype(like: torch.Tensor) -> torch.dtype:
@@ -102,17 +104,17 @@ def received_attention(q: torch.Tensor, k: torch.Tensor, inp, causal: bool = Tru
     q = q.float().reshape(b * n_kv, groups, n_tok, hd)  # GQA: each KV head serves `groups` query heads
     kt = k.float().reshape(b * n_kv, n_tok, hd).transpose(1, 2)  # (B*Hkv, hd, T)
     col_parts: list[torch.Tensor] = []
-    for (r0, r1, _), bias in zip(row_blocks(n_tok, n_heads, causal), statics["bias"]):
+    for (r0, r1, keys), bias in zip(row_blocks(n_tok, n_heads, causal), statics["bias"]):
         rows = r1 - r0
         qb = q if rows == n_tok else q[:, :, r0:r1]
-        logits = torch.baddbmm(bias, qb.reshape(b * n_kv, groups * rows, hd), kt, alpha=inp.scaling)
-        probs = logits.softmax(dim=-1).view(b, n_heads, rows, n_tok)
+        logits = torch.baddbmm(bias, qb.reshape(b * n_kv, groups * rows, hd), kt[..., :keys], alpha=inp.scaling)
+        probs = logits.softmax(dim=-1).view(b, n_heads, rows, keys)
         w = statics["weights"][len(col_parts)]
         if pooling == "mean":  # sum over heads and rows of w_j p_hji (w repeated per head, 1/H folded in): one bmm
-            part = torch.matmul(w, probs.view(b, n_heads * rows, n_tok))
+            part = torch.matmul(w, probs.view(b, n_heads * rows, keys))
         else:  # max over heads of the probabilities, then the rows' weighted sum
             part = torch.matmul(w, probs.amax(dim=1))
-        col_parts.append(part)
+        col_parts.append(part if keys == n_tok else torch.nn.functional.pad(part, (0, n_tok - keys)))
     col = col_parts[0] if len(col_parts) == 1 else torch.stack(col_parts).sum(dim=0)
     col = col[..., slice(*inp.visual_span)] if inp.visual_span else col.gather(2, statics["visual"])
     return col[:, 0], col[:, 1]
@@ -134,9 +136,9 @@ def _statics(inp, b: int, n_heads: int, n_kv: int, n_tok: int, causal: bool, poo
     lowest = torch.finfo(torch.float32).min
     full = torch.zeros(allowed.shape, dtype=torch.float32, device=device).masked_fill_(~allowed, lowest)
     biases = []
-    for r0, r1, _ in row_blocks(n_tok, n_heads, causal):
-        block = full[:, None, None, r0:r1].expand(b, n_kv, groups, r1 - r0, n_tok)
-        biases.append(block.reshape(b * n_kv, groups * (r1 - r0), n_tok))  # a view unless B > 1 or GQA
+    for r0, r1, keys in row_blocks(n_tok, n_heads, causal):
+        block = full[:, None, None, r0:r1, :keys].expand(b, n_kv, groups, r1 - r0, keys)
+        biases.append(block.reshape(b * n_kv, groups * (r1 - r0), keys))  # a view unless B > 1, GQA or several blocks
     weights = torch.zeros(b, 2, n_tok, dtype=torch.float32, device=device)
     weights[:, 0].scatter_(1, inp.visual, 1.0 / max(1, inp.visual.shape[1]))
     text_valid = inp.valid.gather(1, inp.text).float()

@@ -96,9 +96,10 @@ def test_flops_from_the_7b_config_without_weights(cache, tmp_path):
                                                        + 3 * 636 * 4096 * 11008)
     alvts64 = rows[1]
     r, n, d, h = 256, 636, 4096, 32  # the paper's rank for 7B = hidden/16
-    # the selector's row blocks at n = 636, 32 heads: 2**22 // (32 * 636) = 206 rows, each seeing the keys up to its
-    # end (causal): 206 x 206, 206 x 412, 206 x 618, 18 x 636; per row and key, q.k over 32 x 128 and 2 x 32 group sums
-    blocks = 206 * 206 + 206 * 412 + 206 * 618 + 18 * 636
+    # the selector's logits at n = 636, 32 heads: one block (32 x 636 x 636 values, under 2**26), every row against
+    # every key (the causal mask applied, not skipped: one fixed shape); per row and key, q.k over 32 x 128 and
+    # 2 x 32 group sums
+    blocks = 636 * 636
     assert alvts64["flops_breakdown"]["overhead"] == 2 * 32 * (n * r * 4 * d + blocks * (d + 2 * h))
     # skipped tokens stay keys and values: q, o and the MLP on 60 + 64 tokens, k and v on all 636
     q = 60 + 64

@@ -6,6 +6,8 @@ equals the mask reference with a cache, batch equals one-by-one, counted FLOPs e
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 
 import pytest
@@ -93,6 +95,28 @@ def _check_full_rank(adapter, frozen_signals):
         torch.testing.assert_close(ours, exact, rtol=1e-4, atol=1e-9)
         approx = selector_scores(inp, tuple(low[f"{layer}.{n}"] for n in FACTORS))
         assert not torch.allclose(approx, exact, rtol=1e-4, atol=1e-9), "rank 8 should only approximate the scores"
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_row_blocks_give_the_one_block_scores(adapter_factory, monkeypatch, pooling):
+    """A long sequence is scored in row blocks, each seeing only the keys up to its end (causal): the same scores
+    as the whole square at once, to float tolerance, for both poolings and with the stacked factors."""
+    from tokenbench.methods.alvts import selector
+    from tokenbench.methods.alvts.fit import stack
+
+    adapter = adapter_factory("tiny-qwen2.5-vl")  # GQA, biases, M-RoPE
+    samples = testing.synthetic_samples(2, seed=4, size=(392, 280))
+    visit = calibration.visitor(adapter, exact_steps(adapter.n_layers), {"s": samples}, 8)
+    ctx = next(iter(visit("s")))[1]
+    inp = ctx.signal(Need("layer_input", layer=1))
+    low = svd_init(adapter.weights(), 8, [1])
+    factors = tuple(low[f"1.{n}"] for n in FACTORS)
+    with torch.no_grad():
+        whole = selector_scores(inp, (*factors, *stack(*factors)), pooling)
+        monkeypatch.setattr(selector, "BLOCK_ELEMENTS", 16 * 4 * inp.normed.shape[1])  # 16-row blocks
+        assert len(selector.row_blocks(inp.normed.shape[1], 4)) > 2
+        blocks = selector_scores(dataclasses.replace(inp, memo={}), factors, pooling)
+    torch.testing.assert_close(blocks, whole, rtol=1e-5, atol=1e-9)
 
 
 def test_score_is_the_product_of_received_attention():

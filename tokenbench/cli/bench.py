@@ -6,7 +6,7 @@ import click
 
 from tokenbench import config
 from tokenbench.cli import _guard
-from tokenbench.cli.options import MATCH_OPTION, SEED, WIDE_OPTION
+from tokenbench.cli.options import COMPILE_OPTION, MATCH_OPTION, SEED, WIDE_OPTION
 
 
 @click.command()
@@ -37,10 +37,11 @@ from tokenbench.cli.options import MATCH_OPTION, SEED, WIDE_OPTION
 @click.option("--json", "json_path", default=None,
               help="Write the rows as JSON here, rewritten after each row (a model's rows finish together, after its "
                    "interleaved rounds).")
+@COMPILE_OPTION
 @WIDE_OPTION
 @_guard
 def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, n_text, new_tokens, repeats, warmup,
-          seed, match, args, json_path, wide) -> None:
+          seed, match, args, json_path, wide, compile_layers) -> None:
     """Time `full` and METHODS at real scale, with random weights built from the shipped configs: no download, no
     trained weights needed for speed. Default METHODS: on a GPU every registered method the model supports; on a
     CPU fastv and alvts.
@@ -56,6 +57,7 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
     \b
     Examples:
       tokenbench bench --device cpu                                  # the quick CPU look (LLaVA-1.5-7B, 2 layers)
+      tokenbench bench --device cpu --compile                        # the same, the layers through torch.compile
       tokenbench bench fastv alvts -M llava-1.5-7b -M llava-next-7b -M qwen2.5-vl-7b --device cuda --json gpu.json
     """
     from tokenbench.cli.output import rows_as_they_finish
@@ -81,7 +83,7 @@ def bench(methods, models, device, dtype, layers, keep, keep_ratio, image_size, 
         methods=chosen["methods"], models=tuple(models), budgets=chosen["budgets"], device=device,
         dtype=chosen["dtype"], layers=layers, default_layers=defaults["layers"], n_text=n_text,
         image_size=config.image_size(image_size), new_tokens=new_tokens, warmup=chosen["warmup"],
-        repeats=chosen["repeats"],
+        repeats=chosen["repeats"], compile=compile_layers,
         seed=seed, named=frozenset(methods), match=config.one_match(match),
     )
     note = cpu_note(left_out) if left_out and defaults is not GPU_DEFAULTS else ""

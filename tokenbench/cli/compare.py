@@ -22,6 +22,7 @@ def compare(methods, **opts) -> None:
     Examples:
       tokenbench compare fastv random
       tokenbench compare fastv random --keep 16,32,48 -a fastv.layer=3 --json rows.json
+      tokenbench compare alvts fastv --compile
       tokenbench compare fastv --model llava:/path/to/llava-1.5-7b-hf --device cuda --dtype bfloat16
       tokenbench compare alvts fastv --model llava-1.5-7b --task pope --device cuda --dtype bfloat16
       tokenbench compare alvts fastv --task pope,gqa --data pope=/path/to/POPE --data gqa=/path/to/GQA
@@ -44,7 +45,7 @@ def run(method, **opts) -> None:
 
 
 def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, device, dtype, seed, batch_size, repeats,
-         warmup, args, task_args, data, json_path, wide, store, no_store, quiet, processes) -> None:
+         warmup, compile_layers, args, task_args, data, json_path, wide, store, no_store, quiet, processes) -> None:
     """compare and run: the options parsed into a RunSpec, the run launched over ``processes`` where asked, its rows
     printed and written as they finish."""
     options = config.method_options(methods, args)
@@ -58,7 +59,7 @@ def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, dev
     spec = RunSpec(
         methods=tuple((m, options.get(m, {})) for m in methods), model=model, task=task,
         budgets=parse_budgets(keep, keep_ratio), limit=limit, device=device, dtype=dtype, seed=seed,
-        batch_size=batch_size, warmup=warmup, repeats=repeats,
+        batch_size=batch_size, warmup=warmup, repeats=repeats, compile=compile_layers,
         task_options=config.parse_task_args(task_args) | config.data_args(data),
         budget_scope=budget_scope, store=config.store_path(store, no_store), match=budgets.parse(match),
     )

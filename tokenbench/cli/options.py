@@ -15,6 +15,10 @@ MATCH_OPTION = click.option(
          "its official rows); flops=METHOD: every method at METHOD's prefill FLOPs. A list runs each in turn.")
 
 #: every command that prints a table: the default table fits a 120-column terminal
+COMPILE_OPTION = click.option(
+    "--compile", "compile_layers", is_flag=True,
+    help="Time the decoder layers (and the routed layers' core) through torch.compile: inductor, with CUDA graphs on "
+         "CUDA. Each variant is compiled in an untimed run first; rows say compiled and compile_s.")
 WIDE_OPTION = click.option("--wide", is_flag=True,
                            help="Print every column (the default table shows the main ones and fits 120 columns; "
                                 "the JSON rows always hold every field).")
@@ -57,6 +61,7 @@ def _common(fn):
                      help="Timed repeats (median reported)."),
         click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
                      help="Untimed warm-up runs before timing."),
+        COMPILE_OPTION,
         click.option("--arg", "-a", "args", multiple=True, metavar="[METHOD.]KEY=VALUE",
                      help="A method option, typed (Python literal): -a layer=3 or -a fastv.layer=3. Repeatable."),
         click.option("--task-arg", "-T", "task_args", multiple=True, metavar="KEY=VALUE",

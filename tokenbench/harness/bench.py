@@ -52,6 +52,7 @@ class BenchSpec:
     repeats: int = 5
     seed: int = 0
     attn_implementation: str = "sdpa"
+    compile: bool = False  # time the layers through torch.compile (tokenbench.engine.compiled)
     named: frozenset = field(default_factory=frozenset)  # methods the user named: refused, not skipped, if unsupported
     match: Any = None  # the budget convention (tokenbench.budgets.Convention); None: matched
 
@@ -214,12 +215,13 @@ def _match(spec: BenchSpec) -> tuple:
 
 @dataclass(frozen=True)
 class _Counted:
-    """What an untimed run of a cell on the bench input recorded: its prefill FLOPs (a PrefillCount), KV cache bytes
-    and visual tokens per LLM layer."""
+    """What an untimed run of a cell on the bench input recorded: its prefill FLOPs (a PrefillCount), KV cache bytes,
+    visual tokens per LLM layer and the prefill's kernels and host syncs (a tokenbench.measure.kernels.Counts)."""
 
     flops: Any
     kv_bytes: float
     per_layer: list[int]
+    kernels: Any
 
 
 def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], None]) -> list[dict]:
@@ -241,7 +243,7 @@ def _bench_model(adapter, spec: BenchSpec, methods: list, say: Callable[[str], N
     variants = {label: Reduction(cell.method, cell.keep_of(n_visual), seed=spec.seed, artefact=cell.artefact)
                 for label, (cell, _) in counted.items()}
     timings = time_with_full(adapter, batch, variants, spec.new_tokens, spec.warmup, spec.repeats, on_run=progress,
-                             on_peak=lambda label: progress(label, "peak memory"))
+                             on_peak=lambda label: progress(label, "peak memory"), compile=spec.compile)
     prov = provenance(spec.device, spec.seed)
     full = counted["full"][1].flops.total_flops
     return [_bench_row(adapter, spec, batch, cell, count, timings[label], full, prov)
@@ -278,19 +280,20 @@ def _count_cells(adapter, spec: BenchSpec, methods: list, batch, progress, say) 
 
 
 def _count(adapter, batch, cell, spec: BenchSpec) -> _Counted:
-    """One untimed generation of one token under ``cell``: the prefill FLOPs of what the router recorded."""
+    """One untimed generation of one token under ``cell``: the prefill FLOPs of what the router recorded, and the
+    kernels and host syncs it launched (:mod:`tokenbench.measure.kernels`)."""
     from tokenbench.api import Reduction
     from tokenbench.measure.accounting import prefill_count
 
+    from tokenbench.measure.kernels import count_prefill
+
     n_visual = batch.layout.n_visual
     reduction = Reduction(cell.method, cell.keep_of(n_visual), seed=spec.seed, artefact=cell.artefact)
-    with adapter.reduction(reduction) as router:
-        gen = adapter.generate(batch, 1, router=router)
-        record = router.record if router is not None else None
+    kernels, gen, record = count_prefill(adapter, batch, reduction)
     per_layer = record.visual_per_layer if record is not None else [n_visual] * adapter.n_layers
     count = prefill_count(adapter.lm_dims(), adapter.encoder_macs(spec.image_size), batch.n_text[0], per_layer, record,
                           cell.method)
-    return _Counted(count, gen.kv_cache_bytes, per_layer)
+    return _Counted(count, gen.kv_cache_bytes, per_layer, kernels)
 
 
 def _bench_row(adapter, spec: BenchSpec, batch, cell, count: _Counted, timing, full_flops: float, prov: dict) -> dict:
@@ -309,6 +312,7 @@ def _bench_row(adapter, spec: BenchSpec, batch, cell, count: _Counted, timing, f
         **rows.flops_fields(count.flops.total_flops, full_flops, count.flops.as_flops_dict(),
                             tokens_avg_layer=sum(count.per_layer) / len(count.per_layer), convention=False,
                             predicted_speedup=True),
+        **rows.kernel_fields(count.kernels, adapter.n_layers),
         **rows.timing_fields(timing, decode_tokens=spec.new_tokens, kv_cache_bytes=count.kv_bytes, warmup=spec.warmup),
         **rows.setup_fields(cell.method, device=spec.device, dtype=spec.dtype,
                             attn_implementation=spec.attn_implementation,

@@ -38,6 +38,7 @@ class RunSpec:
     batch_size: int = 8
     warmup: int = 2
     repeats: int = 5
+    compile: bool = False  # time the layers through torch.compile (tokenbench.engine.compiled)
     attn_implementation: str = "sdpa"
     task_options: dict[str, Any] = field(default_factory=dict)
     budget_scope: str = "global"  # "global" over an image's visual tokens, or "crop": split over its crops
@@ -84,7 +85,8 @@ def _run_task(plan: RunPlan, executor: Executor, record: "_Record", on_warning) 
         on_warning(executor.too_long)
     if not partial:
         record.cell(reference.key)
-        record.add(executor.row(plan.full, reference, reference, executor.time(plan.full), warnings))
+        record.add(executor.row(plan.full, reference, reference, executor.time(plan.full), warnings,
+                                executor.count(plan.full)))
     done: dict[tuple, list[dict]] = {}  # (label, convention) -> the method's rows under it
     for step in plan.steps:
         if isinstance(step, Copy):  # the same plan: the same rows, named for this convention too
@@ -95,7 +97,7 @@ def _run_task(plan: RunPlan, executor: Executor, record: "_Record", on_warning) 
         if partial:
             continue
         record.cell(run.key)
-        row = executor.row(step, run, reference, executor.time(step), warnings)
+        row = executor.row(step, run, reference, executor.time(step), warnings, executor.count(step))
         done.setdefault((step.label, step.convention), []).append(row)
         record.add(row)
 

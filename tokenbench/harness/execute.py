@@ -287,11 +287,18 @@ class Executor:
             variants[FULL] = Reduction(build_method("full"), batch.layout.n_visual, seed=spec.seed,
                                        budget_scope=spec.budget_scope)
         return time_with_full(self.adapter, batch, variants, self.task.max_new_tokens, spec.warmup, spec.repeats,
-                              peak=("method",))["method"]
+                              peak=("method",), compile=spec.compile)["method"]
 
-    def row(self, cell: Cell, run: MethodRun, ref: MethodRun, timing, warnings: list[str]) -> dict[str, Any]:
-        """The row of ``cell`` (its ``run``, ``full``'s ``ref``, its ``timing``; ``warnings``: the task's), in the
-        schema of :mod:`tokenbench.results.rows`."""
+    def count(self, cell: Cell):
+        """The kernels and host syncs of ``cell``'s prefill on the sample :meth:`time` uses (one untimed prefill,
+        batch 1: :func:`tokenbench.measure.kernels.count_prefill`); exact on any machine."""
+        from tokenbench.measure.kernels import count_prefill
+
+        return count_prefill(self.adapter, self.adapter.encode(self.samples[:1]), self.reduction(cell))[0]
+
+    def row(self, cell: Cell, run: MethodRun, ref: MethodRun, timing, warnings: list[str], kernels) -> dict[str, Any]:
+        """The row of ``cell`` (its ``run``, ``full``'s ``ref``, its ``timing`` and prefill ``kernels`` (:meth:`count`);
+        ``warnings``: the task's), in the schema of :mod:`tokenbench.results.rows`."""
         from tokenbench.results import rows
 
         n, spec = len(run.answers), self.spec
@@ -312,6 +319,7 @@ class Executor:
                                 decode=sum(d for d, _ in run.decode_flops) / n,
                                 decode_step=sum(f for _, f in run.decode_flops) / n,
                                 fastv_formula=sum(run.fastv_formula) / n),
+            **rows.kernel_fields(kernels, self.adapter.n_layers),
             **rows.timing_fields(timing, decode_tokens=self.task.max_new_tokens, kv_cache_bytes=run.kv_bytes),
             **rows.setup_fields(cell.method, device=spec.device, dtype=spec.dtype,
                                 attn_implementation=spec.attn_implementation, batch_size=spec.batch_size),

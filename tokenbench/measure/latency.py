@@ -38,24 +38,50 @@ class Timing:
     stats: dict[str, Stats]
     full: dict[str, Stats]
     peak_mem_mb: float | None
+    compile_s: float | None = None  # --compile: seconds of the untimed first run that compiled this variant's shapes
 
 
 def time_with_full(adapter, batch, variants: dict, new_tokens: int, warmup: int, repeats: int,
                    peak: Iterable[str] | None = None, on_run: Callable[[str, str], None] | None = None,
-                   on_peak: Callable[[str], None] | None = None) -> dict[str, Timing]:
+                   on_peak: Callable[[str], None] | None = None, compile: bool = False) -> dict[str, Timing]:
     """Time ``variants`` (``name -> Reduction``; the one named :data:`FULL` is what the others are paired with)
     interleaved on ``batch``, then measure the peak memory of those named in ``peak`` (default: every one), one after
     another. ``on_run``: see :func:`tokenbench.measure.timing.interleaved`; ``on_peak(name)``: told of every peak
-    measured (on CUDA only: elsewhere there is no per-run figure)."""
-    stats = time_variants(adapter, batch, variants, new_tokens, warmup, repeats, on_run=on_run)
-    wanted = set(variants if peak is None else peak)
-    out = {}
-    for name, reduction in variants.items():
-        mb = peak_memory_mb(adapter, batch, reduction, new_tokens) if name in wanted else None
-        if mb is not None and on_peak:
-            on_peak(name)
-        out[name] = Timing(stats[name], stats.get(FULL, stats[name]), mb)
+    measured (on CUDA only: elsewhere there is no per-run figure). ``compile``: every variant runs its layers compiled
+    (:mod:`tokenbench.engine.compiled`); each is run once first, untimed, to compile its shapes (its ``compile_s``)."""
+    with _compiled(adapter, compile):
+        compile_s = {name: _warm(adapter, batch, reduction, new_tokens) for name, reduction in variants.items()} \
+            if compile else {}
+        stats = time_variants(adapter, batch, variants, new_tokens, warmup, repeats, on_run=on_run)
+        wanted = set(variants if peak is None else peak)
+        out = {}
+        for name, reduction in variants.items():
+            mb = peak_memory_mb(adapter, batch, reduction, new_tokens) if name in wanted else None
+            if mb is not None and on_peak:
+                on_peak(name)
+            out[name] = Timing(stats[name], stats.get(FULL, stats[name]), mb, compile_s.get(name))
     return out
+
+
+def _compiled(adapter, compile: bool):
+    import contextlib
+
+    if not compile:
+        return contextlib.nullcontext()
+    from tokenbench.engine.compiled import compiled_layers
+
+    return compiled_layers(adapter.decoder_layers(), adapter.device)
+
+
+def _warm(adapter, batch, reduction, new_tokens: int) -> float:
+    """Seconds of one untimed generation (under compiled layers: the compilation of every shape it meets)."""
+    from tokenbench.engine.compiled import warm
+
+    def run():
+        with adapter.reduction(reduction) as router:
+            adapter.generate(batch, new_tokens, router=router, ignore_eos=True)
+
+    return warm(run)
 
 
 def stage_seconds(gen, clock: Clock, router=None) -> dict[str, float]:

@@ -29,7 +29,7 @@ RESULTS_SUBDIR = "results"
 MINI_RESULTS = "cpu-mini-llava--synthetic.json"
 #: the columns CI recomputes and compares; the rest are measurements rendered from the committed files
 DETERMINISTIC = ("method", "budget", "keep", "accuracy", "retention [95% CI]", "agreement", "tokens/layer",
-                 "FLOPs ratio")
+                 "FLOPs ratio", "kernels/layer", "syncs")
 REGENERATE = "tokenbench leaderboard --update"
 
 #: The mini suite, as data (nothing here imports a method). ``methods``: ``"builtin"``, every built-in method but
@@ -243,7 +243,8 @@ def deterministic_cells(rows: list[dict]) -> list[list[str]]:
         own = r.get("method_keep", r["keep"])  # what the convention ran the method at, where it differs
         out.append([label(r), _budget_cell(r), _fmt(r["keep"], "g") + (f" → {own:g}" if own != r["keep"] else ""),
                     _fmt(r.get("score", r["accuracy"])), retention, _fmt(r["agreement"]), f"{r['tokens_avg_layer']:.1f}",
-                    _fmt(r["flops_ratio"])])
+                    _fmt(r["flops_ratio"]), _fmt(r.get("kernels_per_layer"), ".1f"),
+                    _fmt(r.get("host_syncs_prefill"), "d")])
     return out
 
 
@@ -328,6 +329,11 @@ def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> 
         "(1,000 resamples, seed 0).",
         "* `agreement`: share of answers identical to `full`'s. `tokens/layer`: visual tokens per LLM layer, averaged.",
         "* `FLOPs ratio`: prefill FLOPs (vision, projector, LLM, lm_head and the method's own work) over `full`'s.",
+        "* `kernels/layer`: aten ops (views excluded) launched inside the LLM decoder layers' calls in the prefill, per "
+        "layer (the layer, the router and the method's own work there); `syncs`: ops in the whole prefill that make "
+        "the host wait for the device (a tensor read as a Python value, `nonzero`, boolean-mask indexing). Counted "
+        "in an untimed prefill of the first sample, exact on any machine: at batch 1 on an accelerator each launch "
+        "and each sync costs microseconds, so these, not FLOPs, predict latency.",
         "* `prefill ×`: `full`'s median prefill time over the method's, timed interleaved in the same process on the "
         "device named in the header (batch 1, the first sample). CPU timings of a model this small are mostly "
         "overhead; see `tokenbench bench` for speed at real scale.",

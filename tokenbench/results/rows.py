@@ -10,6 +10,7 @@ takes such fields as keyword arguments that default to :data:`ABSENT`.
 * :func:`input_fields`: the input of a command that makes its own (text tokens, image size, LLM depth);
 * :func:`quality_fields`: scores against ``full`` on the same samples (compare only);
 * :func:`flops_fields`: the FLOPs accounting (:data:`FLOPS_CONVENTION`);
+* :func:`kernel_fields`: the kernels the prefill launches and the host syncs it forces (:data:`KERNELS_CONVENTION`);
 * :func:`timing_fields`: the latency protocol's figures (:mod:`tokenbench.measure.latency`) and memory;
 * :func:`setup_fields`: device, dtype, attention, batch size, weights, the method's parameters;
 * :func:`provenance_fields`: the task's version and options, data, model source, seed, processes, store;
@@ -119,6 +120,21 @@ def flops_fields(prefill: float, full_prefill: float, breakdown: dict[str, float
     })
 
 
+KERNELS_CONVENTION = ("kernels_prefill: aten ops dispatched from the start of generation to the first token, views "
+                      "excluded (tokenbench.measure.kernels); host_syncs_prefill: those that make the host wait for the "
+                      "device (a tensor read as a Python value, nonzero, boolean-mask indexing, a copy to the host); "
+                      "kernels_per_layer: those inside the LLM decoder layers' calls (the layer, the router, the "
+                      "method's signals and select there) per layer; host_syncs_layers: the syncs among them")
+
+
+def kernel_fields(counts, n_layers: int) -> dict[str, Any]:
+    """What the prefill launches (``counts``: a :class:`tokenbench.measure.kernels.Counts` of one batch-1 prefill,
+    the sample the timing uses): kernels and host syncs in all and inside the LLM layer loop; exact on any machine."""
+    return {"kernels_prefill": counts.kernels, "host_syncs_prefill": counts.syncs,
+            "kernels_per_layer": counts.layer_kernels / max(1, n_layers), "host_syncs_layers": counts.layer_syncs,
+            "kernels_convention": KERNELS_CONVENTION}
+
+
 def timing_fields(timing, *, decode_tokens: int, kv_cache_bytes: float, warmup=ABSENT) -> dict[str, Any]:
     """The latency protocol's figures of one variant (``timing``: a :class:`tokenbench.measure.latency.Timing`): each
     stage's median and IQR, the tokens decoded, ``full``'s medians from the same rounds and the speed-ups, the rounds
@@ -133,6 +149,8 @@ def timing_fields(timing, *, decode_tokens: int, kv_cache_bytes: float, warmup=A
         "timing_warmup": warmup,
         "peak_mem_mb": timing.peak_mem_mb,
         "kv_cache_mb": kv_cache_bytes / 2**20,
+        "compiled": timing.compile_s is not None,  # --compile: the layers ran through torch.compile
+        "compile_s": timing.compile_s if timing.compile_s is not None else ABSENT,
     })
 
 

@@ -48,6 +48,11 @@ def _ms(x: float | None) -> str | None:
     return f"{x:.{decimals}f}"
 
 
+def _count(x, spec: str) -> str | None:
+    """A kernel or sync count (None, in rows from before they were measured, prints as ``-``)."""
+    return None if x is None else format(x, spec)
+
+
 def _metric_value(r: dict, value) -> str:
     if value is None:
         return "-"
@@ -94,6 +99,8 @@ COMPARE_COLUMNS = [
     Column("vis tok avg", lambda r: f"{r['tokens_avg_layer']:.1f}"),
     Column("GFLOPs", lambda r: f"{r['flops_prefill'] / 1e9:.3f}"),
     Column("FLOPs ratio", lambda r: f"{r['flops_ratio']:.3f}", True),
+    Column("kernels/layer", lambda r: _count(r.get("kernels_per_layer"), ".1f")),
+    Column("syncs", lambda r: _count(r.get("host_syncs_prefill"), "d")),
     Column("prefill ms", lambda r: _ms(r["prefill_ms"])),
     Column("full ms (paired)", lambda r: None if r["method"] == "full" else _ms(r.get("full_prefill_ms_paired"))),
     Column("speed-up", _speedup, True),
@@ -222,6 +229,9 @@ BENCH_COLUMNS = [
     Column("predicted ×", lambda r: f"{r['predicted_speedup_prefill']:.2f}", True),
     Column("measured ×", lambda r: f"{r['speedup_prefill']:.2f}", True),
     Column("prefill ms (IQR)", lambda r: f"{r['prefill_ms']:.1f} ± {r['prefill_iqr_ms']:.1f}", True),
+    Column("kernels", lambda r: _count(r.get("kernels_prefill"), "d"), True),
+    Column("syncs", lambda r: _count(r.get("host_syncs_prefill"), "d"), True),
+    Column("kernels/layer", lambda r: _count(r.get("kernels_per_layer"), ".1f")),
     Column("vision ms", lambda r: _ms2(r["vision_ms"])),
     Column("overhead ms", lambda r: _ms2(r["overhead_ms"])),
     Column("decode ms/tok", lambda r: _ms2(r["decode_ms"])),
@@ -252,7 +262,10 @@ def format_bench(rows: list[dict], wide: bool = False) -> str:
     if matches:
         out.append(budgets.note(matches))
     out.append("predicted ×: full's prefill FLOPs over the method's; measured ×: full's median time to first token "
-               "over the method's, from the same rounds. keep*: a layer-mean budget. The weights are random: what a "
+               "over the method's, from the same rounds. kernels, syncs: aten ops the prefill launches (views "
+               "excluded) and those that make the host wait for the device, counted in the untimed run; they predict "
+               "batch-1 latency on an accelerator, where each launch and sync costs microseconds. keep*: a layer-mean "
+               "budget. The weights are random: what a "
                "method keeps (and whether it is calibrated, as ALVTS wants for accuracy) does not change its cost, so "
                "none is needed.")
     return "\n".join(out)
