@@ -19,7 +19,7 @@ import types
 import torch
 
 from tokenbench.api import Prepared, Reduction, build_method
-from tokenbench.engine.router import Record
+from tokenbench.engine.record import Record
 from tokenbench.contract.task import Sample
 
 

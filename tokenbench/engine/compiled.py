@@ -78,11 +78,13 @@ def compiled_layers(layers, device: str):
             saved.append(layer)
             layer.forward = types.MethodType(_prefill_compiled(type(layer).forward, mode), layer)
             layer._tokenbench_core = compiled(routed_core, mode)
+            layer._tokenbench_compile = mode or ""  # the router compiles the method's select in the same mode
         yield
     finally:
         for layer in saved:
             layer.__dict__.pop("forward", None)
             layer.__dict__.pop("_tokenbench_core", None)
+            layer.__dict__.pop("_tokenbench_compile", None)
         for name, value in old.items():
             setattr(config, name, value)
 

@@ -10,13 +10,15 @@ exit. Inside, for the prefill:
   tokens the layer would see, then, if ``l`` is a step, calls ``method.select`` and turns the answer into the set
   of visual tokens layer ``l`` processes: ``prune`` shrinks the active set for ``l`` and every later layer, ``route``
   picks a subset for ``l`` only;
-* the layer runs on all non-visual tokens plus that subset, gathered in their original order with their own
-  position embeddings and the matching rows/columns of the 4-D mask (``None`` stays ``None``: causal over a sorted
-  subset is still causal); the outputs are scattered back, so skipped tokens pass through unchanged;
+* the layer runs on all non-visual tokens plus that subset (a :class:`~tokenbench.engine.subset.TokenSet`, built
+  once per prefill and shared by every layer that computes the same tokens), gathered in their original order with
+  their own position embeddings and the matching rows/columns of the 4-D mask (``None`` stays ``None``: causal over a
+  sorted subset is still causal); the outputs are scattered back, so skipped tokens pass through unchanged;
 * at a route step with ``skipped_as_kv`` the skipped tokens stay keys and values of the layer: queries, the output
-  projection and the MLP run on the routed tokens only, while K/V are computed for every active token (the skipped
-  ones from their unchanged hidden states, at their own positions) and joined in sequence order inside the layer's
-  own attention (``run_subset(keys=...)``);
+  projection and the MLP run on the routed tokens only, while K/V come from one projection of every active token's
+  normed input, inside one attention call (:func:`~tokenbench.engine.subset.routed_layer`);
+* nothing reads a value back on the host inside the layer loop: what ``select`` returned is checked after the
+  prefill, with one sync (an answer straight from ``ctx.topk`` needs none);
 * with a cache, layer ``l`` stores K/V for the tokens it attended to (what it processed; every active token with
   ``skipped_as_kv``); ``kv_pos[l]`` records their positions, and every decode step's mask is sliced to them, so each
   new token attends to what that layer kept.
@@ -28,63 +30,15 @@ and the unselected tokens are pruned from layer 0 on. Kept tokens keep their ori
 from __future__ import annotations
 
 import types
-from dataclasses import dataclass, field
 
 import torch
 
-from tokenbench.api import Need, Reduction, ReductionContext, Selection, Step, VisualLayout
+from tokenbench.api import Need, Reduction, ReductionContext, Selection, Step
 from tokenbench.engine import probe
+from tokenbench.engine.record import Record, Tokens  # noqa: F401 (Tokens: importable from here too)
 from tokenbench.engine.routing import LayerRule, check_steps, plan_routing
 from tokenbench.engine.subset import TokenSet, check_layer, routed_layer, run_subset, take
 from tokenbench.errors import PluginValidationError
-
-
-@dataclass
-class Record:
-    """What the router saw and did during one prefill; the harness turns it into token counts and FLOPs."""
-
-    visual_per_layer: list[int] = field(default_factory=list)  # visual tokens each LLM layer processed (its queries)
-    kv_per_layer: list[int] = field(default_factory=list)  # visual tokens each layer saw as keys/values and cached:
-    # visual_per_layer except at route steps with skipped_as_kv, where every active token is a key
-    layer_visual: list[torch.Tensor] = field(default_factory=list)  # (B, n) original visual indices, per layer
-    layer_keys: list[torch.Tensor] = field(default_factory=list)  # (B, n') visual tokens visible as keys, per layer
-    # (equal to layer_visual except at route steps with skipped_as_kv, where every active token is a key)
-    select_calls: list[tuple[int, int]] = field(default_factory=list)  # (step layer, n_active): for Method.select_macs
-    n_visual: int = 0  # visual tokens per image before any reduction
-    picked: dict[int, torch.Tensor] = field(default_factory=dict)  # step layer -> kept original visual indices, in
-    # the method's order at route steps (the router needs no order there), ascending at pruning steps
-    probes: list[tuple[int, str, str | None, int, int]] = field(default_factory=list)  # (layer, kind, queries, n_vis_keys, n_rows_visual)
-    overhead_spans: list = field(default_factory=list)  # (start, end) Clock marks around signal work and select
-    pre_llm_macs: int = 0  # cost of pre-LLM signals computed for the method (e.g. the CLS attention row)
-    position_ids: torch.Tensor | None = None  # (B, L) the prompt's positions after a renumbering pre-LLM selection
-    pre_llm_embeds: torch.Tensor | None = None  # (B, L, D) the LLM's input embeddings after a merging selection
-    clock: object = None  # the tokenbench.measure.timing.Clock the spans were marked on
-
-    @property
-    def selections(self) -> dict[int, torch.Tensor]:
-        """Step layer -> kept original visual indices (B, k), ascending (sorted when asked, not during the run)."""
-        return {layer: idx.sort(dim=1).values for layer, idx in self.picked.items()}
-
-    @property
-    def overhead_s(self) -> float:
-        """Seconds spent in the method's own work (signals and select) during the prefill. On CUDA the spans are
-        events on the stream, read here (after the run), so measuring them added no synchronisation."""
-        return sum(self.clock.seconds(a, b) for a, b in self.overhead_spans)
-
-
-@dataclass
-class Tokens:
-    """The visual/non-visual layout of one batch (left padded), from the adapter."""
-
-    visual: torch.Tensor  # (B, N) sequence positions of the visual tokens, ascending
-    other: torch.Tensor  # (B, L - N) sequence positions of every other token (text and padding), ascending
-    valid: torch.Tensor  # (B, L) bool, False on padding
-    sample_keys: tuple[str, ...]  # one per sample: seeds its random generator, so batching never changes a draw
-    layout: VisualLayout  # shared by every sample of the batch (the harness groups samples by layout)
-    padded: bool = False  # some sample is padded (known on the host when the batch is built: no sync to ask)
-    visual_span: tuple[int, int] | None = None  # (start, stop) when every sample's visual tokens are the positions
-    # start..stop-1 (one contiguous run at the same place): a slice serves where a gather would
-    n_after_image: tuple[int, ...] = ()  # per sample: its valid non-visual tokens after the image (known on the host)
 
 
 class Router:
@@ -282,7 +236,7 @@ class Router:
             budget_scope=self.budget_scope,
         )
         self.record.select_calls.append((step.layer, int(self.active.shape[1])))
-        out = self.method.select(ctx)
+        out = self._method_select(ctx, rule.stage)
         idx = out.indices if isinstance(out, Selection) else out
         name = self.method.name
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[0] != self.active.shape[0]:
@@ -318,6 +272,17 @@ class Router:
             if self.method.stage != "pre_llm":
                 raise PluginValidationError(f"method {name!r}: only pre_llm methods may merge or renumber")
         return chosen, out
+
+    def _method_select(self, ctx, stage: str | None):
+        """The method's ``select``; under compiled layers (engine.compiled), a route step's is compiled too (the
+        routed step, run at every layer; a pruning step selects once, and a long Python loop there, CDPruner's
+        greedy, would only be unrolled into a long compilation)."""
+        mode = getattr(self.layers[0], "_tokenbench_compile", None)
+        if mode is None or stage != "route":
+            return self.method.select(ctx)
+        from tokenbench.engine.compiled import compiled
+
+        return compiled(type(self.method).select, mode or None)(self.method, ctx)
 
     def _text_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(the non-visual tokens that are not padding, those of them after the image), (B, M) each."""

@@ -87,7 +87,7 @@ class ModelAdapter(ModelInterface):
         visual tokens (structural tokens of the image span, such as newlines, are not)."""
         import torch
 
-        from tokenbench.engine.router import Tokens
+        from tokenbench.engine.record import Tokens
 
         n_vis = is_visual.sum(1)
         if not bool((n_vis == layout.n_visual).all()):
