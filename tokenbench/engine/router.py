@@ -215,26 +215,11 @@ class Router:
         """Call the method for ``rule``'s step (``step``: the pre-LLM step with its need set resolved) and check its
         answer; update ``self.active`` where the step prunes (prune, pre_llm).
 
-        Returns the chosen original visual indices (B, k), ascending, and the method's answer as it came."""
+        Returns the chosen original visual indices (B, k) (ascending at a pruning step; in the method's order at a
+        route step, whose rows need none) and the method's answer as it came."""
         step = rule.step if step is None else step
         want = rule.keep
-        text_valid, after_image = self._memo("text", self._text_rows)
-        ctx = ReductionContext(
-            layer=step.layer,
-            keep=want,
-            budget=self.keep,
-            n_visual=self.layout.n_visual,
-            n_layers=self.n_layers,
-            active=self.active,
-            layout=self.layout,
-            signals={n: self.signals[n] for n in step.needs},
-            text_query_mask=text_valid,
-            text_after_image=after_image,
-            n_text_after_image=self.tokens.n_after_image,
-            generators=self._generators(step.layer),
-            artefact=self.artefact,
-            budget_scope=self.budget_scope,
-        )
+        ctx = self._context(step, want)
         self.record.select_calls.append((step.layer, int(self.active.shape[1])))
         out = self._method_select(ctx, rule.stage)
         idx = out.indices if isinstance(out, Selection) else out
@@ -272,6 +257,26 @@ class Router:
             if self.method.stage != "pre_llm":
                 raise PluginValidationError(f"method {name!r}: only pre_llm methods may merge or renumber")
         return chosen, out
+
+    def _context(self, step: Step, want: int) -> ReductionContext:
+        """What ``select`` sees at ``step``: the budget, the active tokens, the signals it declared, the text rows."""
+        text_valid, after_image = self._memo("text", self._text_rows)
+        return ReductionContext(
+            layer=step.layer,
+            keep=want,
+            budget=self.keep,
+            n_visual=self.layout.n_visual,
+            n_layers=self.n_layers,
+            active=self.active,
+            layout=self.layout,
+            signals={n: self.signals[n] for n in step.needs},
+            text_query_mask=text_valid,
+            text_after_image=after_image,
+            n_text_after_image=self.tokens.n_after_image,
+            generators=self._generators(step.layer),
+            artefact=self.artefact,
+            budget_scope=self.budget_scope,
+        )
 
     def _method_select(self, ctx, stage: str | None):
         """The method's ``select``; under compiled layers (engine.compiled), a route step's is compiled too (the
