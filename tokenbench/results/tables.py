@@ -77,6 +77,15 @@ SPEEDUP_NOTE = ("speed-up = full's prefill median / this method's, from rounds a
                 "every timing)")
 
 
+def _compiled_words(rows: list[dict]) -> str:
+    """What the timing header adds for a --compile run: the prefill's layers compiled, and how long that took."""
+    took = [r["compile_s"] for r in rows if r.get("compiled") and r.get("compile_s") is not None]
+    if not took:
+        return ""
+    return (f"; prefill layers through torch.compile (compiled in untimed runs first: {min(took):.1f}-{max(took):.1f} s "
+            "per variant)")
+
+
 def _metric_header(rows: list[dict]) -> str:
     first = rows[0]
     return f"{first.get('metric', 'accuracy')}{' %' if first.get('metric_percent', True) else ''}"
@@ -138,7 +147,8 @@ def _task_table(rows: list[dict], wide: bool) -> str:
         columns.append(FAILED_COLUMN)
     head = [f"model={first['model']} task={first['task']} samples={first['n_samples']} device={device_words(first)} "
             f"dtype={first['dtype']} attn={first['attn_implementation']}",
-            f"timings: batch 1, {first['decode_tokens']} tokens decoded, median of {first['timing_repeats']}"]
+            f"timings: batch 1, {first['decode_tokens']} tokens decoded, median of {first['timing_repeats']}"
+            + _compiled_words(rows)]
     parts = [*head, grid(columns, rows, wide)]
     if any(len(r.get("metrics", {})) > 1 for r in rows):
         parts.append(_metrics_table(rows))
@@ -255,7 +265,7 @@ def format_bench(rows: list[dict], wide: bool = False) -> str:
                    f"visual tokens={first['n_visual']} text tokens={first['n_text']}")
         out.append(f"device={device_words(first)} dtype={first['dtype']} attn={first['attn_implementation']}")
         out.append(f"timings: batch 1, {first['decode_tokens']} tokens decoded, median of {first['timing_repeats']} "
-                   f"interleaved rounds after {first['timing_warmup']} warm-up")
+                   f"interleaved rounds after {first['timing_warmup']} warm-up" + _compiled_words(rs))
         out.append(grid(BENCH_COLUMNS, rs, wide))
         out.append("")
     matches = list(dict.fromkeys(r["match"] for r in rows if r.get("match")))
