@@ -53,3 +53,24 @@ def test_a_router_inside_compiled_layers_restores_them():
         with pytest.raises(RuntimeError, match="nested routers"):
             Router(Reduction(method, 1), layers, lm).__enter__()
     assert layers[0].__dict__["forward"] is compiled_forward
+
+
+def test_a_compiler_failure_is_one_clear_error_and_the_layers_are_restored(adapter_factory, monkeypatch):
+    """torch.compile failing (no C compiler, an unsupported op) stops the timing with a message that says what failed
+    and what to do (no traceback at the CLI), and leaves the layers as they were."""
+    from tokenbench.engine import compiled
+    from tokenbench.errors import TokenbenchError
+    from tokenbench.measure.latency import time_with_full
+
+    def broken(fn, mode):
+        def fail(*args, **kwargs):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+        return fail
+
+    monkeypatch.setattr(compiled, "compiled", broken)
+    adapter = adapter_factory("tiny-llava")
+    batch = adapter.encode(testing.synthetic_samples(1, seed=1))
+    variants = {"full": Reduction(build_method("full"), batch.layout.n_visual)}
+    with pytest.raises(TokenbenchError, match=r"--compile: torch.compile failed .*InvalidCxxCompiler.*without --compile"):
+        time_with_full(adapter, batch, variants, 2, 0, 1, compile=True)
+    assert not any("forward" in layer.__dict__ for layer in adapter.decoder_layers())

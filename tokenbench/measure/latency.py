@@ -81,7 +81,17 @@ def _warm(adapter, batch, reduction, new_tokens: int) -> float:
         with adapter.reduction(reduction) as router:
             adapter.generate(batch, new_tokens, router=router, ignore_eos=True)
 
-    return warm(run)
+    try:
+        return warm(run)
+    except Exception as exc:  # torch.compile's own failure (no C compiler, an unsupported op): say so, no traceback
+        from tokenbench.errors import TokenbenchError
+
+        if isinstance(exc, TokenbenchError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TokenbenchError(f"--compile: torch.compile failed on {adapter.device} ({type(exc).__name__}: "
+                              f"{first[:300]}); run without --compile, or fix the compiler set-up (inductor needs a "
+                              "C++ compiler on a CPU, Triton on a GPU)") from exc
 
 
 def stage_seconds(gen, clock: Clock, router=None) -> dict[str, float]:
