@@ -10,14 +10,15 @@ head_dim`` wide on GQA models) approximate the layer's attention on its normed i
                                                         queries, times the mean it receives from the text queries
 
 S_V2V and S_T2V are column sums, over chosen query rows, of a row softmax. :func:`received_attention` computes them
-without the (T x T) map: row blocks of float32 logits over the keys each row may see, the rows' log-sum-exp, and one
-small matmul per block that sums the normalised rows of each group into the visual columns (memory linear in T;
-causal blocks skip the keys after their rows). The projections run in the model's dtype, except on a CPU without
+in a fixed handful of batched ops per layer (no host sync, shapes known from the token count): per block of query
+rows (one block up to :data:`BLOCK_ELEMENTS` values; longer sequences in blocks that see only the keys up to their
+end), the float32 logits plus the causal/padding mask in one ``baddbmm``, a row softmax, and one matmul that sums each
+query group's rows into the key columns. The mask and the row weights depend on the token set alone: built once per
+prefill (``LayerInput.memo``). :func:`project` makes both low-rank projections one matmul and both up-projections one
+batched matmul where U_Q and U_K share a shape, with one rotation for both (the factors stacked once per artefact,
+:func:`tokenbench.methods.alvts.fit.stack`). The projections run in the model's dtype, except on a CPU without
 native bfloat16/float16 matmul, where they run in float32 (:func:`compute_dtype`). The calibration oracle S*
-(:func:`exact_scores`) is the same code on the layer's full-rank W_Q, W_K. A fused attention kernel was tried and
-not adopted: torch's CPU kernel that returns the log-sum-exp (``_scaled_dot_product_flash_attention_for_cpu``) needs
-values as wide as the keys and a second, transposed pass for the column sums, cannot pool heads by max, and was no
-faster than the blocks in a first (loaded, not conclusive) timing (README, "The selector's cost").
+(:func:`exact_scores`) is the same code on the layer's full-rank W_Q, W_K (README, "The selector's cost").
 """
 
 from __future__ import annotations
