@@ -53,7 +53,6 @@ class Tokens:
     valid: torch.Tensor  # (B, L) bool, False on padding
     sample_keys: tuple[str, ...]  # one per sample: seeds its random generator, so batching never changes a draw
     layout: VisualLayout  # shared by every sample of the batch (the harness groups samples by layout)
-    padded: bool = False  # some sample is padded (known on the host when the batch is built: no sync to ask)
     visual_span: tuple[int, int] | None = None  # (start, stop) when every sample's visual tokens are the positions
     # start..stop-1 (one contiguous run at the same place): a slice serves where a gather would
     n_after_image: tuple[int, ...] = ()  # per sample: its valid non-visual tokens after the image (known on the host)

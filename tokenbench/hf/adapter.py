@@ -98,7 +98,6 @@ class ModelAdapter(ModelInterface):
         first = visual[:, 0]
         one_run = layout.n_visual and bool(((visual[:, -1] - first == layout.n_visual - 1) & (first == first[0])).all())
         tokens = Tokens(visual=visual, other=other, valid=mask, sample_keys=tuple(s.id for s in samples), layout=layout,
-                        padded=not bool(mask.all()),
                         visual_span=(int(first[0]), int(first[0]) + layout.n_visual) if one_run else None,
                         n_after_image=tuple((mask.gather(1, other) & (other > visual[:, -1:])).sum(1).tolist()))
         return Batch(inputs={}, tokens=tokens, n_text=(mask & ~is_visual).sum(1).tolist())
