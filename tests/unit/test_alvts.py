@@ -16,7 +16,7 @@ import torch
 from tokenbench import artefacts, testing
 from tokenbench.harness import calibrate as calibration
 from tokenbench.api import Reduction, Need, Prepared, Step, build_method
-from tokenbench.engine.probe import _take
+from tokenbench.engine.subset import take as _take
 from tokenbench.engine.router import Router
 from tokenbench.errors import ConfigError
 from tokenbench.methods.alvts import fit

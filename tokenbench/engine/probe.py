@@ -10,44 +10,18 @@ from __future__ import annotations
 
 import torch
 
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, H, n, hd) rotated by cos/sin (B, n, hd): transformers' ``x * cos + rotate_half(x) * sin``, written half by
-    half into one output (no concatenated copy of ``rotate_half``), bit for bit the same values. cos/sin are cast to
-    x's dtype first (a float32 selector on a bfloat16 model): the same values as type promotion, without the slow
-    mixed-dtype elementwise kernels."""
-    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    if torch.is_grad_enabled() and x.requires_grad:  # calibration: autograd cannot go through out=
-        return torch.cat((x1 * cos[..., :half] - x2 * sin[..., :half], x2 * cos[..., half:] + x1 * sin[..., half:]),
-                         dim=-1)
-    out = torch.empty(torch.broadcast_shapes(x.shape, cos.shape), dtype=x.dtype, device=x.device)
-    torch.mul(x1, cos[..., :half], out=out[..., :half]).sub_(x2 * sin[..., :half])  # x1 c1 + (-x2) s1
-    torch.mul(x2, cos[..., half:], out=out[..., half:]).add_(x1 * sin[..., half:])  # x2 c2 + x1 s2
-    return out
-
-
-def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
-    b, n, _ = x.shape
-    return x.view(b, n, -1, head_dim).transpose(1, 2)
-
-
-def _take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """t (B, L, ...) gathered at idx (B, n) along dim 1."""
-    shape = idx.shape + t.shape[2:]
-    return t.gather(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(shape))
+from tokenbench.engine.subset import _heads, rope, take
 
 
 def normed(layer, hidden: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return layer.input_layernorm(_take(hidden, idx))
+    return layer.input_layernorm(take(hidden, idx))
 
 
 def keys(layer, hidden, cos, sin, idx) -> torch.Tensor:
     """Post-RoPE keys (B, kv_heads, n, head_dim) of the tokens at sequence positions idx (B, n)."""
     attn = layer.self_attn
     k = _heads(attn.k_proj(normed(layer, hidden, idx)), attn.head_dim)
-    return _rope(k, _take(cos, idx), _take(sin, idx))
+    return rope(k, take(cos, idx), take(sin, idx))
 
 
 def attention_rows(layer, hidden, cos, sin, key_idx, key_valid, query_idx) -> torch.Tensor:
@@ -57,7 +31,7 @@ def attention_rows(layer, hidden, cos, sin, key_idx, key_valid, query_idx) -> to
     attn = layer.self_attn
     k = keys(layer, hidden, cos, sin, key_idx)
     q = _heads(attn.q_proj(normed(layer, hidden, query_idx)), attn.head_dim)
-    q = _rope(q, _take(cos, query_idx), _take(sin, query_idx))
+    q = rope(q, take(cos, query_idx), take(sin, query_idx))
     groups = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(groups, dim=1)
     scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scaling
@@ -75,12 +49,11 @@ def layer_input(layer, hidden, tokens, other_idx, visual_idx, valid, visual_span
     from functools import partial
 
     from tokenbench.api import LayerInput
-    from tokenbench.engine.subset import rope
 
     attn = layer.self_attn
     head_dim = attn.head_dim
     return LayerInput(
-        normed=layer.input_layernorm(hidden if tokens.full else _take(hidden, tokens.positions)),
+        normed=layer.input_layernorm(hidden if tokens.full else take(hidden, tokens.positions)),
         positions=tokens.positions,
         valid=tokens.valid(valid),
         visual=tokens.columns_of("visual", visual_idx),
