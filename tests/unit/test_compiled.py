@@ -31,7 +31,7 @@ def test_compiled_equals_eager(model, adapter_factory):
     with compiled_layers(adapter.decoder_layers(), adapter.device):
         assert all("forward" in layer.__dict__ for layer in adapter.decoder_layers())
         compiled = [_generate(adapter, batch, m, k) for m, k in cases]
-    assert not any("forward" in layer.__dict__ or "_tokenbench_core" in layer.__dict__
+    assert not any("forward" in layer.__dict__ or "_tokenbench_compile" in layer.__dict__
                    for layer in adapter.decoder_layers())
     for (method, _), a, b in zip(cases, eager, compiled):
         for x, y in zip(a.step_logits, b.step_logits):

@@ -2,9 +2,9 @@
 (:func:`tokenbench.engine.subset.routed_core`) run through ``torch.compile``. Decode steps stay eager: under static
 shapes every step's longer KV cache would be one more graph to compile (a static cache would be the way there).
 
-Only the layers' arithmetic is compiled. The router's bookkeeping (which tokens a layer computes, the method's
-``select``) stays eager Python around it, so a method needs nothing to be compiled and every method gets the same
-treatment. Shapes are static (``dynamic=False``): each distinct token count a layer sees is one compiled graph (one for
+The router's bookkeeping (which tokens a layer computes, the checks of a selection) stays eager Python around the
+compiled layers; a route step's ``select`` (run at every layer) is compiled too, a pruning step's (run once) is not. A
+method needs nothing to be compiled, and every method gets the same treatment. Shapes are static (``dynamic=False``): each distinct token count a layer sees is one compiled graph (one for
 ``full``, two for FastV, one per stage for PyramidDrop), compiled on first use; :func:`warm` makes that happen outside
 the timed rounds and reports how long it took. Backend: inductor; on CUDA in the ``reduce-overhead`` mode, which
 captures CUDA graphs where the shapes are static (kernels replayed without a launch each); on a CPU in the default
@@ -21,6 +21,13 @@ import types
 #: how many graphs one function may compile before dynamo gives up and runs it eagerly: every (method, stage) shape of a
 #: comparison, with room to spare (torch's default, 8, would silently fall back to eager part-way through a bench)
 RECOMPILE_LIMIT = 256
+
+
+def compiled_for(layer, fn):
+    """``fn`` compiled in the mode ``layer`` was compiled in (:func:`compiled_layers`), or ``fn`` itself where it was
+    not."""
+    mode = getattr(layer, "_tokenbench_compile", None)
+    return fn if mode is None else compiled(fn, mode or None)
 
 
 def mode_for(device: str) -> str | None:
@@ -62,11 +69,9 @@ def _raise_limits() -> dict:
 @contextlib.contextmanager
 def compiled_layers(layers, device: str):
     """For the ``with`` block, every layer of ``layers`` runs its own forward compiled, and a router installed inside
-    runs its routed layers' core compiled (the layers carry it as ``_tokenbench_core``). Everything is restored on
-    exit (compiled code stays cached for the next block)."""
+    compiles its routed layers' core and its route steps' ``select`` in the same mode (the layers carry the mode as
+    ``_tokenbench_compile``). Everything is restored on exit (compiled code stays cached for the next block)."""
     import torch._dynamo.config as config
-
-    from tokenbench.engine.subset import routed_core
 
     mode = mode_for(device)
     old = _raise_limits()
@@ -77,13 +82,11 @@ def compiled_layers(layers, device: str):
                 raise RuntimeError("compile the layers before a router is installed on them, not inside it")
             saved.append(layer)
             layer.forward = types.MethodType(_prefill_compiled(type(layer).forward, mode), layer)
-            layer._tokenbench_core = compiled(routed_core, mode)
-            layer._tokenbench_compile = mode or ""  # the router compiles the method's select in the same mode
+            layer._tokenbench_compile = mode or ""  # the router compiles the routed core and select in this mode
         yield
     finally:
         for layer in saved:
             layer.__dict__.pop("forward", None)
-            layer.__dict__.pop("_tokenbench_core", None)
             layer.__dict__.pop("_tokenbench_compile", None)
         for name, value in old.items():
             setattr(config, name, value)

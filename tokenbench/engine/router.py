@@ -282,12 +282,11 @@ class Router:
         """The method's ``select``; under compiled layers (engine.compiled), a route step's is compiled too (the
         routed step, run at every layer; a pruning step selects once, and a long Python loop there, CDPruner's
         greedy, would only be unrolled into a long compilation)."""
-        mode = getattr(self.layers[0], "_tokenbench_compile", None)
-        if mode is None or stage != "route":
+        if stage != "route":
             return self.method.select(ctx)
-        from tokenbench.engine.compiled import compiled
+        from tokenbench.engine.compiled import compiled_for
 
-        return compiled(type(self.method).select, mode or None)(self.method, ctx)
+        return compiled_for(self.layers[0], type(self.method).select)(self.method, ctx)
 
     def _text_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(the non-visual tokens that are not padding, those of them after the image), (B, M) each."""

@@ -172,7 +172,7 @@ def routed_layer(layer, hidden: torch.Tensor, queries: TokenSet, keys: TokenSet,
     for the queries; scattered back, so the skipped tokens pass through unchanged. ``cache``: stores every key's K/V.
     ``normed``: the key tokens' normed input when the caller has it already (ALVTS's selector reads the same).
 
-    The arithmetic is :func:`routed_core` (compiled where the layer carries a compiled one: engine.compiled). This runs
+    The arithmetic is :func:`routed_core` (compiled under engine.compiled's compiled layers). This runs
     in the prefill only, where the layer's cache is still empty, so storing K/V after the attention is the same as
     the layer's own store-then-attend."""
     attn = layer.self_attn
@@ -183,7 +183,9 @@ def routed_layer(layer, hidden: torch.Tensor, queries: TokenSet, keys: TokenSet,
         if attn.config._attn_implementation == "eager":  # eager adds its mask
             allowed = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device).masked_fill_(
                 ~allowed, torch.finfo(hidden.dtype).min)
-    core = getattr(layer, "_tokenbench_core", routed_core)
+    from tokenbench.engine.compiled import compiled_for
+
+    core = compiled_for(layer, routed_core)
     out, k, v = core(layer, hidden, normed, queries.positions, queries.cos, queries.sin,
                      None if keys.full else keys.positions, keys.cos, keys.sin, allowed)
     if cache is not None:
