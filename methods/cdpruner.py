@@ -18,13 +18,14 @@ before any LLM layer sees them. For the N visual tokens of one image:
    official ``cis``/``di2s`` loop): d_i^2 = L_ii; repeat ``keep`` times: pick j = argmax d^2, then
    e = (L_j - c_j^T C) / d_j, append e to C, d^2 -= e^2, and d_j^2 = -inf so that j is never picked again. Each pick
    is the token that most increases log det L_Y of the kept set Y;
-5. the kept tokens go on in their **original order** (official ``torch.sort(select_idx)``; tokenbench's router also
-   sorts every selection ascending and keeps each token's original position id, the rule every method shares).
+5. the kept tokens go on in their **original order** (official ``torch.sort(select_idx)``), as a shorter image: the
+   official code passes no position ids, so the LLM numbers them contiguously. ``positions=auto`` (the default,
+   :mod:`tokenbench.contract.positions`) does the same on LLaVA-1.5 and LLaVA-NeXT and keeps the original M-RoPE ids
+   on Qwen2.5-VL; ``positions=original`` keeps every kept token's original id.
 
-Stage: a ``prune`` step at LLM layer 0 that reads ``Need("hidden", layer=0)`` (the visual tokens' layer-0 input =
-the LLM input embeddings, i.e. the projector output the official code uses for S) and ``Need("hidden", layer=0,
-tokens="text")``. The step runs before layer 0's own computation, so a pruned token never enters any LLM layer,
-exactly as the official pre-LLM pruning.
+Stage: before the LLM (``pre_llm``), on ``Need("visual_embeds")`` (the visual tokens' LLM input embeddings, i.e. the
+projector output the official code uses for S) and ``Need("text_embeds")`` (the input embeddings of the non-visual
+tokens), so a pruned token never enters any LLM layer, exactly as the official pre-LLM pruning.
 
 Deviations from the official code, each forced by what tokenbench's adapters provide or stated as a choice:
 
@@ -61,25 +62,26 @@ Deviations from the official code, each forced by what tokenbench's adapters pro
   Their time is in the method's measured overhead like all of ``select``.
 
 Options: ``theta`` in [0, 1) (0: the released default, no mixing); ``negate`` (False: r as is; True: the official
-CLIP sign). Budget: the run's ``keep`` (the official ``visual_token_num``), kept tokens after layer 0.
+CLIP sign); ``positions`` (auto, contiguous, original). Budget: the run's ``keep`` (the official
+``visual_token_num``), kept tokens at the LLM's input.
 
-Adapters: every adapter that provides ``hidden`` at layer 0 for visual and text tokens, i.e. tiny-llava,
+Adapters: every adapter (they all provide the LLM input embeddings), i.e. tiny-llava,
 mini-llava, LLaVA-1.5, LLaVA-NeXT (global scope) and Qwen2.5-VL (visual tokens after the merger; the official repo
 has no Qwen variant, the rule is model-agnostic). None needs a CLS token.
 """
 
 from dataclasses import dataclass
 
-from tokenbench.api import Need, Step, TokenReducer, register_method
+from tokenbench.api import Need, PositionsOption, Step, TokenReducer, register_method
 
-NEEDS = (Need("hidden", layer=0), Need("hidden", layer=0, tokens="text"))
+NEEDS = (Need("visual_embeds"), Need("text_embeds"))
 EPS = 1e-10  # d^2 at or below this is numerically zero (float64): the kernel's rank is exhausted
 
 
 @register_method("cdpruner")
 @dataclass(frozen=True)
-class CDPruner(TokenReducer):
-    stage = "prune"
+class CDPruner(PositionsOption, TokenReducer):
+    stage = "pre_llm"
     budget_scopes = ("global",)  # one DPP over the whole image (see the LLaVA-NeXT deviation)
     theta: float = 0.0  # relevance mixing q = exp(alpha q), alpha = theta / (2 (1 - theta)); 0: off (released code)
     negate: bool = False  # True: the official CLIP-specific sign, r = mean(-cos)
@@ -90,7 +92,7 @@ class CDPruner(TokenReducer):
                                     "comment's example is 0.5)", 0.5)
 
     def steps(self, n_layers):
-        return (Step(0, needs=NEEDS),)
+        return (Step(-1, needs=NEEDS),)
 
     def reduces(self, keep, n_visual):
         return keep < n_visual
@@ -128,7 +130,7 @@ class CDPruner(TokenReducer):
             sim = vis_all[b] @ vis_all[b].T  # (n, n) cosine similarity: the counted similarity matmul
             kernel = q.double()[:, None] * sim.double() * q.double()[None, :]
             rows_out.append(greedy_map(kernel, q.double(), ctx.keep))
-        return torch.stack(rows_out).sort(dim=1).values
+        return self.kept(ctx, torch.stack(rows_out).sort(dim=1).values)
 
     def select_macs(self, dims, n_text, n_active, layer, n_visual=0):
         return n_active * n_active * dims.hidden + n_active * n_text * dims.hidden

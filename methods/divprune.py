@@ -31,17 +31,17 @@ Deviations from the official code, each stated:
   does too). Identical whenever the official code returns distinct tokens.
 * **Precision**: distances in float32 (the official code computes them in the model's float16), so near-ties may
   resolve differently. Zero vectors (none in practice) get distance 1 to everything instead of NaN.
-* **Positions**: kept tokens keep their original position ids (tokenbench's rule for every method). The official LLaVA
-  integration calls ``generate`` with ``position_ids=None``, so after the gather the LLM numbers the shorter sequence
-  contiguously. (``Selection(renumber=True)`` could reproduce that on LLaVA-1.5 only; it is not used, so that the rule
-  is one on every adapter.)
+* **Positions** (``positions``, :mod:`tokenbench.contract.positions`): the official LLaVA integration calls
+  ``generate`` with ``position_ids=None``, so after the gather the LLM numbers the shorter sequence contiguously;
+  ``positions=auto`` (the default) does the same on LLaVA-1.5 and LLaVA-NeXT and keeps the original M-RoPE ids on
+  Qwen2.5-VL; ``positions=original`` keeps every kept token's original id on any model.
 * **LLaVA-NeXT** (the official code runs it too, with the same function): the official candidates are every token of
   the image span, row-end newline tokens included, so newlines compete for the budget. Tokenbench's LLaVA-NeXT layout
   counts the newlines as structural (always kept, outside the budget), so DivPrune selects ``keep`` of the base and
   crop tokens and every newline stays, as for every other method. Selection is over the whole image (base and crops
   together), as officially: ``budget_scopes = ("global",)``.
 * **Qwen2.5-VL** is not in the official repo. The rule runs unchanged on the merger's output (the LLM input
-  embeddings, as on LLaVA), with original M-RoPE positions. The community port named above selects on the 2 x 2
+  embeddings, as on LLaVA), with original M-RoPE positions (``positions=auto``). The community port named above selects on the 2 x 2
   average of the vision features before the merger instead.
 
 Adapters: every adapter (tiny-llava, tiny-llava-next, tiny-qwen2.5-vl, mini-llava, and the full-size ones): it needs
@@ -53,14 +53,14 @@ loop (``keep`` iterations of a row minimum and an argmax over N) has no matmul. 
 
 from dataclasses import dataclass
 
-from tokenbench.api import Need, Step, TokenReducer, register_method
+from tokenbench.api import Need, PositionsOption, Step, TokenReducer, register_method
 
 NEED = Need("visual_embeds")
 
 
 @register_method("divprune")
 @dataclass(frozen=True)
-class DivPrune(TokenReducer):
+class DivPrune(PositionsOption, TokenReducer):
     stage = "pre_llm"
     budget_scopes = ("global",)  # one greedy selection over the whole image (base and crops together on LLaVA-NeXT)
 
@@ -71,7 +71,7 @@ class DivPrune(TokenReducer):
         return keep < n_visual
 
     def select(self, ctx):
-        return max_min_diverse(ctx.signal(NEED), ctx.keep)
+        return self.kept(ctx, max_min_diverse(ctx.signal(NEED), ctx.keep))
 
     def select_macs(self, dims, n_text, n_active, layer, n_visual=0):
         return n_active * n_active * dims.hidden  # the pairwise cosine matrix of the visual embeddings

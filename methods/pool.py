@@ -7,13 +7,16 @@ shows them.
 Cells: a region of R x C tokens gets r = round(sqrt(k R / C)) row bands (at most R), and its k cells are shared over
 the bands as evenly as possible (so a prime k still gives exactly k cells); band and column edges are rounded
 linspace. On LLaVA-NeXT the budget is shared over the base image and the crops in proportion to their tokens and each
-is pooled on its own grid. Each pooled token sits at its cell's centre slot, with that slot's original position id.
-Pooling is applied to the projected embeddings (what the LLM reads).
+is pooled on its own grid. Each pooled token sits at its cell's centre slot. Pooling is applied to the projected
+embeddings (what the LLM reads), and the LLM reads the pooled tokens as a shorter image in raster order of the cells,
+with contiguous positions (``positions=auto``, :mod:`tokenbench.contract.positions`: what a pooled feature map fed to
+the LLM gets, as in the peer studies' pooling controls; original M-RoPE ids on Qwen2.5-VL); ``positions=original``
+gives each pooled token its centre slot's original id.
 """
 
 from dataclasses import dataclass
 
-from tokenbench.api import Need, Selection, Step, TokenReducer, register_method, split_budget
+from tokenbench.api import Need, PositionsOption, Step, TokenReducer, register_method, split_budget
 
 MODES = ("avg", "center")
 
@@ -38,7 +41,7 @@ def cells(rows: int, cols: int, k: int) -> list[list[tuple[int, int]]]:
 
 @register_method("pool")
 @dataclass(frozen=True)
-class Pool(TokenReducer):
+class Pool(PositionsOption, TokenReducer):
     stage = "pre_llm"
     budget_scopes = ("global", "crop")  # every region is pooled on its own grid with its share, whatever the scope
     mode: str = "avg"  # avg: mean of each cell's embeddings | center: keep the cell's centre token (uniform sampling)
@@ -68,6 +71,6 @@ class Pool(TokenReducer):
                 members.append(ids)
         index = torch.tensor(slots, device=embeds.device).expand(ctx.batch_size, -1)
         if self.mode == "center":
-            return index
+            return self.kept(ctx, index)
         pooled = torch.stack([embeds[:, ids].mean(dim=1) for ids in members], dim=1)
-        return Selection(index, embeds=pooled)
+        return self.kept(ctx, index, embeds=pooled)

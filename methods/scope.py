@@ -20,11 +20,9 @@ Rule, before the LLM, in the vision tower (text-agnostic):
 Order and positions: the router sorts every selection into ascending visual-token order, so the kept tokens enter
 the LLM in their original (raster) order, whatever the greedy order was (the official code does the same:
 ``scatter_`` into a mask, then ``masked_select``). The official LLaVA code then feeds the LLM the kept tokens as a
-**shorter image** with contiguous positions (the text after the image moves up), as VisionZip does; that is the
-default here (``renumber=True``: ``Selection(renumber=True)`` with the kept tokens' own LLM input embeddings, which
-are what the projector makes of the kept features, so nothing is recomputed). ``renumber=False`` keeps each kept
-token's original position id instead (the engine's rule for a selection that does not renumber). On a layout with structural
-tokens in the image span (LLaVA-NeXT's newlines), where the router cannot renumber, original positions are kept.
+**shorter image** with contiguous positions (the text after the image moves up), as VisionZip does; that is what
+``positions=auto`` (the default, :mod:`tokenbench.contract.positions`) does on LLaVA-1.5 and LLaVA-NeXT (there the
+newline tokens take the next positions too). ``positions=original`` keeps each kept token's original position id.
 
 Defaults: ``alpha=1.0`` (``run_scope_llava.sh``), exactly ``keep`` tokens (the official ``num_token``).
 
@@ -38,8 +36,7 @@ Deviations from the official code, all stated:
   above runs on the adapter's per-crop signals (each token's saliency is its own crop's CLS row, mapped through
   unpadding; features are the last N rows of ``vision_features``, after every tower pass's CLS row): under
   ``--budget-scope global`` one greedy over the whole image, under ``crop`` one greedy inside each region of
-  ``layout.crops`` on its share (``ctx.crop_shares``), the closer to the official per-crop selection; original
-  positions (the newlines leave no contiguous renumbering).
+  ``layout.crops`` on its share (``ctx.crop_shares``), the closer to the official per-crop selection.
 
 Adapters: it needs ``cls_attn`` and ``vision_features`` (a vision tower with a CLS token), so it runs on LLaVA-1.5
 (``llava``, ``tiny-llava``, ``mini-llava``, ...) and LLaVA-NeXT (``tiny-llava-next``, ``llava-next-7b``, ...).
@@ -54,18 +51,17 @@ N x N matrix (no matmul, not in the MAC count; its time is the method's measured
 
 from dataclasses import dataclass
 
-from tokenbench.api import Need, Selection, Step, TokenReducer, register_method
+from tokenbench.api import Need, PositionsOption, Step, TokenReducer, register_method
 
-NEEDS = (Need("cls_attn"), Need("vision_features"), Need("visual_embeds"))
+NEEDS = (Need("cls_attn"), Need("vision_features"))
 
 
 @register_method("scope")
 @dataclass(frozen=True)
-class SCOPE(TokenReducer):
+class SCOPE(PositionsOption, TokenReducer):
     stage = "pre_llm"
     budget_scopes = ("global", "crop")  # under crop, the greedy runs inside each region on its share
     alpha: float = 1.0  # saliency exponent (official ALPHA=1.0 in run_scope_llava.sh); 0: coverage alone
-    renumber: bool = True  # official LLaVA: the kept tokens are a shorter image with contiguous positions
 
     def check(self, n_layers):
         if not 0 <= self.alpha <= 10:
@@ -95,12 +91,7 @@ class SCOPE(TokenReducer):
             sim = torch.bmm(part, part.transpose(1, 2))  # (B, m, m), S[b, i, j]
             picks.append(members[greedy(sim, saliency[:, members], quota)])
             macs += len(members) ** 2 * feats.shape[2]
-        kept = torch.cat(picks, dim=1).sort(dim=1).values  # raster order: the router's order too
-        embeds = ctx.signal(Need("visual_embeds"))
-        if self.renumber and not ctx.layout.n_structural:
-            rows = embeds.gather(1, kept[..., None].expand(-1, -1, embeds.shape[-1]))
-            return Selection(kept, embeds=rows, renumber=True, macs=macs)
-        return Selection(kept, macs=macs)
+        return self.kept(ctx, torch.cat(picks, dim=1).sort(dim=1).values, macs=macs)  # raster order
 
 
 def greedy(sim, saliency, keep: int):

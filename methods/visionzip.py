@@ -12,7 +12,10 @@ Rule, before the LLM, in the vision tower (text-agnostic):
    ``0, step, 2 step, ...``); every other patch joins its most cosine-similar target, and each contextual token is the
    target's feature plus the mean of the features that joined it;
 3. merging happens on the vision features, before the projector; the LLM reads [CLS, dominant, contextual] as a
-   shorter image with contiguous positions (``Selection(renumber=True)``), as LLaVA does with VisionZip's output.
+   shorter image with contiguous positions (``Selection(renumber=True)``), as LLaVA does with VisionZip's output
+   (``positions=auto``, the default, :mod:`tokenbench.contract.positions`). ``positions=original`` keeps the tokens
+   in place instead, as on LLaVA-NeXT below: dominant patches at their own slots, each contextual token at its
+   target's, no CLS token (it has no slot; its share goes to one more dominant patch), original position ids.
 
 Counts: 54+10 / 108+20 / 162+30 for 64/128/192 (the official README's 54+10 for 64, scaled); any budget k splits the
 same way, ``dominant = round(k * dominant_share)`` (54/64) and the rest contextual.
@@ -40,8 +43,9 @@ dominant tokens in the padded grid's raster order, then their CLS and contextual
 or unpadding, positions contiguous. Here the model's own layout is kept (``layout.crops``: the base image, then each
 crop as it survives unpadding, newlines between rows), and each region runs steps 1-2 on its own, on the adapter's
 per-crop signals (each crop's own CLS row, keys and features, mapped through unpadding); dominant tokens stay at
-their own slots, each contextual token takes its target's slot with the merged feature (``Selection.features``,
-``renumber=False``: the newlines leave no contiguous renumbering), and every token keeps its original position.
+their own slots, each contextual token takes its target's slot with the merged feature (``Selection.features``);
+the LLM reads them in slot order, newlines included, with contiguous positions (``positions=auto``, as the official
+shorter sequence) or their original ones (``positions=original``).
 Deviations, stated:
 
 - the budget k is shared among the regions in proportion to their tokens after unpadding (``split_budget``, the
@@ -57,7 +61,7 @@ Deviations, stated:
 
 from dataclasses import dataclass
 
-from tokenbench.api import Need, Selection, Step, TokenReducer, register_method, split_budget
+from tokenbench.api import Need, PositionsOption, Selection, Step, TokenReducer, register_method, split_budget
 
 CLS_NEEDS = (Need("cls_attn"), Need("vision_keys"), Need("vision_features"))
 RECEIVED_NEEDS = (Need("vision_received"), Need("vision_keys"), Need("visual_embeds"))  # Qwen2.5-VL's variant
@@ -65,7 +69,7 @@ RECEIVED_NEEDS = (Need("vision_received"), Need("vision_keys"), Need("visual_emb
 
 @register_method("visionzip")
 @dataclass(frozen=True)
-class VisionZip(TokenReducer):
+class VisionZip(PositionsOption, TokenReducer):
     stage = "pre_llm"
     budget_scopes = ("global", "crop")  # one region: the same; LLaVA-NeXT: per crop on its share, whatever the scope
     dominant_share: float = 54 / 64  # of the budget, dominant tokens (CLS included); the rest are contextual
@@ -88,8 +92,8 @@ class VisionZip(TokenReducer):
     def select(self, ctx):
         if Need("vision_received") in ctx.signals:  # a tower without CLS: the official Qwen2.5-VL variant
             return select_received(ctx, *self.split(ctx.keep))
-        if len(ctx.layout.crops) > 1:  # one tower pass per region (LLaVA-NeXT: the base image, then each crop)
-            return self.select_per_crop(ctx)
+        if len(ctx.layout.crops) > 1 or not self.renumbers(ctx.layout):  # LLaVA-NeXT (one tower pass per region:
+            return self.select_per_crop(ctx)  # the base image, then each crop), or the kept tokens in place
         return self.select_image(ctx)
 
     def select_image(self, ctx):
@@ -114,8 +118,9 @@ class VisionZip(TokenReducer):
         return Selection(slots, features=out, renumber=True, macs=macs)
 
     def select_per_crop(self, ctx):
-        """LLaVA-NeXT: the rule inside each region on its share of the budget; every kept token at a slot of the
-        model's own layout (dominant tokens at theirs, each contextual token at its target's), original positions."""
+        """LLaVA-NeXT, or any single-grid CLS tower under ``positions=original``: the rule inside each region on its
+        share of the budget; every kept token at a slot of the model's own layout (dominant tokens at theirs, each
+        contextual token at its target's), read in that slot order, renumbered as ``positions`` says."""
         import torch
 
         cls_attn = ctx.signal(Need("cls_attn")).float().sum(dim=1)  # (B, N) summed over heads
@@ -137,7 +142,7 @@ class VisionZip(TokenReducer):
                 slots.append(members[rest[:, targets(rest.shape[1], contextual, rest.device)]])
                 rows.append(merged)
                 macs += m
-        return Selection(torch.cat(slots, dim=1), features=torch.cat(rows, dim=1), macs=macs)
+        return self.kept(ctx, torch.cat(slots, dim=1), features=torch.cat(rows, dim=1), macs=macs)
 
 
 def select_received(ctx, dominant: int, contextual: int) -> Selection:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from tokenbench.contract.calibration import Calibrated, CalibrationData
 from tokenbench.contract.layout import Region, VisualLayout
+from tokenbench.contract.positions import POSITIONS, PositionsOption, check_positions
 from tokenbench.contract.method import (
     BUDGET_KINDS,
     BUDGET_SCOPES,
@@ -101,6 +102,7 @@ __all__ = [
     # methods: the contract, the budget and the schedules
     "Stage", "STAGES", "Need", "Step", "LayerInput", "Selection", "ReductionContext", "TokenReducer", "Prepared",
     "Reduction", "BUDGET_SCOPES", "BUDGET_KINDS", "split_budget", "check_budget_scope", "resolve_needs",
+    "POSITIONS", "PositionsOption", "check_positions",
     "REFERENCE_DEPTH", "Stages", "at_depth", "layer_at_depth", "per_layer", "layer_mean", "fit_schedule",
     # signals
     "NEED_KINDS", "NeedKind", "PRE_LLM_NEEDS", "QUERY_KINDS", "PER_TOKEN_KINDS", "SignalKind", "declare_signal",

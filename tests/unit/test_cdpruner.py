@@ -22,7 +22,7 @@ from tokenbench.api import Need, ReductionContext, Region, VisualLayout, build_m
 from tokenbench.errors import ConfigError, IncompatibleError
 from tokenbench.methods.cdpruner import greedy_map
 
-NEEDS = (Need("hidden", layer=0), Need("hidden", layer=0, tokens="text"))
+NEEDS = (Need("visual_embeds"), Need("text_embeds"))
 E1, E2 = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
 
 
@@ -36,13 +36,14 @@ def _ctx(keep, vis, text, after=None):
     layout = VisualLayout(n_visual=n, grid=(1, n), crops=(Region("image", 0, 1, n),))
     after_t = torch.tensor([after if after is not None else [True] * len(text)])
     signals = {NEEDS[0]: vis[None] * 3.0, NEEDS[1]: torch.tensor([text]) * 0.5}  # scaled: cosine must not care
-    return ReductionContext(layer=0, keep=keep, n_visual=n, n_layers=4, active=torch.arange(n)[None], layout=layout,
+    return ReductionContext(layer=-1, keep=keep, n_visual=n, n_layers=4, active=torch.arange(n)[None], layout=layout,
                             signals=signals, text_query_mask=torch.ones_like(after_t), text_after_image=after_t)
 
 
 def _select(keep, text=(E1,), after=None, vis=None, **options):
     out = build_method("cdpruner", options).select(_ctx(keep, _vis() if vis is None else vis, list(text), after))
-    return out[0].tolist()
+    assert out.renumber and out.embeds is None  # positions=auto on a 1-D layout: a shorter image
+    return out.indices[0].tolist()
 
 
 def test_conditional_dpp_keeps_relevant_and_diverse_not_top_relevance():
@@ -56,7 +57,7 @@ def test_conditional_dpp_keeps_relevant_and_diverse_not_top_relevance():
 def test_kept_tokens_are_in_original_order():
     # picked in the order 4, 1: returned ascending
     out = build_method("cdpruner").select(_ctx(2, _vis(), [E1]))
-    assert out.tolist() == [[1, 4]]
+    assert out.indices.tolist() == [[1, 4]]
 
 
 def test_relevance_uses_only_the_instruction_after_the_image():
@@ -105,10 +106,10 @@ def test_options_are_range_checked():
     build_method("cdpruner", {"theta": 0.5}).check(32)
 
 
-def test_plan_prunes_before_layer_zero_and_refuses_per_crop_budgets():
+def test_plan_prunes_before_the_llm_and_refuses_per_crop_budgets():
     m = build_method("cdpruner")
     (step,) = m.plan(64, 576, 32)
-    assert step.layer == 0 and set(step.needs) == set(NEEDS)
+    assert m.stage == "pre_llm" and step.layer == -1 and set(step.needs) == set(NEEDS)
     assert m.reduces(575, 576) and not m.reduces(576, 576)
     two = VisualLayout(n_visual=8, crops=(Region("base", 0, 2, 2), Region("crop 0,0", 4, 2, 2)))
     with pytest.raises(IncompatibleError, match="--budget-scope global"):

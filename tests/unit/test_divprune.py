@@ -55,7 +55,7 @@ def test_first_pick_is_the_token_whose_nearest_neighbour_is_farthest():
     # nearest-neighbour angles: t0 (20): 40 to t5 (340); t1 (80): 40 to t2; t2 (120): 40; t3 (270): 50 to t4;
     # t4 (320): 20; t5 (340): 20. The most isolated is t3.
     x = _embeds()
-    assert DivPrune().select(_ctx(x, 1))[0].tolist() == [3]
+    assert DivPrune().select(_ctx(x, 1)).indices[0].tolist() == [3]
     assert _wrong(x[0], 1, first="sum") != [3]  # the token farthest from all the others in sum: t0
     assert _wrong(x[0], 1, first="index") != [3]  # starting from the first token
     assert _wrong(x[0], 1, metric="euclidean") != [3]
@@ -66,7 +66,7 @@ def test_later_picks_maximise_the_distance_to_the_nearest_kept_token():
     # 3rd: the angle to the nearer of {270, 80}: t0 min(110, 60) = 60, t2 min(150, 40) = 40, t4 min(50, 120) = 50,
     # t5 min(70, 100) = 70 -> t5. Kept {1, 3, 5}, returned in sequence order (picked as 3, 1, 5).
     x = _embeds()
-    out = DivPrune().select(_ctx(x, 3))
+    out = DivPrune().select(_ctx(x, 3)).indices
     assert out[0].tolist() == [1, 3, 5]
     assert _wrong(x[0], 3) == [3, 1, 5]  # the rule itself, in pick order: the order is the only difference
     for variant in ({"first": "sum"}, {"first": "index"}, {"agg": "sum"}, {"agg": "last"},
@@ -77,8 +77,8 @@ def test_later_picks_maximise_the_distance_to_the_nearest_kept_token():
 def test_cosine_distance_ignores_each_token_s_norm():
     # the same directions with other norms keep the same tokens; a Euclidean rule would not (see above)
     x = _embeds(norms=[1.0] * 6)
-    assert DivPrune().select(_ctx(x, 3))[0].tolist() == [1, 3, 5]
-    assert DivPrune().select(_ctx(x * 7.5, 3))[0].tolist() == [1, 3, 5]
+    assert DivPrune().select(_ctx(x, 3)).indices[0].tolist() == [1, 3, 5]
+    assert DivPrune().select(_ctx(x * 7.5, 3)).indices[0].tolist() == [1, 3, 5]
 
 
 def test_duplicates_never_give_a_token_twice():
@@ -86,14 +86,14 @@ def test_duplicates_never_give_a_token_twice():
     # duplicates t0 (distance 0 to the kept set), and the lowest index not yet kept, t1, is next. The official loop
     # would pick t0 again here (argmax over all-zero scores).
     x = _embeds(angles=[0, 0, 0, 90], norms=[1.0, 2.0, 3.0, 1.0])
-    assert DivPrune().select(_ctx(x, 3))[0].tolist() == [0, 1, 3]
+    assert DivPrune().select(_ctx(x, 3)).indices[0].tolist() == [0, 1, 3]
 
 
 def test_each_sample_is_selected_on_its_own():
     a, b = _embeds(), _embeds(angles=[a + 180 for a in ANGLES])  # b: a rotated, the same angles between tokens
     c = _embeds(angles=[0, 10, 20, 90, 100, 200], norms=[1.0] * 6)
     batch = torch.cat([a, b, c])
-    out = DivPrune().select(_ctx(batch, 3))
+    out = DivPrune().select(_ctx(batch, 3)).indices
     assert out.tolist() == [max_min_diverse(s[None], 3)[0].tolist() for s in batch]
     assert out[0].tolist() == out[1].tolist() == [1, 3, 5]
 
@@ -103,7 +103,7 @@ def test_plan_is_one_pre_llm_step_on_the_llm_input_embeddings():
     assert m.stage == "pre_llm" and m.budget_scopes == ("global",)
     assert m.steps(32) == (Step(-1, needs=(Need("visual_embeds"),)),)
     assert m.reduces(64, 576) and not m.reduces(576, 576)
-    assert m.params() == {}
+    assert m.params() == {"positions": "auto"}
 
 
 def test_selection_macs_are_the_pairwise_cosine_matrix():

@@ -74,16 +74,15 @@ def test_scope_keeps_raster_order_not_pick_order():
     assert _kept(SCOPE().select(ctx)) == [1, 4]
 
 
-def test_scope_renumbers_with_the_kept_tokens_own_embeddings():
+def test_scope_renumbers_by_default_and_keeps_original_positions_on_request():
     out = SCOPE().select(_ctx([0.30, 0.34, 0.05, 0.06, 0.25], keep=2))
-    assert out.renumber and out.features is None
-    torch.testing.assert_close(out.embeds, torch.tensor([[[10.0] * 3, [40.0] * 3]]))  # tokens 1 and 4, in order
-    assert out.macs == 5 * 5 * 2  # the N x N cosine similarity over Dv = 2
-    plain = SCOPE(renumber=False).select(_ctx([0.30, 0.34, 0.05, 0.06, 0.25], keep=2))
+    assert out.renumber and out.features is None and out.embeds is None  # the kept tokens' own embeddings
+    assert _kept(out) == [1, 4] and out.macs == 5 * 5 * 2  # the N x N cosine similarity over Dv = 2
+    plain = SCOPE(positions="original").select(_ctx([0.30, 0.34, 0.05, 0.06, 0.25], keep=2))
     assert not plain.renumber and plain.embeds is None and _kept(plain) == [1, 4] and plain.macs == 50
-    # structural tokens in the image span (LLaVA-NeXT's newlines): the router cannot renumber; positions are kept
-    kept_pos = SCOPE().select(_ctx([0.30, 0.34, 0.05, 0.06, 0.25], keep=2, n_structural=1))
-    assert not kept_pos.renumber and _kept(kept_pos) == [1, 4]
+    # structural tokens in the image span (LLaVA-NeXT's newlines): renumbered too, as the official shorter sequence
+    next_like = SCOPE().select(_ctx([0.30, 0.34, 0.05, 0.06, 0.25], keep=2, n_structural=1))
+    assert next_like.renumber and _kept(next_like) == [1, 4]
 
 
 def test_scope_batch_rows_are_independent():

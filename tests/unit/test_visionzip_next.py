@@ -57,7 +57,10 @@ def test_each_crop_keeps_its_dominant_tokens_and_merges_at_its_targets():
     assert sorted(got) == sorted(expected)
     for slot, row in expected.items():
         torch.testing.assert_close(got[slot], row, msg=f"slot {slot}")
-    assert not out.renumber and out.embeds is None  # original positions: the newlines stay in the span
+    assert out.renumber and out.embeds is None  # positions=auto: a shorter sequence, read in slot order
+    assert out.indices[0].tolist() == sorted(out.indices[0].tolist())
+    kept = VisionZip(dominant_share=0.5, positions="original").select(context(10))
+    assert not kept.renumber and sorted(kept.indices[0].tolist()) == sorted(expected)
     assert out.macs == (2 * 1 * 2 + 1 * 2 * 4) + 2 * (2 * 2 * 2 + 2 * 2 * 4)  # each crop's similarity and merge
 
 

@@ -35,6 +35,8 @@ class VisualLayout:
     ``image`` region for single-grid models; LLaVA-NeXT's ``base`` overview then each high-resolution ``crop r,c`` as
     it survives unpadding. ``n_structural`` counts image-span tokens that carry no image content and are never
     candidates (LLaVA-NeXT's row-end newline tokens): they are always kept and counted as non-visual.
+    ``position_axes`` is how many position ids each token has: 1 for LLaVA's 1-D RoPE, 3 for Qwen2.5-VL's M-RoPE
+    (t, h, w), whose image positions have no contiguous renumbering (:mod:`tokenbench.contract.positions`).
     """
 
     n_visual: int
@@ -42,4 +44,5 @@ class VisualLayout:
     crops: tuple[Region, ...] = ()
     has_cls: bool = False
     n_structural: int = 0
+    position_axes: int = 1
 

@@ -21,8 +21,8 @@ from typing import Literal
 
 from tokenbench.errors import PluginValidationError
 
-NeedKind = Literal["attn", "keys", "hidden", "normed", "final_normed", "layer_input", "visual_embeds", "cls_attn",
-                   "vision_received", "vision_keys", "vision_features"]
+NeedKind = Literal["attn", "keys", "hidden", "normed", "final_normed", "layer_input", "visual_embeds", "text_embeds",
+                   "cls_attn", "vision_received", "vision_keys", "vision_features"]
 SIGNAL_STAGES = ("layer", "pre_llm")
 QUERY_KINDS = ("last", "text", "visual")
 #: kinds computed per token, which ``tokens="text"`` computes for every non-visual token instead (rows in
@@ -57,6 +57,8 @@ CORE_KINDS: tuple[SignalKind, ...] = (
                "padding, active visual), their positions and validity, and the layer's rotary embedding at their "
                "original positions", "layer"),
     SignalKind("visual_embeds", "the visual tokens as they enter the LLM (after the projector): (B, N, D)", "pre_llm"),
+    SignalKind("text_embeds", "every non-visual token as it enters the LLM (its input embedding), padding included, "
+               "rows in ctx.text_query_mask order: (B, T, D) (CDPruner's instruction relevance)", "pre_llm"),
     SignalKind("vision_keys", "keys of the vision layer that gives cls_attn or vision_received, per head, one per "
                "visual token (Qwen2.5-VL: after the tower's rotary embedding, averaged over the patches merged into "
                "the token): (B, vision_heads, N, vision_head_dim) (VisionZip's merge metric)", "pre_llm"),

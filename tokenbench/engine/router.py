@@ -145,12 +145,14 @@ class Router:
 
     def _renumber(self, pos):
         """Contiguous positions for the tokens left after a pre-LLM selection with ``renumber``: the text after the
-        image moves up by the number of dropped visual tokens (padding and dropped tokens keep theirs, unused)."""
+        image moves up by the number of dropped visual tokens (padding and dropped tokens keep theirs, unused).
+        Structural tokens in the image span (LLaVA-NeXT's newlines) are tokens like the text: each takes the next
+        position, as in the official code's shorter sequence."""
         t = self.tokens
-        if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or self.layout.n_structural:
+        if not isinstance(pos, torch.Tensor) or pos.dim() != 2:
             raise PluginValidationError(
                 f"method {self.method.name!r} asked to renumber positions, which needs a model with 1-D position ids "
-                "and no structural tokens in the image span (LLaVA-1.5); keep original positions on this model")
+                "(LLaVA); keep original positions on this model (positions=auto or original)")
         present = t.valid.clone()  # every valid token but the dropped visual ones (visual tokens are never padding)
         present.scatter_(1, t.visual, False)
         present.scatter_(1, t.visual.gather(1, self.active), True)
@@ -167,18 +169,21 @@ class Router:
 
             from tokenbench.api import resolve_needs
 
-            step = replace(step, needs=resolve_needs(step, {"visual_embeds", *self.providers}), alternatives=())
+            step = replace(step, needs=resolve_needs(step, {"visual_embeds", "text_embeds", *self.providers}),
+                           alternatives=())
         t0 = self._tic()
         for need in step.needs:
             if need.kind == "visual_embeds":
                 self.signals[need] = take(embeds, t.visual)
+            elif need.kind == "text_embeds":
+                self.signals[need] = take(embeds, t.other)
             elif need.kind in self.providers:  # computed by the adapter during the vision tower's forward
                 self.signals[need], macs = self.providers[need.kind]()
                 self.record.pre_llm_macs += macs
             else:
                 raise PluginValidationError(f"method {self.method.name!r} needs {need}, which this model does not provide")
         chosen, out = self._select(rule, step)
-        embeds_out, renumber = embeds, False
+        embeds_out, renumber = embeds, isinstance(out, Selection) and out.renumber
         if isinstance(out, Selection):
             self.record.pre_llm_macs += out.macs
         if isinstance(out, Selection) and (out.embeds is not None or out.features is not None):
@@ -196,7 +201,6 @@ class Router:
             embeds_out = embeds.clone()
             embeds_out.scatter_(1, pos[..., None].expand(-1, -1, embeds.shape[-1]), new.to(embeds.dtype))
             self.record.pre_llm_embeds = embeds_out
-            renumber = out.renumber
         self._toc(t0)
         return embeds_out, renumber
 

@@ -58,7 +58,7 @@ def check_method_plans(method, adapter, layouts, budgets, scope: str = "global",
     budget on every image layout (options against the image's tokens and the budget). ``layouts``: VisualLayouts;
     ``n_layers``: the depth when no model is loaded (``flops`` and ``bench`` check from the config alone); ``match``
     and ``cost_of``: the budget conventions and FLOPs (:func:`keep_rule`)."""
-    from tokenbench.api import check_budget_scope
+    from tokenbench.api import check_budget_scope, check_positions
     from tokenbench.budgets import MATCHED, variant
 
     n_layers = adapter.n_layers if n_layers is None else n_layers
@@ -66,6 +66,7 @@ def check_method_plans(method, adapter, layouts, budgets, scope: str = "global",
     adapter.check_compatible(method, method.steps(n_layers))
     for layout in layouts:
         check_budget_scope(method, scope, layout)
+        check_positions(method, layout)
         for budget in budgets:
             for convention in match or (MATCHED,):
                 keep = keep_rule(method, budget, convention, n_layers, cost_of)
@@ -204,7 +205,7 @@ def _load(spec) -> tuple[list[TaskPlan], Any]:
 
     names = parse_tasks(spec.task)
     tasks = [build_task(t, task_options(t, spec.task_options, names), spec.seed) for t in names]
-    adapter = resolve_model(spec.model)
+    adapter = resolve_model(spec.model).configure(spec.prompt_style, spec.image_pixels)
     plans = [TaskPlan(name, task, *_split(task, task.samples(spec.limit))) for name, task in zip(names, tasks)]
     adapter.load(spec.device, spec.dtype, spec.attn_implementation)
     return plans, adapter

@@ -29,7 +29,7 @@ class ModelAdapter(ModelInterface):
 
     #: the signals (tokenbench.api.NEED_KINDS) this adapter can compute; a method needing another is refused
     provides: ClassVar[frozenset[str]] = frozenset({"attn", "keys", "hidden", "normed", "final_normed", "layer_input",
-                                                 "visual_embeds"})
+                                                 "visual_embeds", "text_embeds"})
     model_class: str = ""  # the transformers class of the checkpoint (build_random instantiates it from the config)
 
     def __init__(self, source: str | None = None, revision: str | None = None, name: str | None = None) -> None:
@@ -56,13 +56,24 @@ class ModelAdapter(ModelInterface):
 
     # -- prompts and batches ----------------------------------------------------------------------------------------------
     def chat(self, question: str) -> str:
-        """The prompt of one user turn (an image, then ``question``) with the assistant's turn opened: the processor's
-        own chat template where the checkpoint ships one (``apply_chat_template``, the ecosystem's convention), else
-        :meth:`prompt`."""
+        """The prompt of one user turn (an image, then ``question``) with the assistant's turn opened. Prompt style
+        ``chat``: the processor's own chat template where the checkpoint ships one (``apply_chat_template``, the
+        ecosystem's convention and lmms-eval's default), else :meth:`prompt`; any other style: :meth:`styled`."""
+        if self.prompt_style != "chat":
+            return self.styled(question)
         if getattr(self.processor, "chat_template", None):
             messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return self.prompt(question)
+
+    def processor_ready(self) -> None:
+        """Called once the processor is set (loaded, or built for random weights): adjust it to this adapter's input
+        setup (Qwen2.5-VL: its pixel range). Nothing by default."""
+
+    def styled(self, question: str) -> str:
+        """The prompt in ``prompt_style`` (one of :attr:`prompt_styles` besides ``chat``); families that offer one
+        override this."""
+        raise NotImplementedError(f"{type(self).__name__} offers no prompt style {self.prompt_style!r}")
 
     def decoder_layers(self):
         """The LLM's decoder layers (where LLaVA, LLaVA-NeXT and Qwen2.5-VL all keep them in transformers 5.x)."""
