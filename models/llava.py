@@ -7,7 +7,9 @@ offline byte-level tokenizer, saved with ``save_pretrained`` and loaded back thr
 checkpoint. Its answers are meaningless; agreement with ``full`` and first-token KL are what it measures.
 ``small-llava`` is the same recipe at a size where CPU timings are not all overhead (16-layer, 1024-wide Llama).
 
-Layout: the prompt is ``USER: <image>\\n{question} ASSISTANT:``; the processor expands ``<image>`` into 576 image
+Prompt: ``--prompt-style chat`` (the default) is the checkpoint's chat template (llava-hf's renders ``USER:
+<image>\\n{question} ASSISTANT:``, lmms-eval's default); ``--prompt-style llava`` is LLaVA's own ``conv_vicuna_v1``
+with its system prompt, behind LLaVA's published numbers. Layout: the processor expands ``<image>`` into 576 image
 tokens (24 x 24 patches, CLS dropped by the "default" feature strategy), which sit in one contiguous span.
 """
 
@@ -24,6 +26,12 @@ from tokenbench.models.clip import ClipLayerSignals, llava_encoder_macs
 from tokenbench.models.tiny import TinyVariant
 
 
+#: LLaVA's conv_vicuna_v1 (SeparatorStyle.TWO: the system prompt, a space, "USER: ...", a space, "ASSISTANT:")
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+                 "detailed, and polite answers to the user's questions.")
+VICUNA_V1 = VICUNA_SYSTEM + " USER: <image>\n{question} ASSISTANT:"
+
+
 class LlavaAdapter(ModelAdapter):
     family = "llava"
     lmms_eval_model = "llava_hf"
@@ -32,7 +40,15 @@ class LlavaAdapter(ModelAdapter):
     provides = ModelAdapter.provides | {"cls_attn", "vision_keys", "vision_features"}
 
     model_class: str = "LlavaForConditionalGeneration"  # the transformers class that loads the checkpoint
-    template: str = "USER: <image>\n{question} ASSISTANT:"  # LLaVA-1.5's vicuna_v1 conversation, one turn
+    #: the prompt without a chat template (tiny models): the text llava-hf's chat template renders (no system prompt)
+    template: str = "USER: <image>\n{question} ASSISTANT:"
+    prompt_styles = ("chat", "llava")
+    #: prompt style ``llava``: LLaVA's ``conv_vicuna_v1`` (``llava/conversation.py``), one turn, as LLaVA's eval
+    #: scripts (``model_vqa_loader.py``: the image token, a newline, the question) made the published numbers
+    conversation: str = VICUNA_V1
+
+    def styled(self, question: str) -> str:
+        return self.conversation.format(question=question)
 
     def _load(self, path, device, torch_dtype, attn_implementation):
         import transformers

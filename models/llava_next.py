@@ -50,8 +50,8 @@ class LlavaNextAdapter(LlavaAdapter):
 
     def __init__(self, source=None, revision=None, name=None, template=None):
         super().__init__(source, revision, name)
-        if template:
-            self.template = template
+        if template:  # a Mistral checkpoint: its prompt without a chat template and LLaVA's mistral_instruct
+            self.template = self.conversation = template
 
     def random_processor(self, config):
         from tokenbench.models.tiny import tiny_tokenizer
@@ -141,7 +141,7 @@ class LlavaNextAdapter(LlavaAdapter):
         return llava_encoder_macs(self.config, 1 + ny * nx)
 
 
-MISTRAL = "[INST] <image>\n{question} [/INST]"
+MISTRAL = "[INST] <image>\n{question} [/INST]"  # LLaVA's conv_mistral_instruct (LLAMA_2 style, no system prompt)
 
 
 @register_model("llava-next")

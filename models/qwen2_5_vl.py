@@ -42,6 +42,9 @@ SYSTEM = "You are a helpful assistant."
 TEMPLATE = ("<|im_start|>system\n" + SYSTEM + "<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
             "{question}<|im_end|>\n<|im_start|>assistant\n")
 DEFAULT_PIXELS = (56 * 56, 28 * 28 * 1280)  # transformers' Qwen2VLImageProcessor defaults (min, max)
+#: lmms-eval's Qwen2.5-VL model (``models/simple/qwen2_5_vl.py``, at 75571cfe): min_pixels=256*28*28,
+#: max_pixels=2048*28*28, the range behind its published Qwen2.5-VL scores
+LMMS_EVAL_PIXELS = (256 * 28 * 28, 2048 * 28 * 28)
 
 
 class QwenVLProcessor:
@@ -107,6 +110,8 @@ class QwenVLAdapter(ModelAdapter):
     }
 
     model_class = "Qwen2_5_VLForConditionalGeneration"
+    pixel_ranges = ("lmms-eval", "checkpoint")
+    image_pixels = "lmms-eval"  # so that a score can be set beside lmms-eval's; --image-pixels checkpoint: the card's
 
     def _load(self, path, device, torch_dtype, attn_implementation):
         from transformers import Qwen2_5_VLForConditionalGeneration
@@ -116,6 +121,14 @@ class QwenVLAdapter(ModelAdapter):
                                       attn_implementation=attn_implementation, **kw).to(device)
         self.processor = load_processor(path, **kw)
         self.processor.tokenizer.padding_side = "left"  # the greedy loop's position ids assume left padding
+        self.processor_ready()
+
+    def processor_ready(self) -> None:
+        """The processor resizes into :meth:`pixel_range` (the checkpoint's own range kept for ``checkpoint``)."""
+        size = self.processor.image_processor.size
+        if getattr(self, "_checkpoint_range", None) is None:
+            self._checkpoint_range = (size["shortest_edge"], size["longest_edge"])
+        size["shortest_edge"], size["longest_edge"] = self.pixel_range()
 
     def prompt(self, question: str) -> str:
         return TEMPLATE.format(question=question)
@@ -125,7 +138,7 @@ class QwenVLAdapter(ModelAdapter):
 
         from tokenbench.models.tiny import tiny_tokenizer
 
-        lo, hi = self._pixels()
+        lo, hi = self._checkpoint_pixels()
         vc = config.vision_config
         tok = tiny_tokenizer(SPECIALS, image_token="<|image_pad|>")
         config.image_token_id = tok.convert_tokens_to_ids("<|image_pad|>")
@@ -137,13 +150,16 @@ class QwenVLAdapter(ModelAdapter):
                                                         temporal_patch_size=vc.temporal_patch_size), tok)
 
     # -- layout -----------------------------------------------------------------------------------------------------------
-    def _pixels(self) -> tuple[int, int]:
-        """(min_pixels, max_pixels) of the image processor: the loaded one's, else the checkpoint's (or the shipped
-        copy's) preprocessor_config.json, else transformers' defaults."""
-        processor = getattr(self, "processor", None)
-        if processor is not None:
-            size = processor.image_processor.size
-            return size["shortest_edge"], size["longest_edge"]
+    def pixel_range(self) -> tuple[int, int]:
+        """(min_pixels, max_pixels) an image is resized into: lmms-eval's (:data:`LMMS_EVAL_PIXELS`) or the
+        checkpoint's, as ``image_pixels`` says."""
+        return LMMS_EVAL_PIXELS if self.image_pixels == "lmms-eval" else self._checkpoint_pixels()
+
+    def _checkpoint_pixels(self) -> tuple[int, int]:
+        """(min_pixels, max_pixels) of the checkpoint's image processor: the loaded one's, else the checkpoint's (or
+        the shipped copy's) preprocessor_config.json, else transformers' defaults."""
+        if getattr(self, "_checkpoint_range", None) is not None:
+            return self._checkpoint_range
         path = os.path.expanduser(self.prepare_source())
         for candidate in (os.path.join(path, "preprocessor_config.json"), self.shipped_file(path, ".preprocessor.json")):
             if os.path.isfile(candidate):
@@ -160,7 +176,7 @@ class QwenVLAdapter(ModelAdapter):
 
         vc = self.config.vision_config
         width, height = size or self.typical_size
-        lo, hi = self._pixels()
+        lo, hi = self.pixel_range()
         h, w = smart_resize(height, width, factor=vc.patch_size * vc.spatial_merge_size, min_pixels=lo, max_pixels=hi)
         return h // vc.patch_size, w // vc.patch_size
 
@@ -168,7 +184,8 @@ class QwenVLAdapter(ModelAdapter):
         rows, cols = self._grid(size)
         m = self.config.vision_config.spatial_merge_size
         gh, gw = rows // m, cols // m
-        return VisualLayout(n_visual=gh * gw, grid=(gh, gw), crops=(Region("image", 0, gh, gw),), has_cls=False)
+        return VisualLayout(n_visual=gh * gw, grid=(gh, gw), crops=(Region("image", 0, gh, gw),), has_cls=False,
+                            position_axes=3)
 
     def encode(self, samples):
         import torch
@@ -238,6 +255,10 @@ TINY_PIXELS = (28 * 28 * 4, 28 * 28 * 144)  # at most 144 visual tokens (a 336 x
 
 
 class TinyQwenVLAdapter(TinyVariant, QwenVLAdapter):
+    #: a toy for small test images: its own processor's range by default (lmms-eval's would upscale every test image
+    #: to at least 448 x 448); --image-pixels lmms-eval gives lmms-eval's, as on the real checkpoints
+    image_pixels = "checkpoint"
+
     def __init__(self, seed: int = 0, directory: str | None = None) -> None:
         super().__init__("tiny-qwen2.5-vl", f"tiny-qwen2.5-vl-v{TINY_VERSION}", build_tiny_qwen, seed, directory)
 

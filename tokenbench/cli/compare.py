@@ -25,6 +25,7 @@ def compare(methods, **opts) -> None:
       tokenbench compare alvts fastv --compile
       tokenbench compare fastv --model llava:/path/to/llava-1.5-7b-hf --device cuda --dtype bfloat16
       tokenbench compare alvts fastv --model llava-1.5-7b --task pope --device cuda --dtype bfloat16
+      tokenbench compare divprune -a divprune.positions=original --prompt-style llava
       tokenbench compare alvts fastv --task pope,gqa --data pope=/path/to/POPE --data gqa=/path/to/GQA
     """
     _run(methods, **opts)
@@ -45,7 +46,8 @@ def run(method, **opts) -> None:
 
 
 def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, device, dtype, seed, batch_size, repeats,
-         warmup, compile_layers, args, task_args, data, json_path, wide, store, no_store, quiet, processes) -> None:
+         warmup, compile_layers, args, task_args, data, json_path, wide, store, no_store, quiet, processes,
+         prompt_style, image_pixels) -> None:
     """compare and run: the options parsed into a RunSpec, the run launched over ``processes`` where asked, its rows
     printed and written as they finish."""
     options = config.method_options(methods, args)
@@ -62,6 +64,7 @@ def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, dev
         batch_size=batch_size, warmup=warmup, repeats=repeats, compile=compile_layers,
         task_options=config.parse_task_args(task_args) | config.data_args(data),
         budget_scope=budget_scope, store=config.store_path(store, no_store), match=budgets.parse(match),
+        prompt_style=prompt_style, image_pixels=image_pixels,
     )
     world = parallel.world_size()
     if processes > 1 and world == 1:

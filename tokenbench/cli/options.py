@@ -27,6 +27,16 @@ STORE_OPTION = click.option("--store", "store", default=None, metavar="PATH",
                             help="The results store (default: results.sqlite in the tokenbench cache directory).")
 
 
+PROMPT_STYLE_OPTION = click.option(
+    "--prompt-style", default=None, type=click.Choice(["chat", "llava"]),
+    help="chat (default): the checkpoint's chat template, as lmms-eval prompts by default; llava: LLaVA's own "
+         "conversation template with its system prompt (LLaVA-1.5 and LLaVA-NeXT), as behind LLaVA's published scores.")
+IMAGE_PIXELS_OPTION = click.option(
+    "--image-pixels", default=None, type=click.Choice(["lmms-eval", "checkpoint"]),
+    help="Qwen2.5-VL's image pixel range: lmms-eval (default: 200,704 to 1,605,632, as lmms-eval runs it) or "
+         "checkpoint (the processor's own 3,136 to 12,845,056). Models that resize to one size have none.")
+
+
 def _common(fn):
     """The options compare and run share."""
     options = [
@@ -40,6 +50,8 @@ def _common(fn):
                      help="A local copy of the task's dataset instead of the hub: a save_to_disk directory, a copy of "
                           "the hub repository, a parquet/jsonl file or folder. With several tasks: pope=PATH. "
                           "Repeatable."),
+        PROMPT_STYLE_OPTION,
+        IMAGE_PIXELS_OPTION,
         click.option("--keep", "-k", default=None,
                      help="Visual tokens kept, one value or a list: 16,32,48 (of the default's 144)."),
         click.option("--keep-ratio", "-r", default=None,

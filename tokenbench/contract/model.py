@@ -51,6 +51,19 @@ class Generation:
     n_steps: int = 0  # forward passes run: the prefill plus each decode step
 
 
+#: the prompt styles an adapter may offer (``--prompt-style``): the checkpoint's chat template, as lmms-eval's model
+#: classes render it by default, or LLaVA's own conversation templates, behind the numbers LLaVA published
+PROMPT_STYLES = {
+    "chat": "the checkpoint's chat template, lmms-eval's default",
+    "llava": "LLaVA's conversation template (conv_vicuna_v1 with its system prompt; mistral_instruct for Mistral), "
+             "as behind LLaVA's published scores and lmms-eval's --force_simple",
+}
+#: the image pixel ranges a dynamic-resolution adapter may offer (``--image-pixels``)
+PIXEL_RANGES = {
+    "lmms-eval": "lmms-eval's range for the model (Qwen2.5-VL: 200,704 to 1,605,632 pixels)",
+    "checkpoint": "the checkpoint's own processor range (Qwen2.5-VL: 3,136 to 12,845,056 pixels)",
+}
+
 #: family key -> the first adapter class that declared it (see :func:`model_family`)
 FAMILIES: dict[str, type] = {}
 
@@ -72,6 +85,14 @@ class ModelInterface(abc.ABC):
     #: (width, height) of the image `layout()` and `encoder_macs()` describe when given none: a typical photo
     typical_size: ClassVar[tuple[int, int]] = (640, 480)
 
+    #: the prompt styles (:data:`PROMPT_STYLES`) this adapter can render; ``prompt_style`` is the one in use
+    prompt_styles: ClassVar[tuple[str, ...]] = ("chat",)
+    prompt_style: str = "chat"
+    #: the named image pixel ranges (:data:`PIXEL_RANGES`) of a dynamic-resolution model; ``image_pixels`` is the one
+    #: in use (None: the model resizes every image to one size, so there is no range to choose)
+    pixel_ranges: ClassVar[tuple[str, ...]] = ()
+    image_pixels: str | None = None
+
     name: str  # the registered name (``llava``, ``llava:<source>``, ...), for rows and messages
     source: str  # hub id or local directory
 
@@ -79,6 +100,39 @@ class ModelInterface(abc.ABC):
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("family"):
             FAMILIES.setdefault(cls.family, cls)
+
+    # -- how its input is made ----------------------------------------------------------------------------------------
+    def configure(self, prompt_style: str | None = None, image_pixels: str | None = None) -> "ModelInterface":
+        """Choose the prompt style and the image pixel range (None: keep the adapter's default) before loading;
+        a choice this model does not have is a ConfigError naming the ones it has."""
+        from tokenbench.errors import ConfigError
+
+        if prompt_style is not None:
+            if prompt_style not in self.prompt_styles:
+                what = PROMPT_STYLES.get(prompt_style, "not a prompt style")
+                raise ConfigError(f"model {self.name!r} has no prompt style {prompt_style!r} ({what}); it has "
+                                  f"{', '.join(self.prompt_styles)}. Use --prompt-style {self.prompt_styles[0]}")
+            self.prompt_style = prompt_style
+        if image_pixels is not None:
+            if image_pixels not in self.pixel_ranges:
+                has = (f"it has {', '.join(self.pixel_ranges)}" if self.pixel_ranges else
+                       "it resizes every image to one size, so there is no range to choose; leave --image-pixels out")
+                raise ConfigError(f"model {self.name!r} has no image pixel range {image_pixels!r}; {has}")
+            self.image_pixels = image_pixels
+        return self
+
+    def pixel_range(self) -> tuple[int, int] | None:
+        """(min, max) pixels an image is resized into under ``image_pixels``; None for a fixed-size model."""
+        return None
+
+    def input_setup(self) -> dict[str, Any]:
+        """How this model's input is made, for rows and store keys: the prompt style, and for a dynamic-resolution
+        model the pixel range by name and value."""
+        setup: dict[str, Any] = {"prompt_style": self.prompt_style}
+        if self.image_pixels is not None:
+            setup["image_pixels"] = self.image_pixels
+            setup["image_pixel_range"] = list(self.pixel_range())
+        return setup
 
     # -- what the model looks like ----------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -40,6 +40,8 @@ class RunSpec:
     repeats: int = 5
     compile: bool = False  # time the layers through torch.compile (tokenbench.engine.compiled)
     attn_implementation: str = "sdpa"
+    prompt_style: str | None = None  # the model's prompt style (tokenbench.contract.model.PROMPT_STYLES); None: chat
+    image_pixels: str | None = None  # a dynamic-resolution model's pixel range (PIXEL_RANGES); None: its default
     task_options: dict[str, Any] = field(default_factory=dict)
     budget_scope: str = "global"  # "global" over an image's visual tokens, or "crop": split over its crops
     store: str | None = None  # a results store (tokenbench.results.store) to reuse and save samples in; None: none

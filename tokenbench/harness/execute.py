@@ -99,6 +99,7 @@ class MethodRun:
     scored: Any = None  # the task's tokenbench.contract.task.Scored
     method_keeps: list[int] = field(default_factory=list)  # what the method ran at under the convention
     key: str = ""  # the cell's store key
+    positions: list[str] = field(default_factory=list)  # per sample: contiguous (renumbered) or original
 
     @classmethod
     def of(cls, records: list[dict], scored, key: str) -> "MethodRun":
@@ -109,7 +110,8 @@ class MethodRun:
                    [r["visual_per_layer"] for r in records], [PrefillCount(**r["flops"]) for r in records],
                    [tuple(r["decode_flops"]) for r in records], [r["fastv_formula"] for r in records],
                    sum(r["kv_bytes"] for r in records) / len(records), [r["keep"] for r in records],
-                   [r["n_visual"] for r in records], scored, [r.get("method_keep", r["keep"]) for r in records], key)
+                   [r["n_visual"] for r in records], scored, [r.get("method_keep", r["keep"]) for r in records], key,
+                   [r.get("positions", "original") for r in records])
 
 
 class Executor:
@@ -180,6 +182,7 @@ class Executor:
 
         import torch
 
+        from tokenbench.contract.positions import positions_of
         from tokenbench.measure.accounting import decode_flops, kv_counts, prefill_count
         from tokenbench.measure.flops import fastv_formula_macs
 
@@ -205,6 +208,7 @@ class Executor:
                                  decode_flops(lm, n_text, cached, 1)],
                 "fastv_formula": fastv_formula_macs(lm, [n_text + v for v in per_layer], [n_text + v for v in cached]),
                 "kv_bytes": gen.kv_cache_bytes / len(chunk),
+                "positions": positions_of(rec is not None and rec.position_ids is not None),
                 **self.first_token(s.id, first[j]),
             }
         return new
@@ -254,7 +258,7 @@ class Executor:
             self._fingerprint = adapter.weights().fingerprint()
         key_spec = {
             "model": {"name": adapter.name, "source": adapter.source, "revision": adapter.revision,
-                      **self._fingerprint},
+                      **self._fingerprint, **adapter.input_setup()},
             "dtype": spec.dtype, "device_type": spec.device.split(":")[0], "attn": spec.attn_implementation,
             "task": {"name": self.task_name, "version": self.task.version, "options": options_of(self.task)},
             "method": {"name": method.name, "params": method.params(), "code": _source_digest(type(method)),
@@ -319,6 +323,8 @@ class Executor:
                                 decode=sum(d for d, _ in run.decode_flops) / n,
                                 decode_step=sum(f for _, f in run.decode_flops) / n,
                                 fastv_formula=sum(run.fastv_formula) / n),
+            **rows.model_input_fields(self.adapter.input_setup(), positions=run.positions,
+                                      n_visual=run.n_visual),
             **rows.kernel_fields(kernels, self.adapter.n_layers),
             **rows.timing_fields(timing, decode_tokens=self.task.max_new_tokens, kv_cache_bytes=run.kv_bytes),
             **rows.setup_fields(cell.method, device=spec.device, dtype=spec.dtype,

@@ -24,6 +24,7 @@ def build_random(adapter, device: str, dtype: str, attn_implementation: str, lay
     if layers is not None:
         truncate(text, layers, adapter.name)
     adapter.processor = adapter.random_processor(config)
+    adapter.processor_ready()
     ids = len(adapter.processor.tokenizer)
     if ids > text.vocab_size:  # a toy config (mini-llava) with fewer ids than the offline tokenizer emits
         text.vocab_size = ids

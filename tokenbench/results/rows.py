@@ -9,6 +9,7 @@ takes such fields as keyword arguments that default to :data:`ABSENT`.
 * :func:`identity_fields`: what ran (method, label, model, task, budget, convention, keep, what the method ran at);
 * :func:`input_fields`: the input of a command that makes its own (text tokens, image size, LLM depth);
 * :func:`quality_fields`: scores against ``full`` on the same samples (compare only);
+* :func:`model_input_fields`: how the model's input was made (prompt style, pixel range, visual tokens, positions);
 * :func:`flops_fields`: the FLOPs accounting (:data:`FLOPS_CONVENTION`);
 * :func:`kernel_fields`: the kernels the prefill launches and the host syncs it forces (:data:`KERNELS_CONVENTION`);
 * :func:`timing_fields`: the latency protocol's figures (:mod:`tokenbench.measure.latency`) and memory;
@@ -96,6 +97,19 @@ def quality_fields(task, samples: list, failed: dict[str, str], run, ref) -> dic
         "unparsed": {samples[i].id: why for i, why in run.scored.unparsed.items()},  # scored by the task's rule
         "kl_first_token": sum(run.kl) / n,
     }
+
+
+def model_input_fields(setup: dict[str, Any], *, positions=ABSENT, n_visual=ABSENT) -> dict[str, Any]:
+    """How the model's input was made (``setup``: the adapter's ``input_setup()``: ``prompt_style``, and for a
+    dynamic-resolution model ``image_pixels`` with its ``image_pixel_range``), the visual tokens the images gave
+    (``n_visual``: one per sample; their min and max) and the kept tokens' ``positions`` (one per sample:
+    ``contiguous`` where a pre-LLM cut renumbered them, else ``original``; ``mixed`` if samples differ)."""
+    fields = dict(setup)
+    if n_visual is not ABSENT:
+        fields["n_visual_range"] = [min(n_visual), max(n_visual)]
+    if positions is not ABSENT:
+        fields["positions"] = positions[0] if len(set(positions)) == 1 else "mixed"
+    return fields
 
 
 def flops_fields(prefill: float, full_prefill: float, breakdown: dict[str, float], *, tokens_avg_layer,
