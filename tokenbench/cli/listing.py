@@ -1,4 +1,5 @@
-"""``tokenbench list``: the registered methods, models and tasks with their origin and status."""
+"""``tokenbench list``: the registered methods, models and tasks with their origin and status, and the shipped
+published scores (``tokenbench list published``)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ from tokenbench.cli import _guard
 
 
 @click.command("list")
-@click.argument("kind", required=False, type=click.Choice(["methods", "models", "tasks"]))
+@click.argument("kind", required=False, type=click.Choice(["methods", "models", "tasks", "published"]))
 @_guard
 def list_cmd(kind: str | None) -> None:
-    """List registered methods, models and tasks with their origin (built-in, or package and version)."""
+    """List registered methods, models and tasks with their origin (built-in, or package and version); `published`:
+    the published full-model scores shipped to check runs against, with their sources."""
     from tabulate import tabulate
 
+    if kind == "published":
+        from tokenbench.results.tables import format_published
+
+        click.echo(format_published())
+        return
     from tokenbench.api import METHODS, MODELS, TASKS
 
     registries = {"methods": METHODS, "models": MODELS, "tasks": TASKS}

@@ -1,6 +1,7 @@
 """Every table tokenbench prints: ``compare``/``run``/``results show`` (:func:`format_table`, with the papers' average
-over tasks, :func:`format_average`), ``bench`` (:func:`format_bench`), ``flops`` (:func:`format_flops`) and the runs
-of the results store (:func:`format_runs`).
+over tasks, :func:`format_average`, and published scores beside full's), ``bench`` (:func:`format_bench`), ``flops``
+(:func:`format_flops`), the runs of the results store (:func:`format_runs`) and ``list published``
+(:func:`format_published`).
 
 Each table is a list of :class:`Column`: its header, how a row's cell is written, and whether it is in the default
 table, which fits a 120-column terminal; ``wide`` prints every column (``--wide``), and ``--json`` always writes every
@@ -178,7 +179,36 @@ def _task_notes(rows: list[dict], matches: list[str], wide: bool) -> list[str]:
     elif any(r.get("n_failed") for r in rows):
         notes.append("failed: answers the task's rule could not parse (scored as the rule says; ids in the rows' "
                      "'unparsed')")
-    return notes
+    return notes + _published_notes(rows)
+
+
+def _published_notes(rows: list[dict]) -> list[str]:
+    """One line per published score of full's model and task (:mod:`tokenbench.results.published`) with full's
+    figure here beside it; none when nothing is published for them."""
+    from tokenbench.results.published import published_all
+
+    full = next((r for r in rows if r["method"] == "full"), None)
+    return [] if full is None else [published_line(full, entry) for entry in published_all(full)]
+
+
+def published_line(row: dict, entry) -> str:
+    """``entry`` (a :class:`tokenbench.results.published.Published`) beside ``row``'s figure for its metric, on the
+    published scale, with the difference, the samples, and where the run's prompt or task options differ."""
+    import json
+
+    d = entry.decimals
+    here = entry.shown(row["metrics"][entry.metric])
+    diff = round(here - float(entry.published), d) + 0.0  # + 0.0: no "-0.0"
+    style = row.get("prompt_style") or "chat"  # rows from before the field ran the chat template
+    prompt = f"prompt {style}" + (" (as published)" if style == entry.prompt else
+                                  f" (differs from the published {entry.prompt})")
+    options = row.get("task_options") or {}
+    differ = [f"task option {k}={json.dumps(options[k]) if k in options else 'unset'} here, {k}={json.dumps(v)} "
+              "published" for k, v in entry.task_options.items() if options.get(k) != v]
+    caveat = f"; caveat: {entry.caveat}" if entry.caveat else ""
+    return (f"published: {entry.model} {entry.task} {entry.metric} {entry.published} ({entry.source.name}, prompt "
+            f"{entry.prompt}, {entry.scorer}); full here {here:.{d}f} ({diff:+.{d}f}) on {row['n_samples']} samples, "
+            + ", ".join([prompt, *differ]) + caveat)
 
 
 def _calibration_note(row: dict) -> str | None:
@@ -224,6 +254,29 @@ def format_average(rows: list[dict]) -> str:
     return (f"average retention % over {len(tasks)} tasks ({', '.join(tasks)}): the mean of the per-task retentions "
             f"(each task's primary metric against full's)\n"
             + tabulate(table, headers=("method", "budget", *tasks, "mean"), tablefmt="github") + note)
+
+
+def format_published(scores=None) -> str:
+    """``tokenbench list published``: every shipped score (on its published scale), the checkpoints each model is
+    recognised by, the sources, and each score's caveat."""
+    from tabulate import tabulate
+
+    from tokenbench.results.published import shipped
+
+    scores = scores or shipped()
+    table = [(e.model, e.task, e.metric, e.published, e.prompt, e.scorer, e.source.name) for e in scores.entries]
+    models = [f"  {name}: {', '.join(m['hub'])}" + (f" (published as {m['published_checkpoint']})"
+                                                   if m.get("published_checkpoint") else "")
+              for name, m in scores.models.items()]
+    sources = list({e.source.key: e.source for e in scores.entries}.values())
+    return "\n".join([
+        "published full-model scores (compare prints the one for full's model, task and metric under its table):",
+        tabulate(table, headers=("model", "task", "metric", "published", "prompt", "scorer", "source"),
+                 tablefmt="simple", disable_numparse=True),  # as printed: 62.0 stays 62.0
+        "", "models (a row is recognised by the registered name or by one of these checkpoints):", *models,
+        "", "sources:", *(f"  {s.name}: {s.url} ({s.where})" for s in sources),
+        "", "caveats:", *(f"  {e.model} {e.task} {e.metric}: {e.caveat}" for e in scores.entries if e.caveat),
+    ])
 
 
 # -- bench ----------------------------------------------------------------------------------------------------------
