@@ -76,6 +76,23 @@ class LlavaAdapter(ModelAdapter):
         vc = self.config.vision_config
         return vc.image_size // vc.patch_size
 
+    def layout_of(self, sample) -> VisualLayout:
+        """:meth:`layout`, after checking that the processor will resize this image to the tower's input: a
+        processor with ``do_resize: false`` (a checkpoint trained on images of one size) given another size is refused
+        here, before any compute, instead of failing on the token count."""
+        image = getattr(self.processor, "image_processor", None)
+        side = self.config.vision_config.image_size
+        if image is not None and getattr(image, "do_resize", True) is False and tuple(sample.image.size) != (side, side):
+            from tokenbench.errors import ConfigError
+
+            w, h = sample.image.size
+            raise ConfigError(
+                f"model {self.name!r}: its processor does not resize images (do_resize: false in its "
+                f"preprocessor_config.json) and its vision tower reads {side}x{side} px, but sample {sample.id!r} is "
+                f"{w}x{h} px. Give {side}x{side} images (a task made for this model), or set do_resize to true in the "
+                "checkpoint's preprocessor_config.json")
+        return super().layout_of(sample)
+
     def layout(self, size=None) -> VisualLayout:
         """Every image is resized to the tower's square input: the same 24 x 24 grid whatever its size."""
         g = self._grid()

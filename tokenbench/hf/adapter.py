@@ -66,6 +66,13 @@ class ModelAdapter(ModelInterface):
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return self.prompt(question)
 
+    def _resize_hint(self) -> str:
+        """Why a processor may give another number of visual tokens than the config says (for the error above)."""
+        image = getattr(self.processor, "image_processor", None)
+        if image is not None and getattr(image, "do_resize", True) is False:
+            return " (do_resize is false, so an image is not resized to the tower's input)"
+        return ""
+
     def processor_ready(self) -> None:
         """Called once the processor is set (loaded, or built for random weights): adjust it to this adapter's input
         setup (Qwen2.5-VL: its pixel range). Nothing by default."""
@@ -101,8 +108,15 @@ class ModelAdapter(ModelInterface):
         from tokenbench.engine.record import Tokens
 
         n_vis = is_visual.sum(1)
-        if not bool((n_vis == layout.n_visual).all()):
-            raise ValueError(f"expected {layout.n_visual} visual tokens per sample, the processor gave {n_vis.tolist()}")
+        if not bool((n_vis == layout.n_visual).all()):  # the processor and the model's config disagree
+            from tokenbench.errors import ConfigError
+
+            sizes = sorted({tuple(s.image.size) for s in samples})
+            raise ConfigError(
+                f"model {self.name!r}: images of {', '.join(f'{w}x{h}' for w, h in sizes)} px gave "
+                f"{sorted(set(n_vis.tolist()))} visual tokens, where the model's config expects {layout.n_visual}: its "
+                f"processor does not prepare images the way its vision tower reads them{self._resize_hint()}. Fix the "
+                "checkpoint's preprocessor_config.json, or give images the processor was made for")
         order = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
         visual = order[is_visual].view(len(samples), layout.n_visual)
         other = order[~is_visual].view(len(samples), -1)
