@@ -14,12 +14,12 @@ Rule, before the LLM, in the vision tower (text-agnostic), for a budget of T vis
    entry by its **largest** cosine similarity to any odd entry; drop the ``r = min(per_round, R - T_div)`` even entries
    with the highest score (the most duplicated); the new residual list is the surviving even entries in descending
    score order (official ``argsort(descending=True)[:, r:]``) followed by the odd entries in their previous order. The
-   order matters: it decides the next round's even/odd split, so it is reproduced exactly (ties broken stably);
+   order matters: it decides the next round's even/odd split; it is reproduced exactly up to ties (see Deviations);
 3. kept = important + the final residual. The official code turns them into an index mask, so the kept tokens stay in
    their original raster order; tokenbench does the same (the router sorts every selection ascending; this method
-   returns its indices sorted), and the LLM reads them as a shorter image with contiguous positions
-   (``Selection(renumber=True)`` carrying the kept tokens' own projected embeddings, unchanged), as LLaVA's
-   concatenation of the masked features does.
+   returns its indices sorted), and the LLM reads them as a shorter image with contiguous positions, as LLaVA's
+   concatenation of the masked features does (``positions=auto``, the default, :mod:`tokenbench.contract.positions`;
+   ``positions=original`` keeps each kept token's original id).
 
 Defaults (official): ``important_ratio = 0.5`` (the evaluation scripts' argparse default; the README's examples run
 128 tokens at 0.5 and 64 at 0.75, i.e. 48 important + 16 diverse), ``per_round = 8`` (the official ``min(8, ...)``).
@@ -33,16 +33,36 @@ the similarity matmuls of the rounds (``ceil(R/2) x floor(R/2) x Dv`` MACs each,
 
 Deviations, stated:
 
-- Odd residual counts: the official indexing (``expand(-1, R // 2 - r)`` against ``ceil(R/2) - r`` survivors) fails
-  when R is odd, which LLaVA-1.5's 576 tokens never hit at the README's budgets; here the even entries are the
-  ``ceil(R/2)`` of positions 0, 2, ..., and a round drops at most that many (``min(r, ceil(R/2))``), so every budget
-  runs and the count is still exactly T_div.
+- Ties: both official sorts (the CLS ranking and each round's score ranking) are torch's default ``argsort``, which
+  leaves the order of equal values to the implementation; here both are ``stable=True``: equal values keep their
+  current order (the lower patch index first in the CLS ranking, the even entry earlier in the residual list in a
+  round). Without exact ties the two agree; on exactly tied scores the selection can differ from an official run, and
+  by how much is data-dependent: a flipped tie changes the next round's even/odd split and everything after it.
+  Exact float32 ties are common on real images (one image, as measured in an issue: 164,036 distinct values among
+  165,600 similarities), and there the tie order changed up to 22 of the 64 kept tokens.
+- Failure cases of the official loop (``llava_arch.py`` at aefa01a, lines 161-176; each count below re-checked by
+  running its loop at N = 576 for every T from 1 to 575): with R residual entries and a drop of
+  ``r = min(8, R - T_div)``, it indexes the ``ceil(R/2)`` even entries with ``arange(B)[:, None].expand(-1, R // 2 -
+  r)`` against the ``max(0, ceil(R/2) - r)`` surviving positions of ``argsort(...)[:, r:]``. The two agree when R is
+  even and ``r <= R/2``. A round raises when R is odd and ``r <= R//2 - 2`` (IndexError: the index shapes
+  ``[B, R//2 - r]`` and ``[B, R//2 - r + 1]`` do not broadcast) or when ``r >= R//2 + 2`` (RuntimeError: ``expand``
+  to a negative size; for R even: the drop exceeds the ``R/2`` even entries by 2 or more). The rest run, through
+  broadcasting: R odd with ``r = R//2 - 1`` or ``R//2 + 1`` as intended; R even with ``r = R/2 + 1`` dropping only the
+  ``R/2`` even entries (as here); R odd with ``r = R//2`` dropping all ``ceil(R/2)``, one more than ``r``, so the
+  run can end with T - 1 tokens. At 576 tokens (checked at ratios 0, 0.25, 0.5, 0.75, 0.9): every budget with odd
+  ``T_imp`` raises in its first round (R = 576 - T_imp is odd); with even ``T_imp``, budgets with few diverse tokens
+  raise: ratio 0.5 at T = 1, 4, 8; ratio 0.75 at T = 1, 3, 6, 8, 9, 16, 24 (T = 16: 12 important, 4 diverse, and a
+  round with R = 12 and r = 8 against 6 even entries), and at 0.75 T = 14 keeps 13 tokens; ratio 1 never (no rounds
+  when T_div = 0). The README's budgets (64 at 0.75; 128, 192 at 0.5) run. Here a round drops
+  ``min(r, ceil(R/2))`` of the ``ceil(R/2)`` even entries (positions 0, 2, ...), so every budget runs and keeps
+  exactly T_div diverse tokens; wherever the official loop runs and keeps T tokens, the kept set is the same (up to
+  ties).
 - Similarities are computed in float32 on the run's features (the official code runs in the tower's float16).
 - LLaVA-NeXT (official: the rule on each 336 px crop, base image included, T tokens each, before unpadding, and
   contiguous positions): under ``--budget-scope crop`` the rule runs inside each region of ``layout.crops`` on its
   share of the budget (``ctx.crop_shares``, proportional to the region's tokens after unpadding), which is the
-  official per-crop rule up to the share; under ``global`` it ranks the whole image at once. Positions stay original
-  there (the newline tokens in the image span leave no contiguous renumbering to the router). Each token's CLS
+  official per-crop rule up to the share; under ``global`` it ranks the whole image at once. Positions are contiguous
+  there too (``positions=auto``; the newline tokens take the next positions). Each token's CLS
   attention is its own crop's CLS row (the adapter maps every tower pass's row through unpadding), so a global
   ranking compares rows that are softmaxes over different crops; the features are the last N rows of
   ``vision_features`` (after every pass's CLS row).
@@ -57,9 +77,9 @@ no Qwen2.5-VL rule, so none is invented here).
 
 from dataclasses import dataclass
 
-from tokenbench.api import Need, Selection, Step, TokenReducer, register_method
+from tokenbench.api import Need, PositionsOption, Step, TokenReducer, register_method
 
-NEEDS = (Need("cls_attn"), Need("vision_features"), Need("visual_embeds"))
+NEEDS = (Need("cls_attn"), Need("vision_features"))
 
 
 def dedup_macs(n_residual: int, n_div: int, dim: int, per_round: int = 8) -> int:
@@ -75,7 +95,7 @@ def dedup_macs(n_residual: int, n_div: int, dim: int, per_round: int = 8) -> int
 
 @register_method("vispruner")
 @dataclass(frozen=True)
-class VisPruner(TokenReducer):
+class VisPruner(PositionsOption, TokenReducer):
     stage = "pre_llm"
     budget_scopes = ("global", "crop")  # under crop, the whole rule runs inside each region on its share
     important_ratio: float = 0.5  # share of the budget taken by CLS attention (official default); the rest diverse
@@ -145,9 +165,4 @@ class VisPruner(TokenReducer):
                 rows.append(torch.cat(picks))
                 macs = sample_macs  # one sample's work (a batch shares one layout)
             chosen = torch.stack(rows)
-        chosen = chosen.sort(dim=1).values  # original raster order
-        if ctx.layout.n_structural:  # LLaVA-NeXT's newlines: original positions
-            return Selection(chosen, macs=macs)
-        embeds = ctx.signal(Need("visual_embeds"))
-        kept = embeds.gather(1, chosen[..., None].to(embeds.device).expand(-1, -1, embeds.shape[-1]))
-        return Selection(chosen, embeds=kept, renumber=True, macs=macs)
+        return self.kept(ctx, chosen.sort(dim=1).values, macs=macs)  # original raster order

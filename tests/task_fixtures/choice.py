@@ -133,6 +133,17 @@ def mmbench_en() -> datasets.Dataset:
     return datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in MMBENCH_FEATURES}, features=MMBENCH_FEATURES)
 
 
+#: the hub's ``en`` config stores ``index`` as a string of digits ("0", "1000000", ...); the ``cn`` config as int64
+MMBENCH_STRING_INDEX_FEATURES = datasets.Features({**MMBENCH_FEATURES, "index": STR})
+
+
+def mmbench_en_string_index() -> datasets.Dataset:
+    """:func:`mmbench_en` with ``index`` a string column, as the hub's ``en`` config has it (same rows, same order)."""
+    rows = [{**r, "index": str(r["index"])} for r in mmbench_rows()]
+    return datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in MMBENCH_STRING_INDEX_FEATURES},
+                                      features=MMBENCH_STRING_INDEX_FEATURES)
+
+
 # -- SEED-Bench --------------------------------------------------------------------------------------------------------
 SEED_FEATURES = datasets.Features({
     "answer": STR, "choice_a": STR, "choice_b": STR, "choice_c": STR, "choice_d": STR, "data_id": STR,

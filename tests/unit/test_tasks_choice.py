@@ -8,7 +8,8 @@ import random
 import datasets
 import pytest
 
-from task_fixtures.choice import FIXTURES, MMBENCH_QUESTIONS, mmbench_rows, with_corrupt_image
+from task_fixtures.choice import (FIXTURES, MMBENCH_QUESTIONS, mmbench_en_string_index, mmbench_rows,
+                                   with_corrupt_image)
 from task_fixtures import write
 from tokenbench.api import TASKS
 from tokenbench.data.scoring import choice as ch
@@ -57,6 +58,47 @@ def test_loaders_read_what_each_dataset_encodes(tmp_path):
     assert mmb[1].meta["choices"] == {"A": "rabbit", "B": "cat", "C": "dog", "D": "teddy bear"}
     assert mmb[4].meta["choices"] == {"A": "left", "B": "right"}  # C, D are None: not options
     assert mmb[5].answer == "A"  # 2 options, right one "right" (B); shifted by 1 -> A
+
+
+def _mmb_key(samples):
+    return [(s.id, s.question, s.answer, s.meta, s.image.size) for s in samples]
+
+
+def test_mmbench_string_index_as_the_hub_en_config_has_it(tmp_path):
+    # the hub's en config stores index as a string of digits (cn: int64); in string order "1000000" < "2", so a
+    # grouping that did not read the digits as a number would order (or group) the rows differently
+    ints, strs = FIXTURES["mmbench_en"](), mmbench_en_string_index()
+    assert ints.features["index"].dtype == "int64" and strs.features["index"].dtype == "string"
+    assert strs["index"] == [str(i) for i in ints["index"]] and strs["index"][2:4] == ["2", "1000000"]
+    task = TASKS.get("mmbench_en")
+    want = task(data=write_task_data(ints, str(tmp_path / "int"), forms=("parquet",))["parquet"]).samples()
+    assert [s.id for s in want] == ["0", "1000000", "2000000", "3000000", "1", "1000001", "2", "1000002", "2000002"]
+    paths = write_task_data(strs, str(tmp_path / "str"), config="en", split="dev")
+    assert {"save_to_disk", "parquet", "jsonl", "hub"} <= set(paths)
+    preds = [s.answer for s in want]
+    preds[5] = "B"  # question 1's rotation wrong: question 1 fails CircularEval
+    expected = task().evaluate(want, preds)
+    assert expected.metrics["circular_accuracy"] == pytest.approx(2 / 3)
+    for form, path in paths.items():
+        got = task(data=path).samples()
+        assert _mmb_key(got) == _mmb_key(want), form  # same rows, grouped the same, same ids and meta (int index)
+        assert all(isinstance(s.meta["index"], int) for s in got)
+        assert _mmb_key(task(data=path).samples(limit=5)) == _mmb_key(want[:5]), form
+        scored = task().evaluate(got, preds)
+        assert scored.per_sample == expected.per_sample and scored.metrics == expected.metrics, form
+
+
+@pytest.mark.parametrize("bad", ["q17", "1e6", "", None])
+def test_mmbench_non_digit_string_index_is_a_config_error(bad, tmp_path):
+    from tokenbench.errors import ConfigError
+
+    ds = mmbench_en_string_index()
+    rows = ds.to_list()
+    rows[4]["index"] = bad
+    path = write_task_data(datasets.Dataset.from_list(rows, features=ds.features), str(tmp_path),
+                           forms=("parquet",))["parquet"]
+    with pytest.raises(ConfigError, match=r"mmbench_en.*'index' column must hold integers"):
+        TASKS.get("mmbench_en")(data=path).samples()
 
 
 # -- (b) prompts -------------------------------------------------------------------------------------------------------

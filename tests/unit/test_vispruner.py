@@ -59,8 +59,10 @@ def test_rounds_follow_the_official_order_of_survivors():
 def test_kept_tokens_are_a_shorter_image_of_their_own_embeddings():
     out = VisPruner(important_ratio=0.0, per_round=1).select(_ctx(3, ATTN_1, ANGLES_1))
     assert out.renumber  # LLaVA reads the masked features as a shorter image: contiguous positions
-    expected = torch.arange(24, dtype=torch.float32).view(6, 4)[[2, 3, 5]]
-    assert torch.equal(out.embeds[0], expected)
+    assert out.embeds is None and out.features is None  # the kept tokens' own embeddings, unchanged
+    assert out.indices[0].tolist() == [2, 3, 5]
+    kept = VisPruner(important_ratio=0.0, per_round=1, positions="original").select(_ctx(3, ATTN_1, ANGLES_1))
+    assert not kept.renumber and kept.indices[0].tolist() == [2, 3, 5]
 
 
 # Case 2: the defaults (ratio 0.5, 8 per round), N = 8, keep 3: T_imp = int(3 * 0.5) = 1, T_div = 2.
