@@ -213,3 +213,16 @@ def test_list_published_prints_every_score_with_its_source():
     assert "llava-1.5-7b seedbench seed_all: LLaVA's SEED run covers image and video questions" in result.output
     bad = CliRunner().invoke(main, ["list", "publishd"])
     assert bad.exit_code == 2 and "published" in bad.output
+
+
+def test_a_qwen_score_says_when_the_run_used_another_pixel_range():
+    from tokenbench.results.published import published_for
+    from tokenbench.results.tables import published_line
+
+    row = {"model": "qwen2.5-vl-3b", "task": "ai2d", "method": "full", "metric": "exact_match",
+           "metrics": {"exact_match": 0.75}, "n_samples": 10, "prompt_style": "chat"}
+    for pixels, differs in (("lmms-eval", False), ("checkpoint", True)):
+        entry = published_for({**row, "image_pixels": pixels})
+        assert entry is not None and entry.image_pixels == "lmms-eval"
+        line = published_line({**row, "image_pixels": pixels}, entry)
+        assert ("image pixels checkpoint here, lmms-eval published" in line) is differs, line

@@ -141,7 +141,9 @@ class Selection:
     i-th row goes to ``indices[:, i]`` and every token keeps its original position. ``renumber=True`` makes the kept
     tokens a shorter image instead: the rows are in the order the LLM reads them, they fill the kept slots in
     ascending order, and positions are renumbered contiguously (the text after the image moves up), which is what a
-    method that feeds the LLM a shorter image sequence does (VisionZip on LLaVA). Models with 1-D positions only."""
+    method that feeds the LLM a shorter image sequence does (VisionZip on LLaVA). Models with 1-D positions only. A
+    bare ``Selection(indices, renumber=True)`` renumbers the kept tokens with their own embeddings; pre-LLM methods
+    take this choice from their ``positions`` option (:class:`tokenbench.contract.positions.PositionsOption`)."""
 
     indices: "torch.Tensor"  # (B, k) positions in the ctx's active visual tokens
     embeds: "torch.Tensor | None" = None  # (B, k, D) new embeddings for those tokens (pre_llm only)

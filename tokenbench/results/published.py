@@ -28,7 +28,7 @@ from tokenbench.errors import ConfigError
 PROMPTS = ("llava", "chat")
 ENTRY_FIELDS = {"model": str, "task": str, "metric": str, "value": (int, float), "published": str, "percent": bool,
                 "prompt": str, "scorer": str, "source": str}
-OPTIONAL_FIELDS = {"caveat": str, "task_options": dict}
+OPTIONAL_FIELDS = {"caveat": str, "task_options": dict, "image_pixels": str}
 SOURCE_FIELDS = ("name", "url", "commit", "where")
 
 
@@ -58,6 +58,7 @@ class Published:
     source: Source
     caveat: str = ""
     task_options: dict = field(default_factory=dict)
+    image_pixels: str = ""  # the pixel range (tokenbench.contract.model.PIXEL_RANGES) a dynamic-resolution score used
 
     @property
     def decimals(self) -> int:
@@ -145,6 +146,8 @@ def _entry(path: str, i: int, raw, sources: dict[str, Source], models: dict[str,
         raise ConfigError(f"{where}: model {raw['model']!r} is not among 'models' ({', '.join(models)})")
     if raw["source"] not in sources:
         raise ConfigError(f"{where}: source {raw['source']!r} is not among 'sources' ({', '.join(sources)})")
+    if raw.get("image_pixels", "lmms-eval") not in ("lmms-eval", "checkpoint"):
+        raise ConfigError(f"{where}: image_pixels {raw['image_pixels']!r} is not one of lmms-eval, checkpoint")
     if raw["prompt"] not in PROMPTS:
         raise ConfigError(f"{where}: prompt {raw['prompt']!r} is not one of {', '.join(PROMPTS)}")
     value = float(raw["value"])

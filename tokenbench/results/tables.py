@@ -205,6 +205,8 @@ def published_line(row: dict, entry) -> str:
     options = row.get("task_options") or {}
     differ = [f"task option {k}={json.dumps(options[k]) if k in options else 'unset'} here, {k}={json.dumps(v)} "
               "published" for k, v in entry.task_options.items() if options.get(k) != v]
+    if entry.image_pixels and row.get("image_pixels", entry.image_pixels) != entry.image_pixels:
+        differ.append(f"image pixels {row['image_pixels']} here, {entry.image_pixels} published")
     caveat = f"; caveat: {entry.caveat}" if entry.caveat else ""
     return (f"published: {entry.model} {entry.task} {entry.metric} {entry.published} ({entry.source.name}, prompt "
             f"{entry.prompt}, {entry.scorer}); full here {here:.{d}f} ({diff:+.{d}f}) on {row['n_samples']} samples, "
