@@ -13,7 +13,9 @@
 #   DEVICE   [cuda]      DTYPE [float16]      OUT [measurements/paper-check]: one rows file per model and task
 #   PYTHON   [python3]   the interpreter that has tokenbench installed
 # LLaVA checkpoints run with --prompt-style llava (LLaVA's conv_vicuna_v1 / mistral_instruct, as LLaVA published its
-# numbers) and LLaVA-1.5's TextVQA with its reference OCR tokens (-T ocr=true, as LLaVA's question file has them);
+# numbers), LLaVA-1.5's TextVQA with its reference OCR tokens (-T ocr=true, as LLaVA's question file has them) and
+# POPE's rows round-robin over its three categories (-T interleave=true: LIMIT samples cover each, as the published
+# mean of the categories' F1);
 # Qwen2.5-VL runs its chat template with lmms-eval's pixel range (the defaults). Exit status: 0 when every run
 # finished, 1 when one failed (the others still run), 2 on bad arguments.
 set -uo pipefail
@@ -44,7 +46,7 @@ for model in $models; do
   for task in pope gqa textvqa; do
     [ -n "${data[$task]:-}" ] || continue
     extra=()
-    case "$model:$task" in *llava-1.5*:textvqa|llava:*:textvqa) extra=(-T ocr=true) ;; esac
+    case "$model:$task" in *llava-1.5*:textvqa|llava:*:textvqa) extra=(-T ocr=true) ;; *:pope) extra=(-T interleave=true) ;; esac
     name="$(echo "$model" | tr '/:' '__')"
     echo "== $model on $task (first $limit samples)"
     "$python" -m tokenbench compare full -M "$model" -t "$task" --data "$task=${data[$task]}" --limit "$limit" \

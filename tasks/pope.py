@@ -7,7 +7,10 @@ Data: ``lmms-lab-encoder/POPE`` (then ``lmms-lab/POPE``), default config, split 
 dataset's config ``Full`` holds the same three sets as its splits ``adversarial``/``popular``/``random``, which
 lmms-eval's ``pope_adv``/``pope_pop``/``pope_random`` (group ``pope_full``) read one by one. The three sets ask about
 the same 500 COCO val2014 images, so an image recurs across categories. ``--limit`` takes the first rows of the split
-in its stored order, which need not cover every category.
+in its stored order, which need not cover every category; option ``interleave=true`` orders the rows round-robin over
+the categories (adversarial, popular, random, adversarial, ...; each category's rows in stored order), so that the
+first N cover the three equally, as the published mean of the categories' F1 does (the whole split scores the same
+either way).
 
 Columns read (the schema a local copy must have; ``--data``, see :mod:`tokenbench.data.hub`): ``question_id``
 (string), ``question`` (string), ``answer`` (string, ``yes``/``no``), ``category`` (string), ``image`` (image). The
@@ -73,6 +76,22 @@ class PopeTask(DatasetTask):
     primary_metric = "f1"
     percent = True
     scoring_version = "1"
+    interleave: bool = False  # True: rows round-robin over the categories, so that --limit covers all three
+
+    def rows(self):
+        """The split, in stored order or (``interleave``) round-robin over the categories."""
+        ds = super().rows()
+        if not self.interleave or "category" not in ds.column_names:  # samples() reports a missing column
+            return ds
+        if getattr(self, "_interleaved", None) is None:
+            groups: dict[str, list[int]] = {}
+            for i, category in enumerate(ds["category"]):
+                groups.setdefault(str(category), []).append(i)
+            names = [c for c in CATEGORIES if c in groups] + sorted(set(groups) - set(CATEGORIES))
+            order = [g[k] for k in range(max(map(len, groups.values()), default=0))
+                     for g in (groups[c] for c in names) if k < len(g)]
+            self._interleaved = ds.select(order) if order != list(range(len(ds))) else ds
+        return self._interleaved
 
     def required_columns(self) -> tuple[str, ...]:
         return ("question_id", "question", "answer", "category", self.image_column)

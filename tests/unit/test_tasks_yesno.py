@@ -84,6 +84,18 @@ def test_limit_keeps_ids(written):
     assert [s.id for s in task.samples(3)] == [s.id for s in task.samples()][:3]
 
 
+def test_pope_interleave_covers_every_category_within_a_limit(written):
+    stored = TASKS.get("pope")(data=written["pope"]["save_to_disk"])
+    mixed = TASKS.get("pope")(data=written["pope"]["save_to_disk"], interleave=True)
+    assert [s.meta["category"] for s in stored.samples(3)] == ["adversarial"] * 3
+    assert [s.meta["category"] for s in mixed.samples(3)] == ["adversarial", "popular", "random"]
+    assert [s.id for s in mixed.samples(6)] == ["1", "4", "7", "2", "5", "8"]  # each category in stored order
+    assert sorted(s.id for s in mixed.samples()) == sorted(s.id for s in stored.samples())  # the same split
+    assert mixed.version != stored.version  # another sample order under --limit: other rows
+    sample = mixed.samples(2)[1]
+    assert sample.image.size == stored.samples()[3].image.size  # the image reopened from the reordered rows
+
+
 def test_distinct_ids_numbers_repeats():
     samples = [Sample(i, None, "q", "a") for i in ("a", "b", "a", "a", "c")]
     assert [s.id for s in distinct_ids(samples)] == ["a", "b", "a#2", "a#3", "c"]
