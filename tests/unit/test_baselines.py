@@ -217,7 +217,7 @@ def test_pool_center_keeps_each_blocks_centre_slot():
     # keep 4 on 4x4: 2x2 blocks {0,1,4,5}, {2,3,6,7}, {8,9,12,13}, {10,11,14,15}; slot len // 2 = 2 in row-major
     # order is the block's lower-left token: 4, 6, 12, 14
     out = Pool(mode="center").select(_pool_ctx(4))
-    assert out[0].tolist() == [4, 6, 12, 14]
+    assert out.indices[0].tolist() == [4, 6, 12, 14] and out.embeds is None and out.renumber
 
 
 def test_pool_avg_is_block_mean_at_centre_slot():
@@ -236,7 +236,7 @@ def test_pool_prime_budget_gives_exactly_k_cells_covering_grid():
     assert [len(c) for c in got] == [2, 4, 2, 4, 4]
     assert sorted(p for c in got for p in c) == [(y, x) for y in range(4) for x in range(4)]
     # centre slots: [(0,0),(1,0)] -> 4; [(0,1),(0,2),(1,1),(1,2)] -> 5; [(0,3),(1,3)] -> 7; then 12, 14
-    assert Pool(mode="center").select(_pool_ctx(5))[0].tolist() == [4, 5, 7, 12, 14]
+    assert Pool(mode="center").select(_pool_ctx(5)).indices[0].tolist() == [4, 5, 7, 12, 14]
 
 
 def test_pdrop_fitted_schedule_at_the_papers_own_mean_is_the_papers_schedule():

@@ -31,6 +31,8 @@ BAD = [
     ("random", {"layer": -1}, "layer", True),
     ("random", {"layer": L}, "layer", True),
     ("pool", {"mode": "max"}, "mode", True),
+    *[(m, {"positions": "shorter"}, "positions", True)
+      for m in ("pool", "divprune", "cdpruner", "vispruner", "scope", "visionzip")],
     ("visionzip", {"dominant_share": 0.0}, "dominant_share", True),
     ("visionzip", {"dominant_share": 1.5}, "dominant_share", True),
     ("vtw", {"layer": -1}, "layer", True),
@@ -88,9 +90,8 @@ def _example(message: str, name: str) -> tuple[str, object]:
 @pytest.mark.parametrize("name, options, option, follow", BAD,
                          ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o, _, _ in BAD])
 def test_a_bad_option_is_refused_naming_it(name, options, option, follow):
-    method = build_method(name, options)  # the type is right: only the value is out of range
-    with pytest.raises(ConfigError) as info:
-        _run_checks(method)
+    with pytest.raises(ConfigError) as info:  # the type is right: only the value is out of range
+        _run_checks(build_method(name, options))  # refused when built (positions) or when checked (the rest)
     message = str(info.value)
     value = options[option]
     assert f"{option!r}" in message or f"{option}=" in message or f"{name}.{option}" in message, message
