@@ -9,11 +9,12 @@ from __future__ import annotations
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
 
 
-def task_words() -> list[str]:
-    """Every word and mark of LLaVA's one-turn template and of every synthetic question and answer, sorted."""
+def task_words(template: str = "USER: ASSISTANT:") -> list[str]:
+    """Every word and mark of a one-turn template (LLaVA's by default) and of every synthetic question and answer,
+    sorted."""
     from tokenbench.tasks.synthetic import COLORS, SHAPES
 
-    text = ["USER: ASSISTANT: yes no", " ".join(str(i) for i in range(21))]
+    text = [f"{template} yes no", " ".join(str(i) for i in range(21))]
     for colour in COLORS:
         text += [f"Answer with one word. Which shape is {colour}?", f"Answer with a number. How many shapes are {colour}?"]
         text += [f"Answer yes or no. Is there a {colour} {shape}?" for shape in SHAPES]
@@ -24,19 +25,21 @@ def task_words() -> list[str]:
     return sorted(words)
 
 
-def word_tokenizer():
-    """A ``PreTrainedTokenizerFast`` over :data:`SPECIALS` and :func:`task_words` (left padding, ``<s>`` prepended)."""
+def word_tokenizer(specials: tuple[str, ...] = SPECIALS, image_token: str = "<image>",
+                   template: str = "USER: ASSISTANT:"):
+    """A ``PreTrainedTokenizerFast`` over ``specials`` (the first four are pad, unk, bos, eos) and
+    :func:`task_words` of ``template`` (left padding, ``<s>`` prepended); the defaults are mini-llava's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(SPECIALS + tuple(task_words()))}
+    vocab = {t: i for i, t in enumerate(specials + tuple(task_words(template)))}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tk.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words with spaces
     tk.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 2)])
     tok = PreTrainedTokenizerFast(
         tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-        extra_special_tokens={"image_token": "<image>"}, padding_side="left",
+        extra_special_tokens={"image_token": image_token}, padding_side="left",
     )
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tok.add_special_tokens({"additional_special_tokens": list(specials[4:])})
     return tok

@@ -1,6 +1,11 @@
 """Train a tokenbench-mini model from scratch on the synthetic task, on a CPU, deterministically from its seed.
 
     python -m tokenbench.models.mini.train --out models/mini/llava-1.5 --seed 0
+    python -m tokenbench.models.mini.train --arch qwen2.5-vl --out models/mini/qwen2.5-vl --seed 0
+
+``--arch qwen2.5-vl`` is Qwen2.5-VL's architecture at the same widths (``build_qwen``): 14 px patches merged 2 x 2, a
+vision tower with window attention, a Qwen2 decoder with M-RoPE, its chat template, trained on the synthetic task's
+mixed aspects (144 to 192 visual tokens per image); the auxiliary labels follow each merged token's centre.
 
 The recipe (``../shared/docs/transformers-notes.md`` §Q5, adapted to 576 visual tokens):
 
@@ -30,13 +35,20 @@ import platform
 import random
 import time
 
-#: (CLIP hidden, layers, heads, FFN), (Llama hidden, layers, heads, FFN)
-SIZES = {"llava-1.5": ((64, 3, 4, 256), (64, 12, 4, 176))}
+#: (vision hidden, layers, heads, FFN), (LLM hidden, layers, heads, FFN)
+SIZES = {"llava-1.5": ((64, 3, 4, 256), (64, 12, 4, 176)), "qwen2.5-vl": ((64, 3, 4, 256), (64, 12, 4, 176))}
 IMAGE, PATCH = 336, 28  # 12 x 12 = 144 visual tokens (see README.md: 576 did not learn within the budget)
+#: Qwen2.5-VL: 14 px patches merged 2 x 2 (one token per 28 px, as LLaVA's here); the synthetic task's mixed aspects
+#: (336 x 336 to 504 x 280 px) give 144 to 192 tokens, none resized: the range holds them all
+QWEN_PIXELS = (28 * 28 * 64, 28 * 28 * 192)
+QWEN_SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>",
+                 "<|im_start|>", "<|im_end|>")
 
 
 def build_model(arch: str, seed: int):
     """The untrained model (initialised from ``seed``) and its processor."""
+    if arch == "qwen2.5-vl":
+        return build_qwen(seed)
     import torch
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
@@ -61,47 +73,149 @@ def build_model(arch: str, seed: int):
     return model, llava_processor(tok, IMAGE, PATCH)
 
 
-def training_batch(processor, seed: int, step: int, size: int, qa: int):
-    """One batch of fresh scenes: model inputs, answer-token labels and the per-token auxiliary labels."""
+def build_qwen(seed: int):
+    """Qwen2.5-VL's architecture at toy width: the vision tower with window attention (windows of 4 x 4 tokens, the
+    last block full attention), 2 x 2 merging, a Qwen2 decoder with M-RoPE."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    from tokenbench.models.mini.tokenizer import word_tokenizer
+    from tokenbench.models.qwen2_5_vl import QwenVLProcessor
+
+    (vh, vl, vheads, vffn), (h, layers, heads, ffn) = SIZES["qwen2.5-vl"]
+    tok = word_tokenizer(QWEN_SPECIALS, "<|image_pad|>", "system You are a helpful assistant. user assistant")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    config = Qwen2_5_VLConfig(
+        vision_config={"depth": vl, "hidden_size": vh, "intermediate_size": vffn, "num_heads": vheads,
+                       "out_hidden_size": h, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                       "window_size": 112, "fullatt_block_indexes": [vl - 1]},
+        text_config={"hidden_size": h, "intermediate_size": ffn, "num_hidden_layers": layers,
+                     "num_attention_heads": heads, "num_key_value_heads": heads, "vocab_size": len(tok),
+                     "max_position_embeddings": 1024, "tie_word_embeddings": False,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]},
+                     "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
+                     "eos_token_id": ids["<|im_end|>"]},
+        image_token_id=ids["<|image_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"], video_token_id=tok.unk_token_id)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = tok.pad_token_id
+    image = Qwen2VLImageProcessorPil(min_pixels=QWEN_PIXELS[0], max_pixels=QWEN_PIXELS[1], patch_size=14,
+                                     merge_size=2, temporal_patch_size=2)
+    return model, QwenVLProcessor(image, tok)
+
+
+class Turns:
+    """How an architecture packs question/answer turns: the evaluation prompt of the first turn, the later turns, and
+    the token after which an answer starts (its answer and end-of-turn token carry the loss)."""
+
+    def __init__(self, arch: str) -> None:
+        from tokenbench.models.llava import LlavaAdapter
+        from tokenbench.models.qwen2_5_vl import TEMPLATE
+
+        self.qwen = arch == "qwen2.5-vl"
+        self.template = TEMPLATE if self.qwen else LlavaAdapter.template
+
+    def text(self, pairs) -> str:
+        if self.qwen:
+            return (self.template.format(question=pairs[0][0]) + f"{pairs[0][1]}<|im_end|>\n"
+                    + "".join(f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>\n"
+                              for q, a in pairs[1:]))
+        return (self.template.format(question=pairs[0][0]) + f" {pairs[0][1]}</s>"
+                + "".join(f"USER: {q} ASSISTANT: {a}</s>" for q, a in pairs[1:]))
+
+    def targets(self, ids, tok):
+        """Labels: -100 everywhere but each answer and its end-of-turn token."""
+        import torch
+
+        targets = torch.full_like(ids, -100)
+        if self.qwen:  # <|im_start|> assistant answer <|im_end|>
+            after = (ids[:, 1:] == tok.convert_tokens_to_ids("assistant")) & \
+                (ids[:, :-1] == tok.convert_tokens_to_ids("<|im_start|>"))
+            starts, skip = after.nonzero(as_tuple=True), 2
+        else:  # ASSISTANT : answer </s>
+            starts, skip = (ids == tok.convert_tokens_to_ids("ASSISTANT")).nonzero(as_tuple=True), 2
+        for r, c in zip(*(x.tolist() for x in starts)):
+            targets[r, c + skip:c + skip + 2] = ids[r, c + skip:c + skip + 2]
+        return targets
+
+
+def task_answers() -> list[str]:
+    """Every answer of the synthetic task (colours, shapes, counts, yes, no)."""
+    from tokenbench.tasks.synthetic import COLORS, SHAPES
+
+    return [*COLORS, *SHAPES, *(str(i) for i in range(21)), "yes", "no"]
+
+
+def aux_labels(scene, rows: int, cols: int, grid: int):
+    """(2, rows * cols) colour and shape of the object in each visual token's slot (0: none), by the token's centre."""
     import torch
 
-    from tokenbench.models.llava import LlavaAdapter
-    from tokenbench.tasks.synthetic import COLORS, QUESTION_TYPES, SHAPES, qa_pairs, render, scene_for
+    from tokenbench.tasks.synthetic import COLORS, SHAPES
 
-    grid, patches = 6, IMAGE // PATCH
+    labels = torch.zeros(2, rows, cols, dtype=torch.long)
+    for r in range(rows):
+        for c in range(cols):
+            obj = scene.get((int((r + 0.5) * grid / rows), int((c + 0.5) * grid / cols)))
+            if obj is not None:
+                labels[0, r, c], labels[1, r, c] = 1 + list(COLORS).index(obj[0]), 1 + SHAPES.index(obj[1])
+    return labels.flatten(1)
+
+
+def training_batch(processor, seed: int, step: int, size: int, qa: int, arch: str = "llava-1.5"):
+    if arch == "qwen2.5-vl":
+        return qwen_batch(processor, seed, step, size, qa)
+    return llava_batch(processor, seed, step, size, qa)
+
+
+def qwen_batch(processor, seed: int, step: int, size: int, qa: int):
+    """One batch of fresh scenes at the synthetic task's mixed aspects: inputs, labels, aux labels (2, all tokens)."""
+    import torch
+    from PIL import Image
+
+    from tokenbench.tasks.synthetic import ASPECTS, QUESTION_TYPES, qa_pairs, render, scene_for
+
+    turns, grid = Turns("qwen2.5-vl"), 6
     texts, images, aux = [], [], []
     for j in range(size):
         rng = random.Random(f"mini-train-{seed}-{step}-{j}")
         qtype = rng.choice(QUESTION_TYPES)
         scene, target = scene_for(qtype, rng, grid, rng.randint(2, 6))
-        pairs = qa_pairs(scene, target, qtype, rng, qa)
-        first = LlavaAdapter.template.format(question=pairs[0][0])
-        texts.append(first + f" {pairs[0][1]}</s>" + "".join(f"USER: {q} ASSISTANT: {a}</s>" for q, a in pairs[1:]))
-        images.append(render(scene, IMAGE, grid))
-        labels = torch.zeros(2, patches, patches, dtype=torch.long)
-        per = patches // grid
-        for (r, c), (colour, shape) in scene.items():
-            labels[0, r * per:(r + 1) * per, c * per:(c + 1) * per] = 1 + list(COLORS).index(colour)
-            labels[1, r * per:(r + 1) * per, c * per:(c + 1) * per] = 1 + SHAPES.index(shape)
-        aux.append(labels.flatten(1))
+        texts.append(turns.text(qa_pairs(scene, target, qtype, rng, qa)))
+        w, h = ASPECTS[rng.randrange(len(ASPECTS))]
+        images.append(render(scene, IMAGE, grid).resize((IMAGE * w // 6, IMAGE * h // 6), Image.NEAREST))
+        aux.append(aux_labels(scene, IMAGE * h // 6 // 28, IMAGE * w // 6 // 28, grid))
     processor.tokenizer.padding_side = "right"
     enc = processor(images=images, text=texts, return_tensors="pt", padding=True)
-    ids = enc["input_ids"]
-    tok = processor.tokenizer
-    assistant = tok.convert_tokens_to_ids("ASSISTANT")
-    targets = torch.full_like(ids, -100)
-    rows, cols = (ids == assistant).nonzero(as_tuple=True)
-    for r, c in zip(rows.tolist(), cols.tolist()):  # ASSISTANT : answer </s>
-        targets[r, c + 2:c + 4] = ids[r, c + 2:c + 4]
-    return enc, targets, torch.stack(aux)  # aux: (B, 2, 576)
+    return enc, turns.targets(enc["input_ids"], processor.tokenizer), torch.cat(aux, dim=1)
 
 
-def first_token_accuracy(model, processor, samples) -> dict[str, float]:
+def llava_batch(processor, seed: int, step: int, size: int, qa: int):
+    """One batch of fresh scenes: model inputs, answer-token labels and the per-token auxiliary labels (2, B x 144)."""
+    import torch
+
+    from tokenbench.tasks.synthetic import QUESTION_TYPES, qa_pairs, render, scene_for
+
+    turns, grid, patches = Turns("llava-1.5"), 6, IMAGE // PATCH
+    texts, images, aux = [], [], []
+    for j in range(size):
+        rng = random.Random(f"mini-train-{seed}-{step}-{j}")
+        qtype = rng.choice(QUESTION_TYPES)
+        scene, target = scene_for(qtype, rng, grid, rng.randint(2, 6))
+        texts.append(turns.text(qa_pairs(scene, target, qtype, rng, qa)))
+        images.append(render(scene, IMAGE, grid))
+        aux.append(aux_labels(scene, patches, patches, grid))  # each object: its slot's 2 x 2 patches
+    processor.tokenizer.padding_side = "right"
+    enc = processor(images=images, text=texts, return_tensors="pt", padding=True)
+    return enc, turns.targets(enc["input_ids"], processor.tokenizer), torch.cat(aux, dim=1)
+
+
+def first_token_accuracy(model, processor, samples, arch: str = "llava-1.5") -> dict[str, float]:
     """Share of ``samples`` whose greedy first answer token is the gold answer, per question type and overall."""
     import torch
 
-    from tokenbench.models.llava import LlavaAdapter
-
+    template = Turns(arch).template
     processor.tokenizer.padding_side = "left"
     hits: dict[str, list[bool]] = {}
     model.eval()
@@ -109,7 +223,7 @@ def first_token_accuracy(model, processor, samples) -> dict[str, float]:
         for start in range(0, len(samples), 50):
             chunk = samples[start:start + 50]
             enc = processor(images=[s.image for s in chunk], return_tensors="pt", padding=True,
-                            text=[LlavaAdapter.template.format(question=s.question) for s in chunk])
+                            text=[template.format(question=s.question) for s in chunk])
             pred = model(**enc).logits[:, -1].argmax(-1).tolist()
             for s, p in zip(chunk, pred):
                 hits.setdefault(s.meta["type"], []).append(processor.tokenizer.convert_ids_to_tokens(p) == s.answer)
@@ -128,8 +242,12 @@ def train(args) -> dict:
     model, processor = build_model(args.arch, args.seed)
     hidden = model.config.text_config.hidden_size
     heads = torch.nn.ModuleList([torch.nn.Linear(hidden, 1 + len(COLORS)), torch.nn.Linear(hidden, 1 + len(SHAPES))])
-    captured = {}
-    model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: captured.__setitem__("v", o))
+    captured = {}  # the LLM's visual-token inputs, (all tokens, hidden)
+    if args.arch == "qwen2.5-vl":  # the merger's output in raster order (the tower's pooler output)
+        model.model.visual.register_forward_hook(lambda m, i, o: captured.__setitem__("v", o.pooler_output))
+    else:
+        model.model.multi_modal_projector.register_forward_hook(
+            lambda m, i, o: captured.__setitem__("v", o.flatten(0, 1)))
     params = list(model.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
 
@@ -140,16 +258,15 @@ def train(args) -> dict:
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    val = SyntheticTask(n=args.val, seed=2).samples()
+    val = SyntheticTask(n=args.val, seed=2, aspect="mixed" if args.arch == "qwen2.5-vl" else "square").samples()
     curve, start = [], time.perf_counter()
     model.train()
     for step in range(args.steps):
-        enc, targets, aux = training_batch(processor, args.seed, step, args.batch, args.qa)
+        enc, targets, aux = training_batch(processor, args.seed, step, args.batch, args.qa, args.arch)
         logits = model(**enc).logits
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets[:, 1:].flatten())
-        v = captured["v"]  # (B, 576, hidden): the LLM's visual-token inputs
-        aux_loss = sum(torch.nn.functional.cross_entropy(head(v).flatten(0, 1), aux[:, i].flatten())
-                       for i, head in enumerate(heads))
+        v = captured["v"]  # (all visual tokens of the batch, hidden), sample after sample
+        aux_loss = sum(torch.nn.functional.cross_entropy(head(v), aux[i]) for i, head in enumerate(heads))
         (loss + args.aux_weight * aux_loss).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -157,7 +274,7 @@ def train(args) -> dict:
         opt.zero_grad(set_to_none=True)
         last = step + 1 == args.steps
         if (step + 1) % args.eval_every == 0 or last:
-            acc = first_token_accuracy(model, processor, val)
+            acc = first_token_accuracy(model, processor, val, args.arch)
             point = {"step": step + 1, "wall_s": round(time.perf_counter() - start, 1), "loss": round(loss.item(), 4),
                      "aux_loss": round(aux_loss.item(), 4), "val": {k: round(x, 4) for k, x in acc.items()}}
             curve.append(point)

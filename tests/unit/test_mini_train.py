@@ -1,0 +1,50 @@
+"""models/mini/train.py for both architectures it trains: the loss sits on each answer and its end-of-turn token
+only, the auxiliary labels follow each visual token's slot, and a short Qwen2.5-VL
+run writes a checkpoint that the Qwen2.5-VL adapter loads with the token counts it was trained on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenbench.models.mini import train as T
+
+
+@pytest.mark.parametrize("arch,end", [("llava-1.5", "</s>"), ("qwen2.5-vl", "<|im_end|>")])
+def test_the_loss_is_on_every_answer_and_its_end_token(arch, end):
+    _, processor = T.build_model(arch, 0)
+    enc, targets, aux = T.training_batch(processor, 0, 3, 2, 4, arch)
+    tok = processor.tokenizer
+    for row in range(2):
+        labelled = tok.convert_ids_to_tokens(targets[row][targets[row] != -100].tolist())
+        assert len(labelled) == 2 * 4 and labelled[1::2] == [end] * 4, labelled
+        assert set(labelled[::2]) <= set(T.task_answers()), labelled
+    assert aux.shape[0] == 2 and aux.shape[1] == int((enc["input_ids"] == processor.tokenizer.convert_tokens_to_ids(
+        "<|image_pad|>" if arch == "qwen2.5-vl" else "<image>")).sum())
+
+
+def test_aux_labels_follow_each_tokens_centre():
+    scene = {(0, 0): ("red", "circle"), (5, 5): ("blue", "square"), (2, 3): ("green", "triangle")}
+    square = T.aux_labels(scene, 12, 12, 6).view(2, 12, 12)
+    assert (square[:, :2, :2] > 0).all() and (square[:, 10:, 10:] > 0).all() and (square[:, 4:6, 6:8] > 0).all()
+    assert int((square[0] > 0).sum()) == 3 * 4  # each object: its slot's 2 x 2 tokens
+    wide = T.aux_labels(scene, 10, 18, 6).view(2, 10, 18)  # 504 x 280 px: 18 x 10 tokens
+    for r in range(10):
+        for c in range(18):
+            slot = (int((r + 0.5) * 6 / 10), int((c + 0.5) * 6 / 18))
+            assert bool(wide[0, r, c] > 0) == (slot in scene)
+
+
+def test_a_short_qwen_run_loads_through_the_adapter(tmp_path):
+    from tokenbench.harness.resolve import resolve_model
+    from tokenbench.tasks.synthetic import SyntheticTask
+
+    T.main(["--arch", "qwen2.5-vl", "--out", str(tmp_path), "--steps", "2", "--batch", "2", "--qa", "2", "--val", "4",
+            "--eval-every", "2", "--warmup", "1"])
+    adapter = resolve_model(f"qwen2.5-vl:{tmp_path}").configure(image_pixels="checkpoint").load()
+    samples = SyntheticTask(n=4, seed=2, aspect="mixed").samples()
+    sizes = {s.image.size: adapter.layout_of(s).n_visual for s in samples}
+    assert all(n == (w // 28) * (h // 28) for (w, h), n in sizes.items()), sizes  # trained at 28 px per token
+    with torch.no_grad():
+        gen = adapter.generate(adapter.encode(samples[:1]), 2)
+    assert gen.first_logits.isfinite().all()
