@@ -164,48 +164,27 @@ def aux_labels(scene, rows: int, cols: int, grid: int):
 
 
 def training_batch(processor, seed: int, step: int, size: int, qa: int, arch: str = "llava-1.5"):
-    if arch == "qwen2.5-vl":
-        return qwen_batch(processor, seed, step, size, qa)
-    return llava_batch(processor, seed, step, size, qa)
-
-
-def qwen_batch(processor, seed: int, step: int, size: int, qa: int):
-    """One batch of fresh scenes at the synthetic task's mixed aspects: inputs, labels, aux labels (2, all tokens)."""
+    """One batch of fresh scenes: model inputs, answer-token labels and the per-token auxiliary labels (2, all visual
+    tokens, sample after sample). LLaVA-1.5: square 336 px images (12 x 12 tokens, each object its slot's 2 x 2);
+    Qwen2.5-VL: the synthetic task's mixed aspects, one token per 28 px."""
     import torch
     from PIL import Image
 
     from tokenbench.tasks.synthetic import ASPECTS, QUESTION_TYPES, qa_pairs, render, scene_for
 
-    turns, grid = Turns("qwen2.5-vl"), 6
+    turns, grid = Turns(arch), 6
     texts, images, aux = [], [], []
     for j in range(size):
         rng = random.Random(f"mini-train-{seed}-{step}-{j}")
         qtype = rng.choice(QUESTION_TYPES)
         scene, target = scene_for(qtype, rng, grid, rng.randint(2, 6))
         texts.append(turns.text(qa_pairs(scene, target, qtype, rng, qa)))
-        w, h = ASPECTS[rng.randrange(len(ASPECTS))]
-        images.append(render(scene, IMAGE, grid).resize((IMAGE * w // 6, IMAGE * h // 6), Image.NEAREST))
-        aux.append(aux_labels(scene, IMAGE * h // 6 // 28, IMAGE * w // 6 // 28, grid))
-    processor.tokenizer.padding_side = "right"
-    enc = processor(images=images, text=texts, return_tensors="pt", padding=True)
-    return enc, turns.targets(enc["input_ids"], processor.tokenizer), torch.cat(aux, dim=1)
-
-
-def llava_batch(processor, seed: int, step: int, size: int, qa: int):
-    """One batch of fresh scenes: model inputs, answer-token labels and the per-token auxiliary labels (2, B x 144)."""
-    import torch
-
-    from tokenbench.tasks.synthetic import QUESTION_TYPES, qa_pairs, render, scene_for
-
-    turns, grid, patches = Turns("llava-1.5"), 6, IMAGE // PATCH
-    texts, images, aux = [], [], []
-    for j in range(size):
-        rng = random.Random(f"mini-train-{seed}-{step}-{j}")
-        qtype = rng.choice(QUESTION_TYPES)
-        scene, target = scene_for(qtype, rng, grid, rng.randint(2, 6))
-        texts.append(turns.text(qa_pairs(scene, target, qtype, rng, qa)))
-        images.append(render(scene, IMAGE, grid))
-        aux.append(aux_labels(scene, patches, patches, grid))  # each object: its slot's 2 x 2 patches
+        image = render(scene, IMAGE, grid)
+        if turns.qwen:
+            w, h = ASPECTS[rng.randrange(len(ASPECTS))]
+            image = image.resize((IMAGE * w // 6, IMAGE * h // 6), Image.NEAREST)
+        images.append(image)
+        aux.append(aux_labels(scene, image.size[1] // 28, image.size[0] // 28, grid))
     processor.tokenizer.padding_side = "right"
     enc = processor(images=images, text=texts, return_tensors="pt", padding=True)
     return enc, turns.targets(enc["input_ids"], processor.tokenizer), torch.cat(aux, dim=1)
