@@ -34,6 +34,8 @@ Decisions (documented in the README):
 
 from __future__ import annotations
 
+import os
+
 from tokenbench.api import Region, VisualLayout, register_model
 from tokenbench.models.clip import llava_encoder_macs
 from tokenbench.models.llava import SIZES, LlavaAdapter
@@ -62,27 +64,12 @@ class LlavaNextAdapter(LlavaAdapter):
         return llava_next_processor(tok, vc.image_size, vc.patch_size, config.image_grid_pinpoints)
 
     def _geometry(self, size):
-        """(g, ny, nx, rows, cols): crop grid side g, crops ny x nx, and the kept (start, stop) rows and columns of the
-        (ny*g) x (nx*g) high-resolution grid after unpadding, as transformers' ``unpad_image`` computes them."""
-        from transformers.image_processing_utils import select_best_resolution
-
+        """(g, ny, nx, rows, cols) of an image of ``size`` (:func:`anyres_geometry`) on this checkpoint."""
         cfg = self.config
         vc = cfg.vision_config
         if cfg.vision_feature_select_strategy != "default":
             raise NotImplementedError("only the 'default' vision feature strategy (CLS dropped) is supported")
-        width, height = size or self.typical_size
-        g = vc.image_size // vc.patch_size
-        best_h, best_w = select_best_resolution((height, width), [list(p) for p in cfg.image_grid_pinpoints])
-        ny, nx = best_h // vc.image_size, best_w // vc.image_size
-        grid_h, grid_w = ny * g, nx * g
-        rows, cols = (0, grid_h), (0, grid_w)
-        if width / height > grid_w / grid_h:
-            pad = (grid_h - int(round(height * (grid_w / width), 7))) // 2
-            rows = (pad, grid_h - pad)
-        else:
-            pad = (grid_w - int(round(width * (grid_h / height), 7))) // 2
-            cols = (pad, grid_w - pad)
-        return g, ny, nx, rows, cols
+        return anyres_geometry(vc.image_size, vc.patch_size, cfg.image_grid_pinpoints, size or self.typical_size)
 
     def layout(self, size=None) -> VisualLayout:
         g, ny, nx, (r0, r1), (c0, c1) = self._geometry(size)
@@ -125,7 +112,7 @@ class LlavaNextAdapter(LlavaAdapter):
         """Image tokens minus the newline that ends each row of the high-resolution grid."""
         import torch
 
-        image = ids == self.model.config.image_token_id
+        image = ids == self.config.image_token_id
         base = layout.crops[0].size
         width = (layout.n_visual - base) // layout.n_structural
         span = torch.ones(layout.n_visual + layout.n_structural, dtype=torch.bool, device=ids.device)
@@ -139,6 +126,27 @@ class LlavaNextAdapter(LlavaAdapter):
         crop's patch tokens (it runs before unpadding, so on the padding too)."""
         _, ny, nx, _, _ = self._geometry(size)
         return llava_encoder_macs(self.config, 1 + ny * nx)
+
+
+def anyres_geometry(image_size: int, patch_size: int, pinpoints, size) -> tuple:
+    """(g, ny, nx, rows, cols) of an image of ``size`` (width, height): crop grid side g, crops ny x nx, and the kept
+    (start, stop) rows and columns of the (ny*g) x (nx*g) high-resolution grid after unpadding, as transformers'
+    ``select_best_resolution`` and ``unpad_image`` compute them."""
+    from transformers.image_processing_utils import select_best_resolution
+
+    width, height = size
+    g = image_size // patch_size
+    best_h, best_w = select_best_resolution((height, width), [list(p) for p in pinpoints])
+    ny, nx = best_h // image_size, best_w // image_size
+    grid_h, grid_w = ny * g, nx * g
+    rows, cols = (0, grid_h), (0, grid_w)
+    if width / height > grid_w / grid_h:
+        pad = (grid_h - int(round(height * (grid_w / width), 7))) // 2
+        rows = (pad, grid_h - pad)
+    else:
+        pad = (grid_w - int(round(width * (grid_h / height), 7))) // 2
+        cols = (pad, grid_w - pad)
+    return g, ny, nx, rows, cols
 
 
 MISTRAL = "[INST] <image>\n{question} [/INST]"  # LLaVA's conv_mistral_instruct (LLAMA_2 style, no system prompt)
@@ -167,6 +175,17 @@ def llava_next_13b(revision: str | None = None) -> LlavaNextAdapter:
 def llava_next_mistral_7b(revision: str | None = None) -> LlavaNextAdapter:
     return LlavaNextAdapter("llava-hf/llava-v1.6-mistral-7b-hf", revision, name="llava-next-mistral-7b",
                             template=MISTRAL)
+
+
+# -- tokenbench-mini: trained on the synthetic task, shipped in the repo (models/mini/) -------------------------------
+MINI_LLAVA_NEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mini", "llava-next")
+
+
+@register_model("mini-llava-next")
+def mini_llava_next(revision: str | None = None) -> LlavaNextAdapter:
+    """tokenbench-mini LLaVA-NeXT: LLaVA-NeXT's AnyRes architecture (base image plus crops, newline tokens, unpadding)
+    at toy width, trained from scratch on the synthetic task's mixed aspects (``models/mini/README.md``)."""
+    return LlavaNextAdapter(MINI_LLAVA_NEXT, revision, name="mini-llava-next")
 
 
 # -- the tiny variant -----------------------------------------------------------------------------------------------------

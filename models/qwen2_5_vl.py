@@ -248,6 +248,23 @@ def qwen2_5_vl_3b(revision: str | None = None) -> QwenVLAdapter:
     return QwenVLAdapter("Qwen/Qwen2.5-VL-3B-Instruct", revision, name="qwen2.5-vl-3b")
 
 
+# -- tokenbench-mini: trained on the synthetic task, shipped in the repo (models/mini/) -------------------------------
+MINI_QWEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mini", "qwen2.5-vl")
+
+
+class MiniQwenVLAdapter(QwenVLAdapter):
+    #: trained on its own processor's range (the synthetic task's images unresized, 144 to 192 tokens); lmms-eval's
+    #: would upscale them to at least 256 tokens, which it never saw. --image-pixels lmms-eval gives it anyway
+    image_pixels = "checkpoint"
+
+
+@register_model("mini-qwen2.5-vl")
+def mini_qwen2_5_vl(revision: str | None = None) -> MiniQwenVLAdapter:
+    """tokenbench-mini Qwen2.5-VL: Qwen2.5-VL's architecture (window-attention tower, 2 x 2 merging, M-RoPE, dynamic
+    resolution) at toy width, trained from scratch on the synthetic task (``models/mini/README.md``)."""
+    return MiniQwenVLAdapter(MINI_QWEN, revision, name="mini-qwen2.5-vl")
+
+
 # -- the tiny variant -----------------------------------------------------------------------------------------------------
 TINY_VERSION = "2"
 SPECIALS = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>")

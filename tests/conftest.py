@@ -36,7 +36,7 @@ def method_names() -> list[str]:
 #: method configurations that change what the engine does, run through the contract suite as their own entries:
 #: ALVTS's skipped tokens leaving the layer (the default keeps them as keys and values)
 def _variants() -> dict:
-    from tokenbench.results.leaderboard import suite_variants  # the same variants the leaderboard shows as rows
+    from tokenbench.results.suites import suite_variants  # the same variants the leaderboard shows as rows
 
     return suite_variants()
 

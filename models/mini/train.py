@@ -36,8 +36,12 @@ import random
 import time
 
 #: (vision hidden, layers, heads, FFN), (LLM hidden, layers, heads, FFN)
-SIZES = {"llava-1.5": ((64, 3, 4, 256), (64, 12, 4, 176)), "qwen2.5-vl": ((64, 3, 4, 256), (64, 12, 4, 176))}
+SIZES = {arch: ((64, 3, 4, 256), (64, 12, 4, 176)) for arch in ("llava-1.5", "llava-next", "qwen2.5-vl")}
 IMAGE, PATCH = 336, 28  # 12 x 12 = 144 visual tokens (see README.md: 576 did not learn within the budget)
+#: LLaVA-NeXT: 168 px crops of 28 px patches (6 x 6 tokens each), the 7B's grid pinpoints halved ([height, width]), so
+#: a 336 x 336 image is the 6 x 6 base image plus 2 x 2 crops at full resolution (each object 2 x 2 tokens there)
+NEXT_CROP = 168
+NEXT_PINPOINTS = [[168, 336], [336, 168], [336, 336], [504, 168], [168, 504]]
 #: Qwen2.5-VL: 14 px patches merged 2 x 2 (one token per 28 px, as LLaVA's here); the synthetic task's mixed aspects
 #: (336 x 336 to 504 x 280 px) give 144 to 192 tokens, none resized: the range holds them all
 QWEN_PIXELS = (28 * 28 * 64, 28 * 28 * 192)
@@ -50,27 +54,34 @@ def build_model(arch: str, seed: int):
     if arch == "qwen2.5-vl":
         return build_qwen(seed)
     import torch
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaNextConfig, LlavaNextForConditionalGeneration)
 
     from tokenbench.models.llava import llava_processor
+    from tokenbench.models.llava_next import llava_next_processor
     from tokenbench.models.mini.tokenizer import word_tokenizer
 
     (vh, vl, vheads, vffn), (h, layers, heads, ffn) = SIZES[arch]
     tok = word_tokenizer()
+    side = NEXT_CROP if arch == "llava-next" else IMAGE
     vision = CLIPVisionConfig(hidden_size=vh, intermediate_size=vffn, num_hidden_layers=vl, num_attention_heads=vheads,
-                              image_size=IMAGE, patch_size=PATCH, projection_dim=vh)
+                              image_size=side, patch_size=PATCH, projection_dim=vh)
     text = LlamaConfig(hidden_size=h, intermediate_size=ffn, num_hidden_layers=layers, num_attention_heads=heads,
                        num_key_value_heads=heads, vocab_size=len(tok), max_position_embeddings=1024,
                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                        tie_word_embeddings=False)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"),
-                         vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu")
+    common = dict(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"),
+                  vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu")
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
+    if arch == "llava-next":
+        model = LlavaNextForConditionalGeneration(LlavaNextConfig(image_grid_pinpoints=NEXT_PINPOINTS, **common))
+        processor = llava_next_processor(tok, NEXT_CROP, PATCH, NEXT_PINPOINTS)
+    else:
+        model, processor = LlavaForConditionalGeneration(LlavaConfig(**common)), llava_processor(tok, IMAGE, PATCH)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
-    return model, llava_processor(tok, IMAGE, PATCH)
+    return model, processor
 
 
 def build_qwen(seed: int):
@@ -163,10 +174,24 @@ def aux_labels(scene, rows: int, cols: int, grid: int):
     return labels.flatten(1)
 
 
+def next_aux_labels(scene, size, grid: int):
+    """LLaVA-NeXT's image span, in the LLM's order: the base image's g x g tokens, then the unpadded high-resolution
+    grid row by row, each row followed by its newline token (labelled -100: not a visual token, no loss)."""
+    import torch
+
+    from tokenbench.models.llava_next import anyres_geometry
+
+    g, _, _, (r0, r1), (c0, c1) = anyres_geometry(NEXT_CROP, PATCH, NEXT_PINPOINTS, size)
+    rows = aux_labels(scene, r1 - r0, c1 - c0, grid).view(2, r1 - r0, c1 - c0)
+    newline = torch.full((2, r1 - r0, 1), -100, dtype=torch.long)
+    return torch.cat([aux_labels(scene, g, g, grid), torch.cat([rows, newline], dim=2).flatten(1)], dim=1)
+
+
 def training_batch(processor, seed: int, step: int, size: int, qa: int, arch: str = "llava-1.5"):
-    """One batch of fresh scenes: model inputs, answer-token labels and the per-token auxiliary labels (2, all visual
-    tokens, sample after sample). LLaVA-1.5: square 336 px images (12 x 12 tokens, each object its slot's 2 x 2);
-    Qwen2.5-VL: the synthetic task's mixed aspects, one token per 28 px."""
+    """One batch of fresh scenes: model inputs, answer-token labels and the per-token auxiliary labels (2, every image
+    token, sample after sample). LLaVA-1.5: square 336 px images (12 x 12 tokens, each object its slot's 2 x 2);
+    LLaVA-NeXT and Qwen2.5-VL: the synthetic task's mixed aspects (Qwen: one token per 28 px; NeXT: the base image
+    and the unpadded crop grid, :func:`next_aux_labels`)."""
     import torch
     from PIL import Image
 
@@ -180,11 +205,12 @@ def training_batch(processor, seed: int, step: int, size: int, qa: int, arch: st
         scene, target = scene_for(qtype, rng, grid, rng.randint(2, 6))
         texts.append(turns.text(qa_pairs(scene, target, qtype, rng, qa)))
         image = render(scene, IMAGE, grid)
-        if turns.qwen:
+        if arch != "llava-1.5":
             w, h = ASPECTS[rng.randrange(len(ASPECTS))]
             image = image.resize((IMAGE * w // 6, IMAGE * h // 6), Image.NEAREST)
         images.append(image)
-        aux.append(aux_labels(scene, image.size[1] // 28, image.size[0] // 28, grid))
+        aux.append(next_aux_labels(scene, image.size, grid) if arch == "llava-next"
+                   else aux_labels(scene, image.size[1] // 28, image.size[0] // 28, grid))
     processor.tokenizer.padding_side = "right"
     enc = processor(images=images, text=texts, return_tensors="pt", padding=True)
     return enc, turns.targets(enc["input_ids"], processor.tokenizer), torch.cat(aux, dim=1)
@@ -224,6 +250,12 @@ def train(args) -> dict:
     captured = {}  # the LLM's visual-token inputs, (all tokens, hidden)
     if args.arch == "qwen2.5-vl":  # the merger's output in raster order (the tower's pooler output)
         model.model.visual.register_forward_hook(lambda m, i, o: captured.__setitem__("v", o.pooler_output))
+    elif args.arch == "llava-next":  # the LLM's input at every image token (newlines included: labelled -100)
+        def image_embeds(module, args_, kwargs):
+            if module.training:  # a training batch (validation batches have no labels)
+                captured["v"] = kwargs["inputs_embeds"][captured["image"]]
+
+        model.model.language_model.register_forward_pre_hook(image_embeds, with_kwargs=True)
     else:
         model.model.multi_modal_projector.register_forward_hook(
             lambda m, i, o: captured.__setitem__("v", o.flatten(0, 1)))
@@ -237,11 +269,12 @@ def train(args) -> dict:
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    val = SyntheticTask(n=args.val, seed=2, aspect="mixed" if args.arch == "qwen2.5-vl" else "square").samples()
+    val = SyntheticTask(n=args.val, seed=2, aspect="square" if args.arch == "llava-1.5" else "mixed").samples()
     curve, start = [], time.perf_counter()
     model.train()
     for step in range(args.steps):
         enc, targets, aux = training_batch(processor, args.seed, step, args.batch, args.qa, args.arch)
+        captured["image"] = enc["input_ids"] == model.config.image_token_id
         logits = model(**enc).logits
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets[:, 1:].flatten())
         v = captured["v"]  # (all visual tokens of the batch, hidden), sample after sample

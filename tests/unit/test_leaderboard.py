@@ -102,7 +102,9 @@ def test_mini_suite_is_every_builtin_method_with_alvts_shipped_calibration():
     from tokenbench.contract.registry import BUILTIN
     from tokenbench.harness.plan import method_labels
 
-    spec = lb.suite_spec()
+    from tokenbench.results.suites import suite_spec
+
+    spec = suite_spec()
     names = [spec_[0] for spec_ in spec.methods]
     assert list(dict.fromkeys(names)) == [n for n in METHODS.names() if n != "full" and METHODS.origin(n).source == BUILTIN]
     assert {"alvts", "fastv", "pdrop", "dart", "visionzip", "sparsevlm", "fitprune", "vtw", "random", "pool"} <= set(names)
@@ -219,3 +221,63 @@ def test_two_conventions_render_as_two_tables_and_are_checked_apart(tmp_path):
     changed = [dict(r) for r in rows]
     changed[3] = dict(changed[3], flops_ratio=0.4)
     assert lb.check(changed, str(tmp_path)) == ["fastv @ 64 (nominal budgets): FLOPs ratio committed 0.350, now 0.400"]
+
+
+REFUSED = {"method": "vispruner", "label": "vispruner", "model": "m", "task": "t", "task_version": "2",
+           "refused": "method 'vispruner' needs cls_attn | which this model's tower does not give"}
+
+
+def test_a_refused_method_is_a_row_with_its_reason_in_every_table(tmp_path):
+    (tmp_path / "results").mkdir()
+    nominal = dict(_row("fastv", "64", 64, "1111000000" * 5, FULL), match="nominal")
+    rows = [*ROWS, nominal, REFUSED]
+    (tmp_path / "results" / "cpu.json").write_text(json.dumps(rows))
+    lb.render(str(tmp_path), plots=True)
+    text = (tmp_path / "m--t.md").read_text()
+    lines = [ln for ln in text.splitlines() if ln.startswith("| vispruner ")]
+    assert len(lines) == 2  # the matched and the nominal table
+    assert all("| refused " in ln and "needs cls_attn / which" in ln for ln in lines)  # its `|` cannot end the cell
+    assert "`refused`" in text
+    assert lb.check(rows, str(tmp_path)) == []
+    problems = lb.check(rows[:-1], str(tmp_path))  # no longer refused (and not run): the check says so
+    assert any(p.startswith("vispruner @ every") and "no longer produced" in p for p in problems), problems
+    reason = lb.check([*rows[:-1], dict(REFUSED, refused="another reason")], str(tmp_path))
+    assert any("vispruner @ every" in p and "another reason" in p for p in reason), reason
+
+
+@pytest.mark.parametrize("bad", [{"refused": 3}, {"model": None}])
+def test_a_damaged_refused_row_names_the_file_and_field(tmp_path, bad):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "cpu.json").write_text(json.dumps([*ROWS, dict(REFUSED, **bad)]))
+    with pytest.raises(ConfigError, match=f"cpu.json: row 3 is a refused row without a text field '{next(iter(bad))}'"):
+        lb.render(str(tmp_path), plots=False)
+
+
+def test_mixed_image_sizes_give_a_range_of_visual_tokens_in_the_header(tmp_path):
+    (tmp_path / "results").mkdir()
+    rows = [dict(r, n_visual=160.5, n_visual_range=[108, 180]) for r in ROWS]
+    (tmp_path / "results" / "cpu.json").write_text(json.dumps(rows))
+    lb.render(str(tmp_path), plots=False)
+    assert "108–180 (mean 160.5) visual tokens per image" in (tmp_path / "m--t.md").read_text()
+
+
+def test_the_suites_are_one_per_family_and_refusals_come_from_the_plan_checks():
+    from tokenbench.harness.compare import RunSpec
+    from tokenbench.harness.plan import refusals
+    from tokenbench.results import suites
+
+    assert [s["model"] for s in suites.MINI_SUITES] == ["mini-llava", "mini-llava-next", "mini-qwen2.5-vl"]
+    assert all(s["task_options"].get("aspect", "square") == ("square" if s["model"] == "mini-llava" else "mixed")
+               for s in suites.MINI_SUITES)
+    with pytest.raises(ConfigError, match="no mini suite for model 'nope'.*mini-llava, mini-llava-next"):
+        suites.suite_of("nope")
+    spec = RunSpec(methods=(("vispruner", {}), ("fastv", {}), ("scope", {})), model="tiny-qwen2.5-vl", limit=2)
+    refused = refusals(spec)
+    assert sorted(refused) == ["scope", "vispruner"] and all(why.startswith("needs 'cls_attn', which 'tiny-qwen2.5-vl' cannot provide: ") for why in refused.values()), refused
+    assert refusals(dataclasses_replace(spec, model="tiny-llava")) == {}
+
+
+def dataclasses_replace(spec, **kw):
+    import dataclasses
+
+    return dataclasses.replace(spec, **kw)

@@ -50,10 +50,10 @@ def test_loads_through_from_pretrained_and_answers():
 
 def test_accuracy_on_100_held_out_samples_is_the_documented_figure():
     """Within 3 points of full's accuracy in the committed leaderboard results (500 held-out samples)."""
-    from tokenbench.results.leaderboard import MINI_RESULTS, MINI_SUITE
+    from tokenbench.results.suites import MINI_SUITE, results_name
     from tokenbench.harness.compare import RunSpec, compare
 
-    with open(os.path.join(ROOT, "leaderboards", "results", MINI_RESULTS)) as f:
+    with open(os.path.join(ROOT, "leaderboards", "results", results_name(MINI_SUITE))) as f:
         documented = next(r["accuracy"] for r in json.load(f) if r["method"] == "full")
     (row,) = compare(RunSpec(methods=(), model="mini-llava", limit=100, batch_size=25, warmup=0, repeats=1,
                              task_options=dict(MINI_SUITE["task_options"])), progress=False)

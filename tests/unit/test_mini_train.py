@@ -1,6 +1,6 @@
 """models/mini/train.py for both architectures it trains: the loss sits on each answer and its end-of-turn token
 only, the auxiliary labels follow each visual token's slot, and a short Qwen2.5-VL
-run writes a checkpoint that the Qwen2.5-VL adapter loads with the token counts it was trained on."""
+run and a short LLaVA-NeXT run write checkpoints that their adapters load with the token counts they were trained on."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from tokenbench.models.mini import train as T
 
 
-@pytest.mark.parametrize("arch,end", [("llava-1.5", "</s>"), ("qwen2.5-vl", "<|im_end|>")])
+@pytest.mark.parametrize("arch,end", [("llava-1.5", "</s>"), ("llava-next", "</s>"), ("qwen2.5-vl", "<|im_end|>")])
 def test_the_loss_is_on_every_answer_and_its_end_token(arch, end):
     _, processor = T.build_model(arch, 0)
     enc, targets, aux = T.training_batch(processor, 0, 3, 2, 4, arch)
@@ -45,6 +45,42 @@ def test_a_short_qwen_run_loads_through_the_adapter(tmp_path):
     samples = SyntheticTask(n=4, seed=2, aspect="mixed").samples()
     sizes = {s.image.size: adapter.layout_of(s).n_visual for s in samples}
     assert all(n == (w // 28) * (h // 28) for (w, h), n in sizes.items()), sizes  # trained at 28 px per token
+    with torch.no_grad():
+        gen = adapter.generate(adapter.encode(samples[:1]), 2)
+    assert gen.first_logits.isfinite().all()
+
+
+def test_next_aux_labels_skip_exactly_the_newlines(tmp_path):
+    """Every image token of a NeXT batch has a label; the -100s sit where the adapter's layout puts the newlines."""
+    from tokenbench.harness.resolve import resolve_model
+
+    model, processor = T.build_model("llava-next", 0)
+    enc, _, aux = T.training_batch(processor, 0, 5, 4, 1, "llava-next")
+    model.config.save_pretrained(tmp_path)
+    adapter = resolve_model(f"llava-next:{tmp_path}").load_config()
+    image = enc["input_ids"] == model.config.image_token_id
+    start = 0
+    for row, (h, w) in enumerate(enc["image_sizes"].tolist()):
+        n = int(image[row].sum())
+        layout = adapter.layout((w, h))
+        assert n == layout.n_visual + layout.n_structural
+        visual = adapter._visual_mask(enc["input_ids"][row:row + 1], layout)[0][image[row]]
+        assert torch.equal(aux[0, start:start + n] == -100, ~visual)
+        start += n
+    assert start == aux.shape[1]
+
+
+def test_a_short_llava_next_run_loads_through_the_adapter(tmp_path):
+    from tokenbench.harness.resolve import resolve_model
+    from tokenbench.tasks.synthetic import SyntheticTask
+
+    T.main(["--arch", "llava-next", "--out", str(tmp_path), "--steps", "2", "--batch", "2", "--qa", "2", "--val", "4",
+            "--eval-every", "2", "--warmup", "1"])
+    adapter = resolve_model(f"llava-next:{tmp_path}").load()
+    samples = SyntheticTask(n=8, seed=2, aspect="mixed").samples()
+    layouts = {s.image.size: adapter.layout_of(s) for s in samples}
+    assert len(layouts) > 1 and {len(lay.crops) for lay in layouts.values()} <= {5}  # base + 2 x 2 crops
+    assert layouts[(336, 336)].n_visual == 36 + 144 and layouts[(336, 336)].n_structural == 12
     with torch.no_grad():
         gen = adapter.generate(adapter.encode(samples[:1]), 2)
     assert gen.first_logits.isfinite().all()

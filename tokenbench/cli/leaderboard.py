@@ -1,5 +1,5 @@
-"""``tokenbench leaderboard``: render the committed boards, or run the mini suite to update or check them
-(:mod:`tokenbench.results.leaderboard`)."""
+"""``tokenbench leaderboard``: render the committed boards, or run the mini suites to update or check them
+(:mod:`tokenbench.results.leaderboard`, :mod:`tokenbench.results.suites`)."""
 
 from __future__ import annotations
 
@@ -9,52 +9,81 @@ from tokenbench.cli import _guard
 
 
 @click.command()
-@click.option("--update", is_flag=True, help="Run the mini suite first and write its results (what CI checks).")
+@click.option("--update", is_flag=True, help="Run the mini suites first and write their results (what CI checks).")
 @click.option("--check", is_flag=True,
-              help="Run the mini suite afresh and fail if the committed board's deterministic columns differ.")
+              help="Run the mini suites afresh and fail if the committed boards' deterministic columns differ.")
+@click.option("--model", "-M", "models", multiple=True,
+              help="Only this model's suite (repeatable): mini-llava, mini-llava-next, mini-qwen2.5-vl. Default: all.")
 @click.option("--dir", "root", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
               help="The leaderboards directory (results in its results/ subfolder).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @_guard
-def leaderboard(update, check, root, quiet) -> None:
+def leaderboard(update, check, models, root, quiet) -> None:
     """Render the leaderboards (markdown and a Pareto plot per model and task) from the committed result files.
 
     \b
-    The mini suite: every built-in method at keep-ratios 1/9, 2/9, 1/3 on mini-llava, 500 synthetic samples.
-      tokenbench leaderboard            # render from leaderboards/results/*.json
-      tokenbench leaderboard --update   # run the mini suite, write its results, render
-      tokenbench leaderboard --check    # CI: run the suite, compare accuracy/retention/agreement/tokens/FLOPs
+    The mini suites: every built-in method at keep-ratios 1/9, 2/9, 1/3 on the synthetic task, one board per
+    trained mini model (mini-llava, mini-llava-next, mini-qwen2.5-vl); a method a model refuses is a row saying why.
+      tokenbench leaderboard                          # render from leaderboards/results/*.json
+      tokenbench leaderboard --update                 # run the suites, write their results, render
+      tokenbench leaderboard --check                  # CI: run the suites, compare the deterministic columns
+      tokenbench leaderboard --check -M mini-llava    # one suite
     """
-    import os
     import sys
 
-    from tokenbench.cli.output import rows_as_they_finish
     from tokenbench.errors import ConfigError
-    from tokenbench.hf.quiet import quiet_transformers
     from tokenbench.results import leaderboard as lb
-    from tokenbench.results.tables import format_table
+    from tokenbench.results import suites
 
     if update and check:
         raise ConfigError("--update and --check exclude each other: --update rewrites the results, --check compares")
+    if models and not (update or check):
+        raise ConfigError("--model picks the suites --update or --check runs; rendering always renders every board")
     if update or check:
-        from tokenbench.harness.compare import compare as run_compare
-
-        quiet_transformers()
-        if update:
-            path = os.path.join(root, lb.RESULTS_SUBDIR, lb.MINI_RESULTS)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            rows_as_they_finish(path, format_table, lambda on_row: run_compare(
-                lb.suite_spec(), on_row=on_row, progress=not quiet))
-        else:
-            rows = run_compare(lb.suite_spec(), progress=not quiet)
-            problems = lb.check(rows, root)
-            if problems:
-                click.echo("error: the leaderboard is out of date with the code:", err=True)
-                for p in problems:
-                    click.echo(f"  {p}", err=True)
-                click.echo(f"Regenerate it with `{lb.REGENERATE}` and commit {root}/.", err=True)
-                sys.exit(1)
-            click.echo(f"leaderboard up to date: {len(rows)} rows match {root}/")
+        chosen = [suites.suite_of(m) for m in dict.fromkeys(models)] or list(suites.MINI_SUITES)
+        problems, n_rows = [], 0
+        for suite in chosen:
+            rows = _run_suite(suite, root, update, quiet)
+            n_rows += len(rows)
+            problems += [] if update else lb.check(rows, root)
+        if problems:
+            click.echo("error: the leaderboard is out of date with the code:", err=True)
+            for p in problems:
+                click.echo(f"  {p}", err=True)
+            click.echo(f"Regenerate it with `{lb.REGENERATE}` and commit {root}/.", err=True)
+            sys.exit(1)
+        if check:
+            click.echo(f"leaderboard up to date: {n_rows} rows of {len(chosen)} board(s) match {root}/")
             return
     for path in lb.render(root):
         click.echo(f"wrote {path}")
+
+
+def _run_suite(suite, root: str, update: bool, quiet: bool) -> list[dict]:
+    """Run one mini suite (its refused methods as rows); with ``update``, write its results file as rows finish."""
+    import os
+
+    from tokenbench.cli.output import rows_as_they_finish
+    from tokenbench.harness.compare import compare as run_compare
+    from tokenbench.hf.quiet import quiet_transformers
+    from tokenbench.results import leaderboard as lb
+    from tokenbench.results import suites
+    from tokenbench.results.files import write_rows
+    from tokenbench.results.tables import format_table
+
+    quiet_transformers()
+    spec, refused = suites.runnable(suite)
+    if not update:
+        rows = run_compare(spec, progress=not quiet)
+        return rows + suites.refused_rows(refused, rows)
+    path = os.path.join(root, lb.RESULTS_SUBDIR, suites.results_name(suite))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rows: list[dict] = []
+
+    def run(on_row):
+        run_compare(spec, on_row=lambda r: (rows.append(r), on_row(r)), progress=not quiet)
+
+    rows_as_they_finish(path, format_table, run)
+    rows += suites.refused_rows(refused, rows)
+    write_rows(path, rows)
+    return rows

@@ -241,11 +241,13 @@ class ModelInterface(abc.ABC):
             for need in resolve_needs(step, self.provides):
                 if need.kind not in self.provides:
                     why = self.missing_reasons.get(need.kind)
-                    raise IncompatibleError(
+                    error = IncompatibleError(
                         f"method {method.name!r} needs {need.kind!r} ({NEED_KINDS[need.kind]}), which model "
                         f"{self.name!r} cannot provide{f' ({why})' if why else ''}; it provides "
                         f"{', '.join(sorted(self.provides))}. Pick another model or method"
                     )
+                    error.short = f"needs {need.kind!r}, which {self.name!r} cannot provide{f': {why}' if why else ''}"
+                    raise error
 
 
 def model_family(family: str) -> type:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from tokenbench.api import Prepared, TokenReducer, build_method
 from tokenbench.budgets import Budget, Convention, flops_cost, keep_rule
-from tokenbench.errors import ConfigError
+from tokenbench.errors import ConfigError, IncompatibleError
 
 
 def build_methods(specs: tuple[tuple[Any, ...], ...]) -> list[TokenReducer]:
@@ -161,11 +161,7 @@ def plan_run(spec, on_warning: Callable[[str], None] | None = None) -> RunPlan:
     tasks, adapter = _load(spec)
     layouts, sizes = _layouts(adapter, tasks)
     conventions = spec.match or (MATCHED,)
-    cost_of = None
-    if any(c.kind == "flops" for c in conventions):  # FLOPs of the first sample's prompt, on each image layout
-        first = tasks[0].samples[0]
-        first = dataclasses.replace(first, question=tasks[0].task.prompt(first, adapter.family))
-        cost_of = flops_cost(adapter, adapter.encode([first]).n_text[0], sizes)
+    cost_of = _cost_of(tasks, adapter, sizes, conventions)
     for m in methods:  # every budget fits every image and every method can run there, or stop here
         check_method_plans(m, adapter, list(layouts.values()), spec.budgets, spec.budget_scope,
                            match=conventions, cost_of=cost_of)
@@ -180,6 +176,36 @@ def plan_run(spec, on_warning: Callable[[str], None] | None = None) -> RunPlan:
     steps = [step for mp in prepared if mp.method.name != "full"
              for step in _steps(mp, spec.budgets, conventions, adapter.n_layers, cost_of, list(layouts.values()))]
     return RunPlan(adapter, tuple(tasks), full, tuple(steps), prov)
+
+
+def refusals(spec) -> dict[str, str]:
+    """``{label: why}`` for each method of ``spec`` that :func:`plan_run` would stop at on this model, budgets and
+    images (everything :func:`check_method_plans` refuses; a missing signal in its short form), so that a suite can list a method refused on a family
+    rather than fail; nothing is prepared or computed."""
+    from tokenbench.budgets import MATCHED
+
+    methods, labels = _check_spec(spec)
+    tasks, adapter = _load(spec)
+    layouts, sizes = _layouts(adapter, tasks)
+    conventions = spec.match or (MATCHED,)
+    cost_of = _cost_of(tasks, adapter, sizes, conventions)
+    out = {}
+    for m, label in zip(methods, labels):
+        try:
+            check_method_plans(m, adapter, list(layouts.values()), spec.budgets, spec.budget_scope,
+                               match=conventions, cost_of=cost_of)
+        except (ConfigError, IncompatibleError) as e:
+            out[label] = getattr(e, "short", str(e))
+    return out
+
+
+def _cost_of(tasks: list[TaskPlan], adapter, sizes: dict, conventions) -> Callable | None:
+    """For the ``flops=`` conventions: the FLOPs of the first sample's prompt on each image layout; else None."""
+    if not any(c.kind == "flops" for c in conventions):
+        return None
+    first = tasks[0].samples[0]
+    first = dataclasses.replace(first, question=tasks[0].task.prompt(first, adapter.family))
+    return flops_cost(adapter, adapter.encode([first]).n_text[0], sizes)
 
 
 def _check_spec(spec) -> tuple[list[TokenReducer], list[str]]:

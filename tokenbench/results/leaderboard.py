@@ -7,12 +7,10 @@ interval, agreement, tokens, FLOPs) come from the CPU run that produced the accu
 prefill speed-up gets its own column headed with the device it was measured on, so CPU and GPU timings are never
 mixed in one column.
 
-The **mini suite** (:data:`MINI_SUITE`, plain data: this module names no method) is what CI runs: every built-in
-method at keep-ratios 1/9, 2/9 and 1/3 (64, 128 and 192 of LLaVA-1.5's 576 tokens; 16, 32 and 48 of the shipped
-``mini-llava``'s 144) on 500 held-out samples of the synthetic task, with the options and variants the data lists
-(ALVTS on the calibration artefact the model ships, and without its skipped tokens as keys). ``tokenbench leaderboard
---update`` runs it and writes its results; ``--check`` runs it afresh and fails when the deterministic columns differ
-from the committed markdown (timings are not compared: they are measurements, not facts of the code).
+The **mini suites** (:mod:`tokenbench.results.suites`, one per tokenbench-mini model) are what CI runs. ``tokenbench
+leaderboard --update`` runs them and writes their results; ``--check`` runs them afresh and fails when the
+deterministic columns differ from the committed markdown (timings are not compared: they are measurements, not facts
+of the code). A method a model refuses is a ``refused`` row (its reason in place of scores), listed in every table.
 """
 
 from __future__ import annotations
@@ -26,93 +24,10 @@ from tokenbench.errors import ConfigError
 
 LEADERBOARD_DIR = "leaderboards"
 RESULTS_SUBDIR = "results"
-MINI_RESULTS = "cpu-mini-llava--synthetic.json"
 #: the columns CI recomputes and compares; the rest are measurements rendered from the committed files
 DETERMINISTIC = ("method", "budget", "keep", "accuracy", "retention [95% CI]", "agreement", "tokens/layer",
                  "FLOPs ratio", "kernels/layer", "syncs")
 REGENERATE = "tokenbench leaderboard --update"
-
-#: The mini suite, as data (nothing here imports a method). ``methods``: ``"builtin"``, every built-in method but
-#: ``full`` in registry order (plugins are not part of the published board), or a list of names. ``options``: a
-#: method's options in every row it has; a string starting with ``{model_dir}/`` names a file the model's checkpoint
-#: ships (its calibration artefact, never one a local cache happens to hold). ``variants``: a method's further
-#: configurations, each as rows of its own (label -> options on top of ``options``), after the method's own rows.
-MINI_SUITE: dict[str, Any] = {
-    "model": "mini-llava",
-    "task": "synthetic",
-    "task_options": {"n": 500},
-    "keep_ratio": (1 / 9, 2 / 9, 1 / 3),  # LLaVA-1.5's 64/128/192 of 576; 16/32/48 of mini-llava's 144
-    "match": "matched,nominal",
-    "seed": 0,
-    "batch_size": 25,
-    "warmup": 1,
-    "repeats": 3,
-    "methods": "builtin",
-    "options": {"alvts": {"calibration": "{model_dir}/calibration/alvts/rank4-mean.safetensors"}},
-    "variants": {"alvts": {"alvts[skipped_as_kv=False]": {"skipped_as_kv": False}}},  # the open choice that decides
-    # ALVTS's accuracy, shown beside its default
-}
-MODEL_DIR = "{model_dir}/"
-
-
-# -- the suite -------------------------------------------------------------------------------------------------------
-def suite_variants(suite: dict[str, Any] = MINI_SUITE) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The suite's variants as ``{label: (method, options)}`` (their own options only; the contract suite runs them
-    too)."""
-    return {label: (method, dict(options)) for method, variants in suite["variants"].items()
-            for label, options in variants.items()}
-
-
-def suite_methods(suite: dict[str, Any], model_dir: str) -> tuple[tuple, ...]:
-    """The suite's method specs for :class:`tokenbench.harness.compare.RunSpec`: ``(name, {})`` for a method run as
-    it comes, ``(name, options, label)`` for one with options or variants (its own rows labelled with its name), with
-    ``{model_dir}/`` paths resolved against the model's checkpoint directory ``model_dir``."""
-    from tokenbench.api import METHODS
-    from tokenbench.contract.registry import BUILTIN
-
-    names = suite["methods"]
-    if names == "builtin":
-        names = [n for n in METHODS.names() if n != "full" and METHODS.origin(n).source == BUILTIN]
-    specs: list[tuple] = []
-    for name in names:
-        options = {k: _shipped(v, model_dir, name, k) for k, v in suite["options"].get(name, {}).items()}
-        variants = suite["variants"].get(name, {})
-        if not options and not variants:
-            specs.append((name, {}))
-            continue
-        specs.append((name, options, name))
-        specs += [(name, options | extra, label) for label, extra in variants.items()]
-    return tuple(specs)
-
-
-def _shipped(value: Any, model_dir: str, method: str, option: str) -> Any:
-    """An option value with a ``{model_dir}/`` path made the file's path in the checkpoint directory, which must hold
-    it (a board is never made with another artefact)."""
-    if not isinstance(value, str) or not value.startswith(MODEL_DIR):
-        return value
-    path = os.path.join(model_dir, *value[len(MODEL_DIR):].split("/"))
-    if not os.path.isfile(path):
-        raise ConfigError(f"the suite runs {method} with {option}={path}, which the model does not ship; restore it "
-                          f"(git checkout -- {path}) or make it with `tokenbench calibrate {method} --model ... --out "
-                          f"{path}`")
-    return path
-
-
-def suite_spec(suite: dict[str, Any] = MINI_SUITE):
-    """The :class:`tokenbench.harness.compare.RunSpec` of ``suite`` (the mini suite)."""
-    from tokenbench import budgets
-    from tokenbench.budgets import Budget
-    from tokenbench.harness.compare import RunSpec
-    from tokenbench.harness.resolve import resolve_model
-
-    model_dir = resolve_model(suite["model"]).load_config().source
-    return RunSpec(
-        methods=suite_methods(suite, model_dir), model=suite["model"], task=suite["task"],
-        match=budgets.parse(suite["match"]), budgets=tuple(Budget(ratio=r) for r in suite["keep_ratio"]),
-        seed=suite["seed"], batch_size=suite["batch_size"], warmup=suite["warmup"], repeats=suite["repeats"],
-        task_options=dict(suite["task_options"]),
-    )
-
 
 # -- reading results ---------------------------------------------------------------------------------------------------
 def load_results(results_dir: str) -> list[tuple[str, list[dict]]]:
@@ -150,6 +65,12 @@ def check_rows(path: str, rows) -> None:
     if not rows:
         raise ConfigError(f"{path}: holds no rows; remove it, or write it again with `tokenbench compare --json`")
     for i, r in enumerate(rows):
+        if "refused" in r:  # a method the model refuses (tokenbench.results.suites.refused_rows)
+            bad = next((k for k in ("method", "model", "task", "refused") if not isinstance(r.get(k), str)), None)
+            if bad:
+                raise ConfigError(f"{path}: row {i} is a refused row without a text field {bad!r}; regenerate the "
+                                  f"file with `{REGENERATE}`")
+            continue
         for key, kind in ROW_FIELDS.items():
             if key not in r:
                 raise ConfigError(f"{path}: row {i} ({r.get('method', '?')}) has no field {key!r}; rows must be "
@@ -202,6 +123,8 @@ def label(row: dict) -> str:
 
 
 def _budget_key(row: dict) -> tuple:
+    if "refused" in row:
+        return (True, label(row), 0.0)
     return (row["method"] != "full", label(row), -1.0 if row["budget"] == "all" else float(row["keep_ratio"]))
 
 
@@ -236,6 +159,10 @@ def deterministic_cells(rows: list[dict]) -> list[list[str]]:
         raise ConfigError("a result file has no `full` row; every run must include it (compare always does)")
     out = []
     for r in sorted(rows, key=_budget_key):
+        if "refused" in r:  # the reason in place of scores (no `|` or line breaks: they would end the cell)
+            why = " ".join(r["refused"].replace("|", "/").split())
+            out.append([label(r), "every", "–", "refused", why] + ["–"] * (len(DETERMINISTIC) - 5))
+            continue
         ci = retention_interval(_scores(r), _scores(full))
         retention = _fmt(r["retention"])
         if ci is not None and r["method"] != "full":
@@ -255,7 +182,7 @@ def _table(header: list[str], body: list[list[str]]) -> str:
 
 
 def _cell_key(row: dict) -> tuple[str, str]:
-    return label(row), row["budget"]
+    return label(row), row.get("budget", "refused")
 
 
 def match_of(row: dict) -> str:
@@ -277,11 +204,12 @@ def split_by_match(rows: list[dict]) -> dict[str, list[dict]]:
     """Convention -> its table's rows: ``full`` in each, and only the rows that ran under it (a row copied from an
     earlier convention because the plan is the same, ``same_as``, is listed once, under that one)."""
     full = [r for r in rows if r["method"] == "full"]
+    refused = [r for r in rows if "refused" in r]
     out: dict[str, list[dict]] = {}
     for r in rows:
-        if r.get("same_as") is None and r["method"] != "full":
+        if r.get("same_as") is None and r["method"] != "full" and "refused" not in r:
             out.setdefault(match_of(r), []).append(r)
-    return {m: full + ran for m, ran in out.items()} or {"matched": full}
+    return {m: full + ran + refused for m, ran in out.items()} or {"matched": full + refused}
 
 
 def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
@@ -317,11 +245,13 @@ def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> 
         f"({', '.join(f'`{f}`' for f, _ in files)}); do not edit by hand. Regenerate with `{REGENERATE}`.",
         "",
         f"{first['n_samples']} held-out samples (task version {first.get('task_version', '?')}, seed "
-        f"{prov.get('seed', '?')}), {first['n_visual']} visual tokens per image; accuracy from `{name}` "
+        f"{prov.get('seed', '?')}), {_visual_tokens(first)} visual tokens per image; accuracy from `{name}` "
         f"(tokenbench {prov.get('tokenbench', '?')}, torch {prov.get('torch', '?')}, transformers "
         f"{prov.get('transformers', '?')}, {device_label(first)}).",
         "",
         *tables,
+        *(["* `refused`: the model refuses the method before any compute (the reason is the one "
+           "`tokenbench compare` gives); it is listed, not left out."] if any("refused" in r for r in rows) else []),
         "* `budget`: the budget asked for: a share of each image's visual tokens (`1/9`) or a number of them "
         "(`64`); `keep`: the visual tokens it comes to on this model (`16 → 4`: the method runs at 4 under this table's convention). `*` marks a layer-mean budget (visual tokens per "
         "LLM layer, averaged, rather than kept).",
@@ -344,6 +274,13 @@ def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> 
     return "\n".join(lines), rows
 
 
+def _visual_tokens(row: dict) -> str:
+    """The visual tokens per image, as the header says them: one count, or a range with its mean where images of
+    several sizes give different counts (``n_visual_range``)."""
+    lo, hi = row.get("n_visual_range") or (row["n_visual"], row["n_visual"])
+    return f"{row['n_visual']:g}" if lo == hi else f"{lo}–{hi} (mean {row['n_visual']:.1f})"
+
+
 def _slug(model: str, task: str) -> str:
     return f"{model}--{task}".replace("/", "_").replace(":", "_")
 
@@ -364,7 +301,7 @@ def pareto_png(path: str, model: str, rows: list[dict]) -> None:
     def line(r):  # one line per method and convention it ran under
         return label(r) + ("" if match_of(r) == "matched" else f" ({match_of(r)})")
 
-    rows = [r for r in rows if r.get("same_as") is None]
+    rows = [r for r in rows if r.get("same_as") is None and "refused" not in r]
     for method, (color, marker) in zip(sorted({line(r) for r in rows} - {"full"}), styles):
         pts = sorted((r["flops_ratio"], r["retention"], _budget_cell(r)) for r in rows
                      if line(r) == method and r["retention"] is not None)
