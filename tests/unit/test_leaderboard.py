@@ -281,3 +281,35 @@ def dataclasses_replace(spec, **kw):
     import dataclasses
 
     return dataclasses.replace(spec, **kw)
+
+
+def test_families_put_methods_side_by_side_and_name_real_ranking_changes(tmp_path):
+    """Two models where fastv and random swap places: far apart on both (real), and a swap within the noise."""
+    (tmp_path / "results").mkdir()
+    full = "1" * 100
+    one = [_row("full", "all", 576, full, full), _row("fastv", "64", 64, "1" * 90 + "0" * 10, full),
+           _row("random", "64", 64, "1" * 50 + "0" * 50, full), _row("dart", "64", 64, "1" * 70 + "0" * 30, full)]
+    two = [dict(r, model="m2") for r in (_row("full", "all", 576, full, full), _row("fastv", "64", 64, "1" * 40 + "0" * 60, full),
+                                         _row("random", "64", 64, "1" * 80 + "0" * 20, full),
+                                         _row("dart", "64", 64, "1" * 79 + "0" * 21, full))]
+    refused = dict(REFUSED, model="m2")
+    (tmp_path / "results" / "a.json").write_text(json.dumps(one))
+    (tmp_path / "results" / "b.json").write_text(json.dumps([*two, refused]))
+    written = lb.render(str(tmp_path), plots=False)
+    assert str(tmp_path / "t--families.md") in written
+    text = (tmp_path / "t--families.md").read_text()
+    fastv = next(ln for ln in text.splitlines() if ln.startswith("| fastv "))
+    assert "0.900 [" in fastv and "(#1)" in fastv and "0.400 [" in fastv and "(#3)" in fastv
+    assert "| vispruner | – | refused |" in text
+    assert "* fastv vs random: m: +0.400 [" in text  # real: far apart on both
+    real = text.split("that are real")[1].split("further ranking")[0]
+    assert "dart vs random" not in real  # 0.79 vs 0.80 on m2: within the noise
+    assert "dart/random (m vs m2)" in text
+
+
+def test_difference_interval_is_deterministic_and_centred():
+    from tokenbench.results.families import difference_interval
+
+    lo, hi = difference_interval("1" * 90 + "0" * 10, "1" * 50 + "0" * 50, "1" * 100)
+    assert lo < 0.4 < hi and lo > 0 and difference_interval("1" * 90 + "0" * 10, "1" * 50 + "0" * 50, "1" * 100) == (lo, hi)
+    assert difference_interval("", "1", "1") is None

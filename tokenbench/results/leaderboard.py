@@ -337,9 +337,21 @@ def boards(results_dir: str) -> dict[tuple[str, str], list[tuple[str, list[dict]
 
 
 def render(root: str = LEADERBOARD_DIR, plots: bool = True) -> list[str]:
-    """Write every board's markdown (and plot) under ``root``; returns the paths written."""
+    """Write every board's markdown (and plot) under ``root``, and for a task several models' boards cover, the
+    methods across those models (``<task>--families.md``, :mod:`tokenbench.results.families`); returns the paths
+    written."""
+    from tokenbench.results.families import render_families
+
     written = []
-    for (model, task), files in sorted(boards(os.path.join(root, RESULTS_SUBDIR)).items()):
+    grouped = boards(os.path.join(root, RESULTS_SUBDIR))
+    for task in sorted({t for _, t in grouped}):
+        of_task = {m: files for (m, t), files in grouped.items() if t == task}
+        if len(of_task) > 1:  # methods across families, side by side
+            path = os.path.join(root, f"{_slug(task, 'families')}.md")
+            with open(path, "w") as f:
+                f.write(render_families(task, of_task))
+            written.append(path)
+    for (model, task), files in sorted(grouped.items()):
         text, rows = render_board(model, task, files)
         path = os.path.join(root, f"{_slug(model, task)}.md")
         with open(path, "w") as f:
