@@ -242,6 +242,8 @@ def train(args) -> dict:
     import torch
     import transformers
 
+    from tokenbench.models.mini import resume
+
     from tokenbench.tasks.synthetic import COLORS, SHAPES, SyntheticTask
 
     model, processor = build_model(args.arch, args.seed)
@@ -270,9 +272,14 @@ def train(args) -> dict:
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     val = SyntheticTask(n=args.val, seed=2, aspect="square" if args.arch == "llava-1.5" else "mixed").samples()
-    curve, start = [], time.perf_counter()
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    state = resume.load(args.out, settings, model, heads, opt, sched) or {"step": 0, "curve": [], "wall_s": 0.0}
+    resumed = state.get("resumed", []) + [state["step"]] * bool(state["step"])
+    if state["step"]:
+        print(f"resuming {args.out} at step {state['step']}", flush=True)
+    curve, start = state["curve"], time.perf_counter() - state["wall_s"]
     model.train()
-    for step in range(args.steps):
+    for step in range(state["step"], args.steps):
         enc, targets, aux = training_batch(processor, args.seed, step, args.batch, args.qa, args.arch)
         captured["image"] = enc["input_ids"] == model.config.image_token_id
         logits = model(**enc).logits
@@ -291,20 +298,24 @@ def train(args) -> dict:
                      "aux_loss": round(aux_loss.item(), 4), "val": {k: round(x, 4) for k, x in acc.items()}}
             curve.append(point)
             print(json.dumps(point), flush=True)
+            if not last:
+                resume.save(args.out, step + 1, settings, model, heads, opt, sched, curve,
+                            time.perf_counter() - start, resumed)
     wall = time.perf_counter() - start
     os.makedirs(args.out, exist_ok=True)
     model.save_pretrained(args.out, safe_serialization=True)
     processor.tokenizer.padding_side = "left"
     processor.save_pretrained(args.out)
     record = {
-        "arch": args.arch, "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "arch": args.arch, "settings": settings,
         "sizes": SIZES[args.arch], "parameters": sum(p.numel() for p in model.parameters()),
-        "train_wall_s": round(wall, 1), "images_seen": args.steps * args.batch,
+        "train_wall_s": round(wall, 1), "images_seen": args.steps * args.batch, "resumed_at": resumed,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(), "curve": curve,
     }
     with open(os.path.join(args.out, "training.json"), "w") as f:
         json.dump(record, f, indent=1)
+    resume.clear(args.out)
     return record
 
 

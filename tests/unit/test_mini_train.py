@@ -4,6 +4,8 @@ run and a short LLaVA-NeXT run write checkpoints that their adapters load with t
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -84,3 +86,37 @@ def test_a_short_llava_next_run_loads_through_the_adapter(tmp_path):
     with torch.no_grad():
         gen = adapter.generate(adapter.encode(samples[:1]), 2)
     assert gen.first_logits.isfinite().all()
+
+
+def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
+    """Four steps at once, and two steps then a rerun of the same command (a run stopped after its state at step 2):
+    the same weights and curve; a rerun with other settings is refused with one line."""
+    from safetensors.torch import load_file
+
+    from tokenbench.models.mini import resume
+
+    args = ["--arch", "llava-next", "--steps", "4", "--batch", "2", "--qa", "2", "--val", "2", "--eval-every", "2",
+            "--warmup", "1"]
+    T.main([*args, "--out", str(tmp_path / "once")])
+    stopped = tmp_path / "stopped"
+    real_save = resume.save
+
+    def stop_after_first_state(*a, **kw):
+        real_save(*a, **kw)
+        raise KeyboardInterrupt
+
+    resume.save = stop_after_first_state
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            T.main([*args, "--out", str(stopped)])
+    finally:
+        resume.save = real_save
+    assert (stopped / resume.STATE / "state.safetensors").is_file() and not (stopped / "model.safetensors").exists()
+    with pytest.raises(SystemExit, match="other settings \\(lr: 0.002\\)"):
+        T.main([*args, "--out", str(stopped), "--lr", "0.001"])
+    T.main([*args, "--out", str(stopped)])
+    a, b = load_file(tmp_path / "once" / "model.safetensors"), load_file(stopped / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    once, again = (json.loads((d / "training.json").read_text()) for d in (tmp_path / "once", stopped))
+    assert [p["val"] for p in once["curve"]] == [p["val"] for p in again["curve"]] and again["resumed_at"] == [2]
+    assert not (stopped / resume.STATE).exists()
