@@ -332,7 +332,14 @@ def main(argv=None) -> None:
     p.add_argument("--aux-weight", type=float, default=1.0)
     p.add_argument("--val", type=int, default=200, help="validation samples (synthetic seed 2) at each evaluation")
     p.add_argument("--eval-every", type=int, default=100)
-    train(p.parse_args(argv))
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's); a run is deterministic for a given thread count")
+    args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    train(args)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from tokenbench.cli import _guard
 @click.option("--check", is_flag=True,
               help="Run the mini suites afresh and fail if the committed boards' deterministic columns differ.")
 @click.option("--model", "-M", "models", multiple=True,
-              help="Only this model's suite (repeatable): mini-llava, mini-llava-next, mini-qwen2.5-vl. Default: all.")
+              help="Only this model's suite (repeatable; `tokenbench/results/suites.py` lists them). Default: all.")
 @click.option("--dir", "root", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
               help="The leaderboards directory (results in its results/ subfolder).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
@@ -23,7 +23,7 @@ def leaderboard(update, check, models, root, quiet) -> None:
 
     \b
     The mini suites: every built-in method at keep-ratios 1/9, 2/9, 1/3 on the synthetic task, one board per
-    trained mini model (mini-llava, mini-llava-next, mini-qwen2.5-vl); a method a model refuses is a row saying why.
+    shipped trained mini model (mini-llava today); a method a model refuses is a row saying why.
       tokenbench leaderboard                          # render from leaderboards/results/*.json
       tokenbench leaderboard --update                 # run the suites, write their results, render
       tokenbench leaderboard --check                  # CI: run the suites, compare the deterministic columns

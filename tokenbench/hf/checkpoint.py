@@ -23,7 +23,8 @@ def read_config(path: str) -> dict:
     """``path``/config.json as a dict, or a ConfigError saying what is wrong with it."""
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
-        raise ConfigError(f"model directory {path!r} has no config.json; give a directory written by save_pretrained")
+        raise ConfigError(f"model directory {path!r} has no config.json; give a directory written by save_pretrained"
+                          + _mini_hint(path))
     try:
         with open(cfg_path, encoding="utf-8") as fh:
             config = json.load(fh)
@@ -33,6 +34,16 @@ def read_config(path: str) -> dict:
         raise ConfigError(f"{cfg_path!r} holds a JSON {type(config).__name__}, not an object; restore it from the "
                           "original checkpoint")
     return config
+
+
+def _mini_hint(path: str) -> str:
+    """For a tokenbench-mini directory (``models/mini/<arch>``) without its checkpoint: how to train it."""
+    import tokenbench.models.mini as mini
+
+    if os.path.dirname(os.path.abspath(path)) != os.path.dirname(os.path.abspath(mini.__file__)):
+        return ""
+    return (f" (a tokenbench-mini model, not in this tree: train it with `python -m tokenbench.models.mini.train "
+            f"--arch {os.path.basename(os.path.abspath(path))} --out {path} --seed 0`; models/mini/README.md)")
 
 
 def check_directory(path: str, family: str, model_types: tuple[str, ...]) -> None:
