@@ -44,3 +44,27 @@ def test_a_model_without_a_suite_or_without_update_or_check_is_one_error_line(tm
     assert "the suites are mini-llava" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["leaderboard", "-M", "mini-llava", "--dir", str(tmp_path)])
     assert result.exit_code == 2 and "--model picks the suites --update or --check runs" in result.output
+
+
+def test_update_then_check_a_suite_with_a_refused_method(tmp_path, monkeypatch):
+    """The CI path end to end on a small suite: --update writes the rows and the refused method's row, renders; --check
+    on the same code passes; a changed committed cell fails with exit 1, naming it."""
+    from tokenbench.results import suites
+
+    suite = {**suites.COMMON, "model": "tiny-qwen2.5-vl", "task_options": {"n": 2}, "keep_ratio": (1 / 9,),
+             "match": "matched", "methods": ["fastv", "vispruner"], "warmup": 0, "repeats": 1, "batch_size": 2}
+    monkeypatch.setattr(suites, "MINI_SUITES", (suite,))
+    result = CliRunner().invoke(main, ["leaderboard", "--update", "-q", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "results" / "cpu-tiny-qwen2.5-vl--synthetic.json").read_text())
+    assert [r.get("label", r["method"]) for r in rows if "refused" in r] == ["vispruner"]
+    assert rows[-1]["refused"].startswith("needs 'cls_attn', which 'tiny-qwen2.5-vl' cannot provide")
+    board = (tmp_path / "tiny-qwen2.5-vl--synthetic.md").read_text()
+    (line,) = [ln for ln in board.splitlines() if ln.startswith("| vispruner ")]
+    assert [c.strip() for c in line.strip("|").split("|")][3] == "refused"
+    result = CliRunner().invoke(main, ["leaderboard", "--check", "-q", "-M", "tiny-qwen2.5-vl", "--dir", str(tmp_path)])
+    assert result.exit_code == 0 and "rows of 1 board(s) match" in result.output, result.output
+    (tmp_path / "tiny-qwen2.5-vl--synthetic.md").write_text(board.replace(line, line.replace("| refused ", "| 0.500   ")))
+    result = CliRunner().invoke(main, ["leaderboard", "--check", "-q", "--dir", str(tmp_path)])
+    assert result.exit_code == 1 and "vispruner @ every (matched budgets): accuracy committed 0.500, now refused" \
+        in result.output, result.output
