@@ -15,11 +15,15 @@ import os
 import shutil
 
 STATE = ".train-state"
+#: settings a resumed run may change: the thread count (each segment's is recorded; float sums differ by thread count,
+#: so the run is reproducible with the same thread count per segment)
+FREE = ("threads",)
 
 
 def save(out: str, step: int, settings: dict, model, heads, opt, sched, curve: list, wall_s: float,
-         resumed: list[int]) -> None:
-    """Write the state after ``step`` steps (``resumed``: the steps earlier runs of this training stopped at)."""
+         resumed: list[int], threads_from: list[list[int]]) -> None:
+    """Write the state after ``step`` steps (``resumed``: the steps earlier runs of this training stopped at;
+    ``threads_from``: [first step, torch threads] of each segment)."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -28,7 +32,7 @@ def save(out: str, step: int, settings: dict, model, heads, opt, sched, curve: l
     for i, state in opt_state["state"].items():
         tensors |= {f"opt.{i}.{k}": v for k, v in state.items()}
     sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
-    meta = {"step": step, "settings": settings, "curve": curve, "wall_s": wall_s, "resumed": resumed,
+    meta = {"step": step, "settings": settings, "curve": curve, "wall_s": wall_s, "resumed": resumed, "threads_from": threads_from,
             "param_groups": opt_state["param_groups"], "scheduler": sched_state}
     final = os.path.join(out, STATE)
     tmp = final + ".tmp"
@@ -43,7 +47,8 @@ def save(out: str, step: int, settings: dict, model, heads, opt, sched, curve: l
 
 def load(out: str, settings: dict, model, heads, opt, sched) -> dict | None:
     """Restore the state in ``out`` into the objects and return its JSON part (step, curve, wall_s); None when there
-    is none (resumed, wall_s: as saved). A state written with other settings is refused: resuming it would not be the run asked for."""
+    is none (resumed, wall_s, threads_from: as saved). A state written with other settings (but :data:`FREE`) is
+    refused: resuming it would not be the run asked for."""
     from safetensors.torch import load_file
 
     path = os.path.join(out, STATE)
@@ -55,9 +60,9 @@ def load(out: str, settings: dict, model, heads, opt, sched) -> dict | None:
         tensors = load_file(os.path.join(path, "state.safetensors"))
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: the training state in {path} cannot be read ({e}); delete it to start afresh")
-    if meta["settings"] != settings:
-        differ = sorted(k for k in settings.keys() | meta["settings"].keys()
-                        if settings.get(k) != meta["settings"].get(k))
+    differ = sorted(k for k in settings.keys() | meta["settings"].keys()
+                    if k not in FREE and settings.get(k) != meta["settings"].get(k))
+    if differ:
         raise SystemExit(f"error: {path} holds a run with other settings ({', '.join(differ)}: "
                          f"{', '.join(str(meta['settings'].get(k)) for k in differ)}); rerun with those, or delete it to "
                          "start afresh")

@@ -275,6 +275,9 @@ def train(args) -> dict:
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     state = resume.load(args.out, settings, model, heads, opt, sched) or {"step": 0, "curve": [], "wall_s": 0.0}
     resumed = state.get("resumed", []) + [state["step"]] * bool(state["step"])
+    threads_from = state.get("threads_from") or ([[0, state["settings"]["threads"]]] if state["step"] else [])
+    if not threads_from or threads_from[-1][1] != torch.get_num_threads():
+        threads_from.append([state["step"], torch.get_num_threads()])
     if state["step"]:
         print(f"resuming {args.out} at step {state['step']}", flush=True)
     curve, start = state["curve"], time.perf_counter() - state["wall_s"]
@@ -300,7 +303,7 @@ def train(args) -> dict:
             print(json.dumps(point), flush=True)
             if not last:
                 resume.save(args.out, step + 1, settings, model, heads, opt, sched, curve,
-                            time.perf_counter() - start, resumed)
+                            time.perf_counter() - start, resumed, threads_from)
     wall = time.perf_counter() - start
     os.makedirs(args.out, exist_ok=True)
     model.save_pretrained(args.out, safe_serialization=True)
@@ -310,7 +313,8 @@ def train(args) -> dict:
         "arch": args.arch, "settings": settings,
         "sizes": SIZES[args.arch], "parameters": sum(p.numel() for p in model.parameters()),
         "train_wall_s": round(wall, 1), "images_seen": args.steps * args.batch, "resumed_at": resumed,
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(), "threads_from": threads_from, "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(), "curve": curve,
     }
     with open(os.path.join(args.out, "training.json"), "w") as f:
@@ -333,7 +337,8 @@ def main(argv=None) -> None:
     p.add_argument("--val", type=int, default=200, help="validation samples (synthetic seed 2) at each evaluation")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's); a run is deterministic for a given thread count")
+                   help="torch threads (default: torch's); a run is deterministic for a given thread count, and a "
+                        "resumed run may change it (training.json records each segment's)")
     args = p.parse_args(argv)
     if args.threads:
         import torch

@@ -120,3 +120,28 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     once, again = (json.loads((d / "training.json").read_text()) for d in (tmp_path / "once", stopped))
     assert [p["val"] for p in once["curve"]] == [p["val"] for p in again["curve"]] and again["resumed_at"] == [2]
     assert not (stopped / resume.STATE).exists()
+    assert again["threads_from"] == once["threads_from"] == [[0, torch.get_num_threads()]]
+
+
+def test_a_resumed_run_may_change_its_thread_count_and_records_it(tmp_path, monkeypatch):
+    from tokenbench.models.mini import resume
+
+    args = ["--arch", "llava-1.5", "--steps", "4", "--batch", "2", "--qa", "2", "--val", "2", "--eval-every", "2",
+            "--warmup", "1", "--out", str(tmp_path)]
+    real_save = resume.save
+
+    def stop_after_first_state(*a, **kw):
+        real_save(*a, **kw)
+        raise KeyboardInterrupt
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(resume, "save", stop_after_first_state)
+    with pytest.raises(KeyboardInterrupt):
+        T.main([*args, "--threads", "1"])
+    monkeypatch.setattr(resume, "save", real_save)
+    try:
+        T.main([*args, "--threads", "2"])
+    finally:
+        torch.set_num_threads(before)
+    record = json.loads((tmp_path / "training.json").read_text())
+    assert record["threads_from"] == [[0, 1], [2, 2]] and record["settings"]["threads"] == 2
