@@ -180,8 +180,8 @@ def plan_run(spec, on_warning: Callable[[str], None] | None = None) -> RunPlan:
 
 def refusals(spec) -> dict[str, str]:
     """``{label: why}`` for each method of ``spec`` that :func:`plan_run` would stop at on this model, budgets and
-    images (everything :func:`check_method_plans` refuses; a missing signal in its short form), so that a suite can list a method refused on a family
-    rather than fail; nothing is prepared or computed."""
+    images (everything :func:`check_method_plans` refuses; a missing signal in its short form), so that a suite can
+    list a method refused on a family rather than fail; nothing is prepared or computed."""
     from tokenbench.budgets import MATCHED
 
     methods, labels = _check_spec(spec)

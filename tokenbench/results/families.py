@@ -2,7 +2,7 @@
 
 Rendered by ``tokenbench leaderboard`` into ``leaderboards/<task>--families.md`` from the same committed result files
 as the boards, for every task that more than one model's board covers. Rows come from each board's accuracy file
-(:func:`tokenbench.results.leaderboard.render_board`'s choice) under the ``matched`` convention. A ranking change
+(:func:`tokenbench.results.leaderboard.accuracy_file`) under the ``matched`` convention. A ranking change
 between two families is listed with the paired-bootstrap interval of the retention difference on each family: it is
 real when both intervals exclude 0 (with opposite signs), and within the noise otherwise.
 """
@@ -12,10 +12,6 @@ from __future__ import annotations
 import itertools
 
 from tokenbench.results import leaderboard as lb
-
-
-def _accuracy_rows(files: list[tuple[str, list[dict]]]) -> list[dict]:
-    return max(files, key=lambda f: (f[1][0].get("device") == "cpu", f[1][0]["n_samples"]))[1]
 
 
 def by_budget(rows: list[dict]) -> dict[str, dict[str, dict]]:
@@ -54,7 +50,7 @@ def render_families(task: str, boards: dict[str, list[tuple[str, list[dict]]]]) 
     """Markdown for ``task``: one table per budget (method x model: retention [95 % CI], rank), then the ranking
     changes at each budget with their difference intervals."""
     models = sorted(boards)
-    rows = {m: _accuracy_rows(files) for m, files in boards.items()}
+    rows = {m: lb.accuracy_file(files)[1] for m, files in boards.items()}
     budgets = {m: by_budget(r) for m, r in rows.items()}
     full = {m: lb._scores(next(r for r in rows[m] if r["method"] == "full")) for m in models}
     cells = sorted({b for m in models for b in budgets[m] if b != "refused"}, key=_budget_order)

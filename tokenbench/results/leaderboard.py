@@ -212,11 +212,15 @@ def split_by_match(rows: list[dict]) -> dict[str, list[dict]]:
     return {m: full + ran + refused for m, ran in out.items()} or {"matched": full + refused}
 
 
+def accuracy_file(files: list[tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
+    """The (name, rows) of a board's files that give its deterministic columns: the CPU file with the most samples."""
+    return max(files, key=lambda f: (f[1][0].get("device") == "cpu", f[1][0]["n_samples"]))
+
+
 def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
     """Markdown for one (model, task) from its result files: the CPU file with the most samples gives the
     deterministic columns; each file adds a measured prefill speed-up column named for its device."""
-    accuracy_file = max(files, key=lambda f: (f[1][0].get("device") == "cpu", f[1][0]["n_samples"]))
-    name, rows = accuracy_file
+    name, rows = accuracy_file(files)
     tables = []
     by_match = split_by_match(rows)
     for match, mrows in by_match.items():
