@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tokenbench.results import leaderboard as lb
-from tokenbench.errors import ConfigError
+from tokenbench.errors import ConfigError, IncompatibleError
 
 
 def _row(method, budget, keep, correct, full_correct, device="cpu", speedup=1.0, kind="kept", flops_ratio=1.0):
@@ -263,7 +263,7 @@ def test_mixed_image_sizes_give_a_range_of_visual_tokens_in_the_header(tmp_path)
 
 def test_the_suites_are_one_per_family_and_refusals_come_from_the_plan_checks():
     from tokenbench.harness.compare import RunSpec
-    from tokenbench.harness.plan import refusals
+    from tokenbench.harness.plan import plan_run
     from tokenbench.results import suites
 
     assert [s["model"] for s in suites.MINI_SUITES][0] == "mini-llava" and suites.MINI_SUITE is suites.MINI_SUITES[0]
@@ -272,9 +272,17 @@ def test_the_suites_are_one_per_family_and_refusals_come_from_the_plan_checks():
     with pytest.raises(ConfigError, match="no mini suite for model 'nope'; the suites are mini-llava"):
         suites.suite_of("nope")
     spec = RunSpec(methods=(("vispruner", {}), ("fastv", {}), ("scope", {})), model="tiny-qwen2.5-vl", limit=2)
-    refused = refusals(spec)
-    assert sorted(refused) == ["scope", "vispruner"] and all(why.startswith("needs 'cls_attn', which 'tiny-qwen2.5-vl' cannot provide: ") for why in refused.values()), refused
-    assert refusals(dataclasses_replace(spec, model="tiny-llava")) == {}
+    with pytest.raises(IncompatibleError, match="vispruner"):
+        plan_run(spec)  # without a dict to record them in, a refusal stops the run
+    refused = {}
+    plan = plan_run(spec, refused=refused)
+    assert sorted(refused) == ["scope", "vispruner"] and all(
+        method == label and why.startswith("needs 'cls_attn', which 'tiny-qwen2.5-vl' cannot provide: ")
+        for label, (method, why) in refused.items()), refused
+    assert {step.method.name for step in plan.steps} == {"fastv"}  # the refused ones are left out, fastv runs
+    refused = {}
+    plan_run(dataclasses_replace(spec, model="tiny-llava"), refused=refused)
+    assert refused == {}
 
 
 def dataclasses_replace(spec, **kw):

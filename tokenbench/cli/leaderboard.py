@@ -72,16 +72,16 @@ def _run_suite(suite, root: str, update: bool, quiet: bool) -> list[dict]:
     from tokenbench.results.tables import format_table
 
     quiet_transformers()
-    spec, refused = suites.runnable(suite)
+    spec, refused = suites.suite_spec(suite), {}
     if not update:
-        rows = run_compare(spec, progress=not quiet)
+        rows = run_compare(spec, progress=not quiet, refused=refused)
         return rows + suites.refused_rows(refused, rows)
     path = os.path.join(root, lb.RESULTS_SUBDIR, suites.results_name(suite))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     rows: list[dict] = []
 
     def run(on_row):
-        run_compare(spec, on_row=lambda r: (rows.append(r), on_row(r)), progress=not quiet)
+        run_compare(spec, on_row=lambda r: (rows.append(r), on_row(r)), progress=not quiet, refused=refused)
 
     rows_as_they_finish(path, format_table, run)
     rows += suites.refused_rows(refused, rows)

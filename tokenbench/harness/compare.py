@@ -54,7 +54,7 @@ class RunSpec:
 
 def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
             on_warning: Callable[[str], None] | None = None, shard: tuple[int, int] | None = None,
-            computed: dict[str, int] | None = None) -> list[dict]:
+            computed: dict[str, int] | None = None, refused: dict[str, tuple[str, str]] | None = None) -> list[dict]:
     """Run ``full`` plus every method of ``spec`` at every budget; return one row per (method, budget).
 
     ``on_warning`` receives what a method's preparation wants the user to see (e.g. ALVTS without a calibration
@@ -63,8 +63,11 @@ def compare(spec: RunSpec, on_row: Callable[[dict[str, Any]], None] | None = Non
     Data-parallel runs (:mod:`tokenbench.harness.parallel`): ``shard=(rank, world)`` computes only every world-th batch of
     every cell, from the rank-th on, into the store (no timing, no row, no run recorded) and counts the samples it
     computed per cell into ``computed``; the merge then runs without ``shard`` and with ``computed`` summed over the
-    processes, so that its rows count those samples as computed by this run rather than read back from an earlier one."""
-    plan = plan_run(spec, on_warning)  # everything checked and loaded before any compute
+    processes, so that its rows count those samples as computed by this run rather than read back from an earlier one.
+
+    ``refused``: a method the model refuses is left out and recorded there rather than stopping the run
+    (:func:`tokenbench.harness.plan.plan_run`)."""
+    plan = plan_run(spec, on_warning, refused)  # everything checked and loaded before any compute
     share = Share(shard, computed if computed is not None else {})
     with _Record(spec, on_row, record=not share.partial) as record:
         for task in plan.tasks:

@@ -148,11 +148,16 @@ class RunPlan:
     provenance: dict
 
 
-def plan_run(spec, on_warning: Callable[[str], None] | None = None) -> RunPlan:
+def plan_run(spec, on_warning: Callable[[str], None] | None = None,
+             refused: dict[str, tuple[str, str]] | None = None) -> RunPlan:
     """Everything a comparison (``spec``: a :class:`tokenbench.harness.compare.RunSpec`) checks and loads before any
     compute, in this order: user values, methods, the device, the tasks' samples (data problems surface before the
     model loads), the model, every method's plans on every image layout, then each method's preparation (so that a
-    bad artefact is refused before anything is computed); its warnings go to ``on_warning``."""
+    bad artefact is refused before anything is computed); its warnings go to ``on_warning``.
+
+    A method the model, budgets or images refuse (everything :func:`check_method_plans` refuses) stops the run; given
+    a ``refused`` dict, it is dropped instead and recorded there as ``{label: (method, why)}`` (a missing signal in
+    its short form), so that a suite can list a method refused on a family rather than fail."""
     import torch
 
     from tokenbench.budgets import MATCHED
@@ -162,41 +167,28 @@ def plan_run(spec, on_warning: Callable[[str], None] | None = None) -> RunPlan:
     layouts, sizes = _layouts(adapter, tasks)
     conventions = spec.match or (MATCHED,)
     cost_of = _cost_of(tasks, adapter, sizes, conventions)
-    for m in methods:  # every budget fits every image and every method can run there, or stop here
-        check_method_plans(m, adapter, list(layouts.values()), spec.budgets, spec.budget_scope,
-                           match=conventions, cost_of=cost_of)
+    kept = []
+    for (name, *_), m, label in zip(spec.methods, methods, labels):  # every budget fits every image, or stop here
+        try:
+            check_method_plans(m, adapter, list(layouts.values()), spec.budgets, spec.budget_scope,
+                               match=conventions, cost_of=cost_of)
+        except (ConfigError, IncompatibleError) as e:
+            if refused is None:
+                raise
+            refused[label] = (name, getattr(e, "short", str(e)))
+            continue
+        kept.append((m, label))
     torch.manual_seed(spec.seed)
 
     from tokenbench.results.provenance import provenance
 
     prov = provenance(spec.device, spec.seed)
-    prepared = _prepare(adapter, methods, labels, on_warning)
+    prepared = _prepare(adapter, [m for m, _ in kept], [label for _, label in kept], on_warning)
     everything = Budget()
     full = Cell(build_method("full"), everything, conventions[0], everything.resolve)
     steps = [step for mp in prepared if mp.method.name != "full"
              for step in _steps(mp, spec.budgets, conventions, adapter.n_layers, cost_of, list(layouts.values()))]
     return RunPlan(adapter, tuple(tasks), full, tuple(steps), prov)
-
-
-def refusals(spec) -> dict[str, str]:
-    """``{label: why}`` for each method of ``spec`` that :func:`plan_run` would stop at on this model, budgets and
-    images (everything :func:`check_method_plans` refuses; a missing signal in its short form), so that a suite can
-    list a method refused on a family rather than fail; nothing is prepared or computed."""
-    from tokenbench.budgets import MATCHED
-
-    methods, labels = _check_spec(spec)
-    tasks, adapter = _load(spec)
-    layouts, sizes = _layouts(adapter, tasks)
-    conventions = spec.match or (MATCHED,)
-    cost_of = _cost_of(tasks, adapter, sizes, conventions)
-    out = {}
-    for m, label in zip(methods, labels):
-        try:
-            check_method_plans(m, adapter, list(layouts.values()), spec.budgets, spec.budget_scope,
-                               match=conventions, cost_of=cost_of)
-        except (ConfigError, IncompatibleError) as e:
-            out[label] = getattr(e, "short", str(e))
-    return out
 
 
 def _cost_of(tasks: list[TaskPlan], adapter, sizes: dict, conventions) -> Callable | None:

@@ -2,11 +2,12 @@
 
 Each suite is every built-in method at keep-ratios 1/9, 2/9 and 1/3 (64, 128 and 192 of LLaVA-1.5's 576 tokens) under
 both budget conventions, on held-out samples of the synthetic task, with the options and variants the data lists
-(ALVTS on the calibration artefact the model ships, and without its skipped tokens as keys). A method the model refuses
-(:func:`tokenbench.harness.plan.refusals`: VisPruner and SCOPE need the CLS attention Qwen2.5-VL's tower does not
-have) is not run: it becomes a ``refused`` row that carries the refusal, so the board lists it with its reason rather
-than leaving a gap. ``tokenbench leaderboard --update`` runs the suites and writes their results
-(:func:`results_name`); ``--check`` runs them afresh and compares (:mod:`tokenbench.results.leaderboard`).
+(ALVTS on the calibration artefact the model ships, and without its skipped tokens as keys). A method the model
+refuses (:func:`tokenbench.harness.plan.plan_run` records it when given a ``refused`` dict: VisPruner and SCOPE need
+the CLS attention Qwen2.5-VL's tower does not have) is not run: it becomes a ``refused`` row that carries the refusal,
+so the board lists it with its reason rather than leaving a gap. ``tokenbench leaderboard --update`` runs the suites
+and writes their results (:func:`results_name`); ``--check`` runs them afresh and compares
+(:mod:`tokenbench.results.leaderboard`).
 """
 
 from __future__ import annotations
@@ -116,17 +117,6 @@ def suite_spec(suite: dict[str, Any] = MINI_SUITE):
         seed=suite["seed"], batch_size=suite["batch_size"], warmup=suite["warmup"], repeats=suite["repeats"],
         task_options=dict(suite["task_options"]),
     )
-
-
-def runnable(suite: dict[str, Any]) -> tuple[Any, dict[str, tuple[str, str]]]:
-    """(the suite's RunSpec without the methods the model refuses, ``{label: (method, why)}`` of those refused)."""
-    from tokenbench.harness.plan import method_labels, refusals
-
-    spec = suite_spec(suite)
-    why = refusals(spec)
-    labelled = list(zip(spec.methods, method_labels(spec.methods)))
-    kept = tuple(m for m, label in labelled if label not in why)
-    return dataclasses.replace(spec, methods=kept), {label: (m[0], why[label]) for m, label in labelled if label in why}
 
 
 def refused_rows(refused: dict[str, tuple[str, str]], rows: list[dict]) -> list[dict]:
