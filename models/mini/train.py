@@ -20,6 +20,10 @@ The recipe (``../shared/docs/transformers-notes.md`` §Q5, adapted to 576 visual
   saved.
 * AdamW, linear warm-up then cosine decay, gradient clipping at 1.
 
+A second stage (``--init-from DIR --seed S``) starts from the weights of a finished run with a fresh optimizer and
+schedule, on new images (its own seed); its ``training.json`` holds the first stage's record and weights' digest, so
+the two commands reproduce the model.
+
 Every run is deterministic from ``--seed`` on a given machine and thread count (``torch.manual_seed`` for the
 initialisation, named ``random.Random`` streams for the data). The directory written holds ``model.safetensors``,
 the config, tokenizer, processor and ``training.json`` (settings, wall time, versions, the validation curve).
@@ -247,6 +251,7 @@ def train(args) -> dict:
     from tokenbench.tasks.synthetic import COLORS, SHAPES, SyntheticTask
 
     model, processor = build_model(args.arch, args.seed)
+    init = start_from(model, args)
     hidden = model.config.text_config.hidden_size
     heads = torch.nn.ModuleList([torch.nn.Linear(hidden, 1 + len(COLORS)), torch.nn.Linear(hidden, 1 + len(SHAPES))])
     captured = {}  # the LLM's visual-token inputs, (all tokens, hidden)
@@ -272,7 +277,7 @@ def train(args) -> dict:
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     val = SyntheticTask(n=args.val, seed=2, aspect="square" if args.arch == "llava-1.5" else "mixed").samples()
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    settings = {k: v for k, v in vars(args).items() if k != "out"} | ({"init_sha256": init["sha256"]} if init else {})
     state = resume.load(args.out, settings, model, heads, opt, sched) or {"step": 0, "curve": [], "wall_s": 0.0}
     resumed = state.get("resumed", []) + [state["step"]] * bool(state["step"])
     threads_from = state.get("threads_from") or ([[0, state["settings"]["threads"]]] if state["step"] else [])
@@ -316,11 +321,43 @@ def train(args) -> dict:
         "threads": torch.get_num_threads(), "threads_from": threads_from, "torch": torch.__version__,
         "transformers": transformers.__version__,
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(), "curve": curve,
-    }
+    } | ({"init_from": init} if init else {})
     with open(os.path.join(args.out, "training.json"), "w") as f:
         json.dump(record, f, indent=1)
     resume.clear(args.out)
     return record
+
+
+def start_from(model, args) -> dict | None:
+    """With ``--init-from DIR``: load the weights of a finished run in DIR into ``model`` (a second stage: the optimizer
+    and the schedule start afresh) and return what ``training.json`` records of it (its path, the SHA-256 of its
+    ``model.safetensors``, its own ``training.json``); else None. A directory that is not a finished run of the same
+    architecture, or the output directory itself, is refused with one line."""
+    if not args.init_from:
+        return None
+    from tokenbench.results.store import file_digest
+
+    src = args.init_from
+    weights, record = os.path.join(src, "model.safetensors"), os.path.join(src, "training.json")
+    if os.path.realpath(src) == os.path.realpath(args.out):
+        raise SystemExit(f"error: --init-from {src} is the output directory; write the second stage to another one")
+    try:
+        with open(record) as f:
+            earlier = json.load(f)
+        with open(weights, "rb"):
+            sha = file_digest(weights)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: --init-from {src} is not a finished training run ({e}); give the --out directory of "
+                         "one (model.safetensors and training.json)")
+    if not isinstance(earlier, dict):
+        raise SystemExit(f"error: --init-from {src}: its training.json is not a training record; give the --out "
+                         "directory of a finished run")
+    if earlier.get("arch") != args.arch:
+        raise SystemExit(f"error: --init-from {src} is a {earlier.get('arch')} model, not {args.arch}; give a run of "
+                         "the same --arch")
+    trained = type(model).from_pretrained(src, use_safetensors=True)
+    model.load_state_dict(trained.state_dict())
+    return {"path": src, "sha256": sha, "training": earlier}
 
 
 def main(argv=None) -> None:
@@ -336,6 +373,9 @@ def main(argv=None) -> None:
     p.add_argument("--aux-weight", type=float, default=1.0)
     p.add_argument("--val", type=int, default=200, help="validation samples (synthetic seed 2) at each evaluation")
     p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="start from the weights of a finished run (a second stage, with its own steps, schedule and "
+                        "--seed, so that its images are new); training.json records the first stage")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's); a run is deterministic for a given thread count, and a "
                         "resumed run may change it (training.json records each segment's)")

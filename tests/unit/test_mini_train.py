@@ -145,3 +145,59 @@ def test_a_resumed_run_may_change_its_thread_count_and_records_it(tmp_path, monk
         torch.set_num_threads(before)
     record = json.loads((tmp_path / "training.json").read_text())
     assert record["threads_from"] == [[0, 1], [2, 2]] and record["settings"]["threads"] == 2
+
+
+def test_a_second_stage_starts_from_a_finished_run_and_records_it(tmp_path):
+    """``--init-from``: zero steps of a second stage give back the first stage's weights exactly; training.json
+    records the first stage (its path, weights' digest and record); bad first stages are one line each."""
+    from safetensors.torch import load_file
+
+    from tokenbench.results.store import file_digest
+
+    small = ["--arch", "llava-next", "--batch", "2", "--qa", "2", "--val", "2", "--warmup", "1"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    T.main([*small, "--steps", "2", "--out", str(first)])
+    T.main([*small, "--steps", "0", "--seed", "1", "--init-from", str(first), "--out", str(second)])
+    a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    record = json.loads((second / "training.json").read_text())
+    assert record["init_from"]["sha256"] == file_digest(str(first / "model.safetensors"))
+    assert record["init_from"]["training"] == json.loads((first / "training.json").read_text())
+    assert record["settings"]["init_from"] == str(first) and record["settings"]["seed"] == 1
+    T.main([*small, "--steps", "2", "--seed", "1", "--init-from", str(first), "--out", str(tmp_path / "trained")])
+    c = load_file(tmp_path / "trained" / "model.safetensors")
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # it trains from there
+
+    with pytest.raises(SystemExit, match="is the output directory; write the second stage to another one"):
+        T.main([*small, "--steps", "1", "--init-from", str(first), "--out", str(first)])
+    with pytest.raises(SystemExit, match="is not a finished training run .*give the --out directory of one"):
+        T.main([*small, "--steps", "1", "--init-from", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="is a llava-next model, not qwen2.5-vl; give a run of the same --arch"):
+        T.main(["--arch", "qwen2.5-vl", "--steps", "1", "--init-from", str(first), "--out", str(tmp_path / "y")])
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "training.json").write_text("[1, 2]")
+    (tmp_path / "x" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(SystemExit, match="its training.json is not a training record"):
+        T.main([*small, "--steps", "1", "--init-from", str(tmp_path / "x"), "--out", str(tmp_path / "z")])
+
+
+def test_a_stopped_second_stage_refuses_a_changed_first_stage(tmp_path, monkeypatch):
+    from tokenbench.models.mini import resume
+
+    small = ["--arch", "llava-next", "--batch", "2", "--qa", "2", "--val", "2", "--warmup", "1"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    T.main([*small, "--steps", "1", "--out", str(first)])
+    real_save = resume.save
+
+    def stop_after_first_state(*a, **kw):
+        real_save(*a, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume, "save", stop_after_first_state)
+    stage2 = [*small, "--steps", "2", "--eval-every", "1", "--seed", "1", "--init-from", str(first), "--out", str(second)]
+    with pytest.raises(KeyboardInterrupt):
+        T.main(stage2)
+    monkeypatch.setattr(resume, "save", real_save)
+    T.main([*small, "--steps", "1", "--seed", "3", "--out", str(first)])  # the first stage trained again, otherwise
+    with pytest.raises(SystemExit, match="other settings \\(init_sha256: "):
+        T.main(stage2)
