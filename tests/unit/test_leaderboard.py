@@ -116,7 +116,7 @@ def test_mini_suite_is_every_builtin_method_with_alvts_shipped_calibration():
         calibration = options[label]["calibration"]
         assert calibration.endswith(os.path.join("mini", "llava-1.5", "calibration", "alvts", "rank4-mean.safetensors"))
         assert os.path.isfile(calibration)
-    assert spec.model == "mini-llava" and spec.task_options == {"n": 500}
+    assert spec.model == "mini-llava" and spec.task_options == {"n": 200}
     assert [b.ratio for b in spec.budgets] == [1 / 9, 2 / 9, 1 / 3]
 
 

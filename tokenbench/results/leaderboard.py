@@ -251,7 +251,7 @@ def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> 
         f"{first['n_samples']} held-out samples (task version {first.get('task_version', '?')}, seed "
         f"{prov.get('seed', '?')}), {_visual_tokens(first)} visual tokens per image; accuracy from `{name}` "
         f"(tokenbench {prov.get('tokenbench', '?')}, torch {prov.get('torch', '?')}, transformers "
-        f"{prov.get('transformers', '?')}, {device_label(first)}).",
+        f"{prov.get('transformers', '?')}, {device_label(first)}).{_suite_note(model, task, rows)}",
         "",
         *tables,
         *(["* `refused`: the model refuses the method before any compute (the reason is the one "
@@ -276,6 +276,20 @@ def render_board(model: str, task: str, files: list[tuple[str, list[dict]]]) -> 
         "",
     ]
     return "\n".join(lines), rows
+
+
+def _suite_note(model: str, task: str, rows: list[dict]) -> str:
+    """For a mini suite's board: why it has the samples it has, and what they resolve (the widest retention interval
+    on it); else nothing."""
+    from tokenbench.results.suites import MINI_SUITES
+
+    if not any(s["model"] == model and s["task"] == task for s in MINI_SUITES):
+        return ""
+    full = next(r for r in rows if r["method"] == "full")
+    cis = [retention_interval(_scores(r), _scores(full)) for r in rows if r["method"] != "full" and "refused" not in r]
+    widest = max(((hi - lo) / 2 for lo, hi in filter(None, cis)), default=None)
+    return (" The mini suites run this many samples so that CI checks every board within its time (`.ci/run`)"
+            + (f"; at it a retention's 95 % interval here is at most ±{widest:.3f}." if widest is not None else "."))
 
 
 def _visual_tokens(row: dict) -> str:
