@@ -15,6 +15,7 @@ of the code). A method a model refuses is a ``refused`` row (its reason in place
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -96,9 +97,15 @@ def retention_interval(method, full, resamples: int = 1000, seed: int = 0) -> tu
     """95 % paired-bootstrap percentile interval of mean score(method) / mean score(full) over the samples, from the
     rows' per-sample scores (``per_sample_scores``, or the correctness strings "1"/"0" of ``per_sample_correct``, same
     order). For a task whose primary metric is the mean per-sample score (accuracy, VQA accuracy, CIDEr) this is the
-    interval of its retention; for F1 or MME's totals it is the interval of the per-sample accuracy's. Deterministic."""
+    interval of its retention; for F1 or MME's totals it is the interval of the per-sample accuracy's. Deterministic,
+    so computed once per input (a board's cells, its header and the families page all ask for the same ones)."""
     if not method or len(method) != len(full):
         return None
+    return _bootstrap(tuple(method), tuple(full), resamples, seed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bootstrap(method: tuple, full: tuple, resamples: int, seed: int) -> tuple[float, float] | None:
     rng = random.Random(seed)
     m = [float(c) for c in method]
     f = [float(c) for c in full]
