@@ -23,7 +23,7 @@ def leaderboard(update, check, models, root, quiet) -> None:
 
     \b
     The mini suites: every built-in method at keep-ratios 1/9, 2/9, 1/3 on the synthetic task, one board per
-    shipped trained mini model (mini-llava today); a method a model refuses is a row saying why.
+    shipped trained mini model (mini-llava and mini-llava-next today); a method a model refuses is a row saying why.
       tokenbench leaderboard                          # render from leaderboards/results/*.json
       tokenbench leaderboard --update                 # run the suites, write their results, render
       tokenbench leaderboard --check                  # CI: run the suites, compare the deterministic columns

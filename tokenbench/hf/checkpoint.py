@@ -42,8 +42,9 @@ def _mini_hint(path: str) -> str:
 
     if os.path.dirname(os.path.abspath(path)) != os.path.dirname(os.path.abspath(mini.__file__)):
         return ""
-    return (f" (a tokenbench-mini model, not in this tree: train it with `python -m tokenbench.models.mini.train "
-            f"--arch {os.path.basename(os.path.abspath(path))} --out {path} --seed 0`; models/mini/README.md)")
+    arch = os.path.basename(os.path.abspath(path))
+    return (f" (a tokenbench-mini model, not in this tree: train it with the commands models/mini/README.md gives for "
+            f"{arch}/, `python -m tokenbench.models.mini.train --arch {arch} ...`, one or more stages)")
 
 
 def check_directory(path: str, family: str, model_types: tuple[str, ...]) -> None:

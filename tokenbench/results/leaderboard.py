@@ -19,7 +19,6 @@ import functools
 import json
 import os
 import random
-from typing import Any
 
 from tokenbench.errors import ConfigError
 

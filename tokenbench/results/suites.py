@@ -12,7 +12,6 @@ and writes their results (:func:`results_name`); ``--check`` runs them afresh an
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -37,14 +36,14 @@ COMMON: dict[str, Any] = {
     # ALVTS's accuracy, shown beside its default
 }
 
-#: One suite per trained mini model, added when its checkpoint ships in ``models/mini/`` (mini-llava-next and
-#: mini-qwen2.5-vl are registered and train.py trains them, but their checkpoints are still being trained:
-#: models/mini/README.md); those two will run the task's mixed aspects (crops and unpadding, dynamic resolution),
-#: LLaVA-1.5 runs its square images. ``n``: held-out samples, 200 on every board so that CI can check three boards
-#: within its time (.ci/run); the bootstrap 95 % interval of a retention at 1/9 is then about ±0.07 (±0.043 at 500),
-#: and each board says its widest in its header.
+#: One suite per trained mini model, added when its checkpoint ships in ``models/mini/`` (mini-qwen2.5-vl is
+#: registered and train.py trains it, but its checkpoint is still being trained: models/mini/README.md). mini-llava
+#: runs its square images; mini-llava-next the task's mixed aspects (crops, newlines and unpadding). ``n``: held-out
+#: samples, 200 on every board so that CI can check three boards within its time (.ci/run); the bootstrap 95 %
+#: interval of a retention at 1/9 is then about ±0.07 (±0.043 at 500), and each board says its widest in its header.
 MINI_SUITES: tuple[dict[str, Any], ...] = (
     {**COMMON, "model": "mini-llava", "task_options": {"n": 200}},
+    {**COMMON, "model": "mini-llava-next", "task_options": {"n": 200, "aspect": "mixed"}},
 )
 MINI_SUITE = MINI_SUITES[0]  # the default model's (mini-llava)
 MODEL_DIR = "{model_dir}/"
