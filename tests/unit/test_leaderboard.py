@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -118,6 +119,10 @@ def test_mini_suite_is_every_builtin_method_with_alvts_shipped_calibration():
         assert os.path.isfile(calibration)
     assert spec.model == "mini-llava" and spec.task_options == {"n": 200}
     assert [b.ratio for b in spec.budgets] == [1 / 9, 2 / 9, 1 / 3]
+    assert (spec.warmup, spec.repeats) == (1, 3)
+    checked = suite_spec(check=True)  # leaderboard --check compares no timing: one round, no warm-up, nothing else
+    assert (checked.warmup, checked.repeats) == (0, 1)
+    assert dataclasses.replace(checked, warmup=1, repeats=3) == spec
 
 
 def test_variant_rows_render_under_their_own_label(tmp_path):
@@ -281,14 +286,9 @@ def test_the_suites_are_one_per_family_and_refusals_come_from_the_plan_checks():
         for label, (method, why) in refused.items()), refused
     assert {step.method.name for step in plan.steps} == {"fastv"}  # the refused ones are left out, fastv runs
     refused = {}
-    plan_run(dataclasses_replace(spec, model="tiny-llava"), refused=refused)
+    plan_run(dataclasses.replace(spec, model="tiny-llava"), refused=refused)
     assert refused == {}
 
-
-def dataclasses_replace(spec, **kw):
-    import dataclasses
-
-    return dataclasses.replace(spec, **kw)
 
 
 def test_families_put_methods_side_by_side_and_name_real_ranking_changes(tmp_path):

@@ -11,7 +11,8 @@ from tokenbench.cli import _guard
 @click.command()
 @click.option("--update", is_flag=True, help="Run the mini suites first and write their results (what CI checks).")
 @click.option("--check", is_flag=True,
-              help="Run the mini suites afresh and fail if the committed boards' deterministic columns differ.")
+              help="Run the mini suites afresh and fail if the committed boards' deterministic columns differ "
+                   "(timings are not compared, so each row is timed once, without warm-up).")
 @click.option("--model", "-M", "models", multiple=True,
               help="Only this model's suite (repeatable; `tokenbench/results/suites.py` lists them). Default: all.")
 @click.option("--dir", "root", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
@@ -72,7 +73,7 @@ def _run_suite(suite, root: str, update: bool, quiet: bool) -> list[dict]:
     from tokenbench.results.tables import format_table
 
     quiet_transformers()
-    spec, refused = suites.suite_spec(suite), {}
+    spec, refused = suites.suite_spec(suite, check=not update), {}
     if not update:
         rows = run_compare(spec, progress=not quiet, refused=refused)
         return rows + suites.refused_rows(refused, rows)
