@@ -64,3 +64,19 @@ def test_check_method_runs_on_models_with_fewer_visual_tokens_than_its_default_b
     from tokenbench.testing import check_method
 
     check_method("fastv", model="mini-llava", n_samples=1)  # 144 visual tokens; defaults keep up to 575
+
+
+def test_the_families_table_quotes_the_generated_page():
+    """The README's retention-at-1/9 table across families is the committed families page's cells (without the
+    ranks), so that regenerating the boards cannot leave the README quoting old numbers."""
+    page = (ROOT / "leaderboards" / "synthetic--families.md").read_text()
+    section = page.split("## Keep 1/9\n", 1)[1].split("\n## ", 1)[0]
+    cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in section.splitlines()
+             if row.startswith("| ")]
+    generated = {r[0]: [re.sub(r" \(#\d+\)$", "", c) for c in r[1:]] for r in cells}
+    header = generated.pop("method")
+    table = README.split("**What two families show so far**", 1)[1].split("\n\n", 2)[1]
+    rows = [[c.strip() for c in row.strip().strip("|").split("|")] for row in table.splitlines()]
+    assert [re.sub(r"`| \(.*", "", c) for c in rows[0][1:]] == [h.strip("`") for h in header]
+    quoted = {r[0]: r[1:] for r in rows[2:]}
+    assert quoted == generated
