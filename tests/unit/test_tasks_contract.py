@@ -91,8 +91,16 @@ def test_task_options_are_typed():
 
 
 def test_missing_data_says_where_it_looked_and_how_to_point_at_a_copy(monkeypatch, tmp_path):
+    import datasets.config
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # both libraries read these once, at import, which an earlier test may have done: without this the hub is tried
+    # over the network, with retries (47 s before the error on a machine without it)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing to fall back on
     task = build_task("pope", {}, seed=0)
     with pytest.raises(ConfigError) as err:
