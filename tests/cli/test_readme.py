@@ -29,7 +29,9 @@ def test_ci_runs_the_readme_test_command():
     test_lines = [line for line in README.splitlines() if 'pip install -e ".[test]"' in line]
     assert len(test_lines) == 1 and test_lines[0].rstrip().endswith("python -m pytest")
     assert "grep -m1 -F 'pip install -e \".[test]\"' README.md" in ci and 'eval "$cmd"' in ci
-    assert ci.rstrip().endswith("tokenbench leaderboard --check --quiet")  # and then the leaderboard drift check
+    # and then the leaderboard drift check, its suites side by side as the README says
+    assert ci.rstrip().endswith("tokenbench leaderboard --check --quiet --jobs 3")
+    assert "`tokenbench leaderboard --check --jobs 3`" in README
     main_lines = [line for line in README.splitlines() if "pip install -e . &&" in line]
     assert len(main_lines) == 1 and main_lines[0].rstrip().endswith("tokenbench compare alvts fastv")
 
@@ -75,7 +77,7 @@ def test_the_families_table_quotes_the_generated_page():
              if row.startswith("| ")]
     generated = {r[0]: [re.sub(r" \(#\d+\)$", "", c) for c in r[1:]] for r in cells}
     header = generated.pop("method")
-    table = README.split("**What two families show so far**", 1)[1].split("\n\n", 2)[1]
+    table = README.split("**What three families show**", 1)[1].split("\n\n", 2)[1]
     rows = [[c.strip() for c in row.strip().strip("|").split("|")] for row in table.splitlines()]
     assert [re.sub(r"`| \(.*", "", c) for c in rows[0][1:]] == [h.strip("`") for h in header]
     quoted = {r[0]: r[1:] for r in rows[2:]}

@@ -10,10 +10,11 @@ import pytest
 
 from tokenbench.models.llava import MINI_LLAVA
 from tokenbench.models.llava_next import MINI_LLAVA_NEXT
+from tokenbench.models.qwen2_5_vl import MINI_QWEN
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-#: the shipped minis (mini-qwen2.5-vl joins when its checkpoint ships)
-MINIS = {"mini-llava": MINI_LLAVA, "mini-llava-next": MINI_LLAVA_NEXT}
+#: the shipped minis
+MINIS = {"mini-llava": MINI_LLAVA, "mini-llava-next": MINI_LLAVA_NEXT, "mini-qwen2.5-vl": MINI_QWEN}
 
 
 @pytest.mark.parametrize("arch", ["llava-1.5", "llava-next", "qwen2.5-vl"])
@@ -38,7 +39,9 @@ def test_a_mini_not_in_the_tree_says_how_to_train_it(arch, tmp_path, monkeypatch
 def test_shipped_files_are_safetensors_and_small(name):
     directory = MINIS[name]
     names = set(os.listdir(directory))
-    assert {"model.safetensors", "config.json", "tokenizer.json", "processor_config.json", "training.json"} <= names
+    assert {"model.safetensors", "config.json", "tokenizer.json", "training.json"} <= names
+    # the processor's settings: LLaVA's processor writes processor_config.json, Qwen2.5-VL's preprocessor_config.json
+    assert names & {"processor_config.json", "preprocessor_config.json"}
     assert not any(n.endswith((".bin", ".pt", ".pth", ".pkl")) for n in names)  # nothing pickled
     assert os.path.getsize(os.path.join(directory, "model.safetensors")) <= 10 * 2**20
     assert os.path.isfile(os.path.join(directory, "calibration", "alvts", "rank4-mean.safetensors"))
