@@ -93,6 +93,11 @@ def test_example_runs_as_written(example, scratch, monkeypatch):
     if words[0] == "results" and len(words) > 2 and words[2].isdigit():
         while _runs(env) < int(words[2]):  # the run the example names exists, as after the README's compares
             assert CliRunner().invoke(main, ["compare", "random", *SHORTER["compare"]], env=env).exit_code == 0
+    if words[:2] == ["results", "merge"]:  # the shards' stores it merges exist, as after their compare --shard jobs
+        for i, path in enumerate(words[3:]):
+            if not os.path.exists(path):
+                args = ["compare", "random", "--shard", f"{i}/{len(words) - 3}", "--store", path, *SHORTER["compare"]]
+                assert CliRunner().invoke(main, args, env=env).exit_code == 0
     result = CliRunner().invoke(main, [*words, *SHORTER.get(words[0], [])], env=env)
     assert result.exit_code == 0, f"{example!r} exited {result.exit_code}:\n{result.output}"
     assert "error:" not in result.stderr and "Traceback" not in result.output

@@ -79,8 +79,11 @@ def _alive(pid: int) -> bool:
     ("sigkill", -signal.SIGKILL, ""),  # nothing can be said; the workers notice their parent is gone and exit
 ])
 def test_a_stopped_check_stops_its_workers_and_says_so(how, status, says):
+    # SIGINT as a terminal leaves it (a shell runs background jobs with it ignored, and Python then never installs its
+    # Ctrl-C handler), in a session of its own so that the "terminal's" Ctrl-C reaches only this command's processes
     proc = subprocess.Popen([sys.executable, "-m", "tokenbench", "leaderboard", "--check", "--jobs", "2", "-q"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while len(workers := _workers(proc.pid)) < 2:
@@ -95,6 +98,7 @@ def test_a_stopped_check_stops_its_workers_and_says_so(how, status, says):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
     assert proc.returncode == status and says in err and "Traceback" not in err, (out, err)
     deadline = time.monotonic() + 15
     while any(map(_alive, workers)) and time.monotonic() < deadline:

@@ -27,6 +27,7 @@ def compare(methods, **opts) -> None:
       tokenbench compare alvts fastv --model llava-1.5-7b --task pope --device cuda --dtype bfloat16
       tokenbench compare divprune -a divprune.positions=original --prompt-style llava
       tokenbench compare alvts fastv --task pope,gqa --data pope=/path/to/POPE --data gqa=/path/to/GQA
+      tokenbench compare fastv random --shard 0/2 --store shard0.sqlite   # one job of a scheduler array
     """
     _run(methods, **opts)
 
@@ -47,7 +48,7 @@ def run(method, **opts) -> None:
 
 def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, device, dtype, seed, batch_size, repeats,
          warmup, compile_layers, args, task_args, data, json_path, wide, store, no_store, quiet, processes,
-         prompt_style, image_pixels) -> None:
+         prompt_style, image_pixels, shard) -> None:
     """compare and run: the options parsed into a RunSpec, the run launched over ``processes`` where asked, its rows
     printed and written as they finish."""
     options = config.method_options(methods, args)
@@ -67,6 +68,8 @@ def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, dev
         prompt_style=prompt_style, image_pixels=image_pixels,
     )
     world = parallel.world_size()
+    if shard is not None:
+        return _shard(spec, shard, max(world, processes), json_path, quiet)
     if processes > 1 and world == 1:
         parallel.launch(processes, spec, sys.argv[1:])  # this command again, in each of the processes
     if processes > 1 and world != processes:
@@ -75,3 +78,15 @@ def _run(methods, model, task, keep, keep_ratio, budget_scope, match, limit, dev
         raise ConfigError(f"--processes {processes} under a launch of {world} processes; give one of the two")
     rows_as_they_finish(json_path, lambda rows: format_table(rows, wide), lambda on_row: parallel.compare(
         spec, on_row=on_row, progress=not quiet, on_warning=lambda w: click.echo(f"warning: {w}", err=True)))
+
+
+def _shard(spec, value: str, processes: int, json_path, quiet: bool) -> None:
+    """``--shard``: this shard of every cell into the store (:mod:`tokenbench.harness.shards`), and what to do next."""
+    from tokenbench.harness import shards
+
+    index, count = shards.parse_shard(value)
+    shards.check_shard(spec, (index, count), processes, json_path)
+    computed = shards.run_shard(spec, (index, count), progress=not quiet)
+    click.echo(f"shard {index}/{count}: {sum(computed.values())} samples of {len(computed)} cells computed into "
+               f"{spec.store} (none scored). When every shard has finished: `tokenbench results merge OUT.sqlite "
+               "<each shard's store>`, then this command without --shard and with --store OUT.sqlite prints the rows")

@@ -89,6 +89,11 @@ def _common(fn):
         click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Shard the samples over N processes (each its own GPU with --device cuda), merged through "
                           "--store: runs this command under `accelerate launch --num_processes N`."),
+        click.option("--shard", default=None, metavar="I/N|slurm",
+                     help="Compute only shard I of N (I from 0) of every cell into --store and stop without scoring "
+                          "(a scheduler array's job); `slurm` reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT. "
+                          "Then `tokenbench results merge` the shards' stores and run the same compare on the merged "
+                          "store."),
     ]
     for opt in reversed(options):
         fn = opt(fn)

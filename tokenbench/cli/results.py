@@ -1,5 +1,5 @@
 """``tokenbench results``: the runs the results store holds (:mod:`tokenbench.results.store`): list, show, export,
-delete."""
+delete; and merge stores (:mod:`tokenbench.results.merge`)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def results() -> None:
       tokenbench results show 1
       tokenbench results export 1 --json rows.json --samples samples.jsonl
       tokenbench results delete 1
+      tokenbench results merge merged.sqlite shard0.sqlite shard1.sqlite
     """
 
 
@@ -109,3 +110,22 @@ def results_delete(run_id, store) -> None:
     """Delete run RUN_ID, and the stored samples that no other run uses."""
     n = _open(store).delete_run(run_id)
     click.echo(f"deleted run {run_id} and {n} stored samples no other run uses")
+
+
+@results.command("merge")
+@click.argument("out")
+@click.argument("stores", nargs=-1)
+@_guard
+def results_merge(out, stores) -> None:
+    """Merge STORES (the shards' --store files of `compare --shard`, or any stores) into OUT, created when missing.
+
+    A sample both hold under one cell key must have the same record, or nothing is merged. Then `compare` with
+    --store OUT computes nothing it holds and prints the rows.
+    """
+    from tokenbench.results.merge import merge_stores
+
+    merged, seconds = merge_stores(out, list(stores))
+    for m in merged:
+        click.echo(f"{m.path}: {m.samples} samples ({m.cells} cells) new, {m.already} already in {out}, "
+                   f"{m.runs} runs")
+    click.echo(f"merged {len(merged)} stores into {out} in {seconds:.2f} s: {sum(m.samples for m in merged)} samples")
