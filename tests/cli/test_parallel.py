@@ -190,3 +190,21 @@ def test_a_parallel_run_without_a_store_is_one_error(tmp_path):
                         "filesystem every process sees, not --no-store")
     result = invoke(*ARGS, "--store", str(tmp_path / "s.sqlite"), "--device", "cuda:1", "--processes", "2")
     assert result.exit_code == 2 and "give --device cuda (each process uses its own GPU" in result.output
+
+
+@pytest.mark.parametrize("variable", ["WORLD_SIZE", "PMI_SIZE"])
+def test_a_stray_world_size_without_a_launcher_is_one_error(tmp_path, variable):
+    """WORLD_SIZE or an MPI size left in a shell's environment, with nothing that launched the processes."""
+    env = {variable: "2", "MASTER_ADDR": None, "MASTER_PORT": None}
+    result = invoke(*ARGS, "--store", str(tmp_path / "s.sqlite"), env=env)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1 and "not where to meet them (MASTER_ADDR and MASTER_PORT unset)" in line
+    assert "unset the stray variable" in line
+
+
+@pytest.mark.skipif(__import__("torch").cuda.device_count() >= 2, reason="this machine has the GPUs")
+def test_processes_on_gpus_this_machine_lacks_is_one_error_before_launching(tmp_path):
+    result = invoke(*ARGS, "--store", str(tmp_path / "s.sqlite"), "--device", "cuda", "--processes", "2")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "--processes 2 --device cuda needs a GPU per process, and this machine has" in result.output

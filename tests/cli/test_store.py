@@ -83,6 +83,31 @@ def test_a_run_killed_with_sigkill_resumes_without_recomputing_and_ends_as_an_un
     assert all(r["store"] is None for r in uninterrupted)
 
 
+def test_a_run_stopped_with_sigterm_says_so_is_marked_interrupted_and_resumes(tmp_path):
+    """A plain `kill` or a scheduler's time limit: one line, exit 143, the run marked interrupted (not left
+    "running"), its finished rows printed and written, its stored samples kept; the rerun computes only the rest."""
+    args = ["compare", "fastv", "random", "-n", "48", "--batch-size", "4", *FAST]
+    store, out = str(tmp_path / "store.sqlite"), str(tmp_path / "rows.json")
+    proc = subprocess.Popen(cli(*args, "--store", store, "--json", out), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while stored_samples(store) < 12 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (output, err)
+    assert err.strip().splitlines()[-1].startswith("terminated (SIGTERM): what finished is kept") and \
+        "Traceback" not in err
+    before = stored_samples(store)
+    assert 12 <= before < 3 * 48 and before % 4 == 0  # whole batches kept, not all of them
+    listed = invoke("results", "list", "--store", store)
+    assert listed.exit_code == 0 and " interrupted " in listed.output, listed.output
+    resumed = invoke(*args, "--store", store, "--json", out)
+    assert resumed.exit_code == 0, resumed.output
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert sum(r["store"]["samples_computed"] for r in rows) == 3 * 48 - before
+
+
 def test_full_is_computed_once_and_a_changed_option_misses(tmp_path):
     store = str(tmp_path / "s.sqlite")
     first = tmp_path / "a.json"
@@ -200,3 +225,29 @@ def test_flops_checks_its_json_path_before_it_runs(tmp_path):
     result = invoke("flops", "fastv", "--json", str(target))
     assert result.exit_code == 2 and "does not exist" in result.output
     assert os.listdir(tmp_path) == []
+
+
+def test_export_to_one_file_twice_and_a_negative_run_id_are_one_error_line(tmp_path):
+    store = str(tmp_path / "s.sqlite")
+    assert invoke("compare", "fastv", "-n", "2", *FAST, "--store", store).exit_code == 0
+    same = str(tmp_path / "out.json")
+    result = invoke("results", "export", "1", "--store", store, "--json", same, "--samples", same)
+    assert result.exit_code == 2 and "--json and --samples both name" in result.output
+    assert not os.path.exists(same)  # refused before anything is written
+    result = invoke("results", "show", "-1", "--store", store)
+    assert result.exit_code == 2 and "has no run -1; its runs: 1" in result.output, result.output
+
+
+@pytest.mark.parametrize("table, column", [("samples", "record"), ("runs", "spec"), ("runs", "rows")])
+def test_a_store_with_a_damaged_record_is_one_error_line_in_compare_and_results(tmp_path, table, column):
+    store = str(tmp_path / "s.sqlite")
+    assert invoke("compare", "fastv", "-n", "2", *FAST, "--store", store).exit_code == 0
+    with sqlite3.connect(store) as db:
+        db.execute(f"UPDATE {table} SET {column} = '{{not json'")
+    readers = [["compare", "fastv", "-n", "2", *FAST]] if table == "samples" else [["results", "list"],
+                                                                                  ["results", "show", "1"]]
+    for args in readers:  # what reads the damaged part: compare the samples, the results commands the runs
+        result = invoke(*args, "--store", store)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
+        line = result.output.strip().splitlines()[-1]
+        assert line.startswith(f"error: results store {store!r} holds damaged data (") and "is not JSON" in line

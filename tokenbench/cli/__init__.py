@@ -35,15 +35,34 @@ def _guard(fn):
     return wrapper
 
 
+class Terminated(BaseException):
+    """SIGTERM (a plain ``kill``, a scheduler's time limit) raised where the command is, so that it unwinds as Ctrl-C
+    does: a store's run is marked interrupted, finished rows are printed and kept, workers are stopped. A
+    ``BaseException``, so that no ``except Exception`` on the way swallows it."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 class _Group(click.Group):
-    """Every user error, click's own usage errors included, is one ``error:`` line on stderr and exit status 2."""
+    """Every user error, click's own usage errors included, is one ``error:`` line on stderr and exit status 2.
+    Ctrl-C ends with "interrupted" and 130, SIGTERM with "terminated" and 143 (128 + the signal, as a shell reports
+    it), both after what finished was kept."""
 
     def main(self, *args, **kwargs):
+        import signal
+
         from click.exceptions import Abort, NoArgsIsHelpError
 
         kwargs["standalone_mode"] = False
+        signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             rv = super().main(*args, **kwargs)
+        except Terminated:
+            click.echo("terminated (SIGTERM): what finished is kept (rows written, samples stored); the same command "
+                       "resumes from there", err=True)
+            sys.exit(143)
         except NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
             sys.exit(0)

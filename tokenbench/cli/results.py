@@ -51,7 +51,7 @@ def results_list(store) -> None:
     click.echo(table)
 
 
-@results.command("show")
+@results.command("show", context_settings={"ignore_unknown_options": True})  # `show -1` is a run id, not an option
 @click.argument("run_id", type=int)
 @STORE_OPTION
 @WIDE_OPTION
@@ -77,12 +77,17 @@ def results_show(run_id, store, wide) -> None:
 def results_export(run_id, json_path, samples_path, store) -> None:
     """Export run RUN_ID: its rows (--json; the leaderboard renders such a file) and its per-sample records."""
     import json
+    import os
 
     from tokenbench.errors import ConfigError
     from tokenbench.results.files import check_writable, write_atomically, write_rows
 
     if json_path is None and samples_path is None:
         raise ConfigError("give --json PATH (the rows) and/or --samples PATH (the per-sample records)")
+    if json_path is not None and samples_path is not None and \
+            os.path.realpath(json_path) == os.path.realpath(samples_path):
+        raise ConfigError(f"--json and --samples both name {json_path!r}, and the second would overwrite the first: "
+                          "give two files")
     for path, option in ((json_path, "--json"), (samples_path, "--samples")):
         if path is not None:
             check_writable(path, option)

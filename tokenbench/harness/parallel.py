@@ -99,6 +99,11 @@ def compare(spec, on_row: Callable[[dict[str, Any]], None] | None = None, progre
     if world == 1:
         return runner.compare(spec, on_row=on_row, progress=progress, on_warning=on_warning)
     check(spec, world)
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:  # a launcher sets both; a stray WORLD_SIZE in a shell's environment does not
+        raise ConfigError(f"this process was told of {world} processes (WORLD_SIZE or an MPI launcher's size) but "
+                          f"not where to meet them ({' and '.join(missing)} unset): start the run with `accelerate "
+                          "launch` or --processes N, or unset the stray variable for a single-process run")
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
@@ -141,6 +146,12 @@ def launch(processes: int, spec, argv: list[str]) -> None:
     import importlib.util
 
     check(spec, processes)
+    if spec.device == "cuda":  # one GPU per process on this machine (under a launcher each rank checks its own)
+        import torch
+
+        if torch.cuda.device_count() < processes:
+            raise ConfigError(f"--processes {processes} --device cuda needs a GPU per process, and this machine has "
+                              f"{torch.cuda.device_count()}: give at most that many processes, or --device cpu")
     if importlib.util.find_spec("accelerate") is None:
         raise ConfigError("--processes needs accelerate: pip install accelerate")
     sys.stdout.flush()

@@ -159,7 +159,14 @@ class Store:
         """sample id -> record of every sample stored for ``cell``."""
         rows = self._guard("cannot be read", lambda: self.db.execute(
             "SELECT sample, record FROM samples WHERE cell = ?", (cell,)).fetchall())
-        return {sample: json.loads(record) for sample, record in rows}
+        return {sample: self._json(record, f"the record of sample {sample!r}") for sample, record in rows}
+
+    def _json(self, text: str, what: str):
+        """``text`` parsed, or the store's one-line error naming what in it is damaged."""
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise self._error(f"holds damaged data ({what} is not JSON)", exc) from None
 
     def put(self, cell: str, spec: dict, records: dict[str, dict]) -> None:
         """Store one batch's ``records`` (sample id -> record) of ``cell`` in one transaction."""
@@ -193,8 +200,8 @@ class Store:
     def runs(self) -> list[dict]:
         rows = self._guard("cannot be read", lambda: self.db.execute(
             "SELECT id, created, spec, rows, cells, state FROM runs ORDER BY id").fetchall())
-        return [{"id": i, "created": c, "spec": json.loads(s), "rows": json.loads(r), "cells": json.loads(k),
-                 "state": st} for i, c, s, r, k, st in rows]
+        return [{"id": i, "created": c, "spec": self._json(s, f"run {i}'s spec"), "rows": self._json(r, f"run {i}'s rows"),
+                 "cells": self._json(k, f"run {i}'s cells"), "state": st} for i, c, s, r, k, st in rows]
 
     def run(self, run_id: int) -> dict:
         for r in self.runs():
@@ -228,7 +235,7 @@ class Store:
             spec = self._guard("cannot be read", lambda: self.db.execute(
                 "SELECT spec FROM cells WHERE key = ?", (c,)).fetchone())
             for sid, rec in self.records(c).items():
-                out.append((c, json.loads(spec[0]) if spec else {}, sid, rec))
+                out.append((c, self._json(spec[0], f"cell {c[:16]}...'s spec") if spec else {}, sid, rec))
         return out
 
     def close(self) -> None:

@@ -9,8 +9,8 @@ always runs alone (the CLI refuses ``--jobs`` with it).
 
 The workers are started with ``spawn`` (no state inherited from this process: each imports tokenbench afresh and
 receives its suite as plain data), ignore Ctrl-C (this process handles it, stops them and says so), get the cores
-divided among them as torch threads, and exit if this process dies. SIGTERM stops the workers and exits with 143; a
-check writes nothing, so nothing is lost.
+divided among them as torch threads, and exit if this process dies. SIGTERM (which the CLI raises as
+:class:`tokenbench.cli.Terminated`) stops the workers as Ctrl-C does; a check writes nothing, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ from __future__ import annotations
 import os
 import time
 from typing import Any, Callable
-
-#: the exit status of a check stopped by SIGTERM (128 + 15, as a shell reports it)
-TERMINATED = 143
-
 
 def check_suite(suite: dict[str, Any], root: str, quiet: bool = True) -> tuple[list[str], int, float]:
     """Run ``suite`` as ``--check`` does (each row timed once, without warm-up; refused methods as rows) and compare it
@@ -67,13 +63,11 @@ def _in_workers(chosen: list[dict[str, Any]], root: str, jobs: int, on_done) -> 
     """The suites in ``jobs`` spawned worker processes, each with its share of the cores as torch threads; any
     interruption (Ctrl-C, SIGTERM, an error) stops every worker before it propagates."""
     import multiprocessing
-    import signal
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     threads = max(1, cores() // jobs)
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_setup,
                                initargs=(threads, os.getpid()))
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         futures = {pool.submit(check_suite, suite, root): suite["model"] for suite in chosen}
         pending = set(futures)
@@ -89,15 +83,7 @@ def _in_workers(chosen: list[dict[str, Any]], root: str, jobs: int, on_done) -> 
             child.terminate()
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _on_sigterm(signum, frame) -> None:
-    import sys
-
-    print("terminated (SIGTERM): the leaderboard check stopped; it writes nothing, so nothing is lost", file=sys.stderr)
-    raise SystemExit(TERMINATED)
 
 
 def _worker_setup(threads: int, parent: int) -> None:
