@@ -23,6 +23,11 @@ WIDE_OPTION = click.option("--wide", is_flag=True,
                            help="Print every column (the default table shows the main ones and fits 120 columns; "
                                 "the JSON rows always hold every field).")
 
+SHARD_OPTION = click.option(
+    "--shard", default=None, metavar="I/N|slurm",
+    help="Compute only shard I of N (I from 0) of every cell into --store and stop without scoring (a scheduler "
+         "array's job); `slurm` reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT. Then `tokenbench results merge` "
+         "the shards' stores and run the same compare on the merged store.")
 STORE_OPTION = click.option("--store", "store", default=None, metavar="PATH",
                             help="The results store (default: results.sqlite in the tokenbench cache directory).")
 
@@ -89,11 +94,7 @@ def _common(fn):
         click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Shard the samples over N processes (each its own GPU with --device cuda), merged through "
                           "--store: runs this command under `accelerate launch --num_processes N`."),
-        click.option("--shard", default=None, metavar="I/N|slurm",
-                     help="Compute only shard I of N (I from 0) of every cell into --store and stop without scoring "
-                          "(a scheduler array's job); `slurm` reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT. "
-                          "Then `tokenbench results merge` the shards' stores and run the same compare on the merged "
-                          "store."),
+        SHARD_OPTION,
     ]
     for opt in reversed(options):
         fn = opt(fn)
