@@ -133,9 +133,13 @@ class _Record:
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
-        if self.run_id is not None:
-            self.store.update_run(self.run_id, self.rows, self.cells,
-                                  state="finished" if kind is None else "interrupted")
+        try:
+            if self.run_id is not None:
+                self.store.update_run(self.run_id, self.rows, self.cells,
+                                      state="finished" if kind is None else "interrupted")
+        finally:
+            if self.store is not None:  # its lock too (a store on a network filesystem is held exclusively)
+                self.store.close()
 
 
 def _open_store(spec: RunSpec, record: bool = True):

@@ -135,6 +135,13 @@ def check(spec, world: int) -> None:
     if spec.store is None:
         raise ConfigError(f"{world} processes share their samples through the results store; pass --store PATH on a "
                           "filesystem every process sees, not --no-store")
+    from tokenbench.results.fstype import remote_type
+
+    remote = remote_type(os.path.dirname(os.path.abspath(os.path.expanduser(spec.store))))
+    if remote:
+        raise ConfigError(f"--store {spec.store!r} is on a network filesystem ({remote}), where SQLite cannot share "
+                          f"one file between {world} processes safely (its WAL index and locks stay on one host): give "
+                          "each job a store on local disk with `--shard I/N`, then `tokenbench results merge` them")
     if spec.device not in ("cpu", "cuda"):
         raise ConfigError(f"--device {spec.device!r} with {world} processes: give --device cuda (each process uses "
                           "its own GPU, cuda:<local rank>) or --device cpu")

@@ -15,7 +15,10 @@ One SQLite file (the standard library's ``sqlite3``, WAL mode), by default ``<ca
 - ``runs``: one per ``compare``, with its spec and its rows as they finish, for ``tokenbench results``.
 
 Timings are never stored for reuse: every run measures them fresh. Two processes may write one store at once (SQLite
-locks the file; each waits up to a minute for the other's transaction).
+locks the file; each waits up to a minute for the other's transaction), except on a network filesystem
+(:mod:`tokenbench.results.fstype`), where WAL's shared memory and SQLite's locks cannot be trusted between hosts: there
+the store is opened in exclusive locking mode (one writer; another process waiting for it fails after a minute), and
+a data-parallel run is refused (:func:`tokenbench.harness.parallel.check`).
 """
 
 from __future__ import annotations
@@ -100,16 +103,29 @@ class Store:
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
+        self.remote: str | None = None
         directory = os.path.dirname(self.path)
         if os.path.isdir(self.path):
             raise ConfigError(f"--store {path!r} is a directory; give a file name (e.g. {DEFAULT_NAME})")
         try:
             os.makedirs(directory, exist_ok=True)
+            from tokenbench.results.fstype import remote_type
+
+            self.remote = remote_type(directory)  # a network filesystem: this process is the store's only writer
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)  # transactions are explicit
             self.db.execute("PRAGMA busy_timeout = 60000")
+            if self.remote:  # WAL without shared memory: safe for one connection, and no other can open the file
+                self.db.execute("PRAGMA locking_mode = EXCLUSIVE")
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
             self._create()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise ConfigError(f"results store {self.path!r} is in use: another process has held it for over a "
+                                  "minute" + (f" (on a network filesystem, {self.remote}, a store has one writer at a "
+                                              "time)" if self.remote else "") + "; wait for it, or give --store "
+                                  "OTHER_FILE") from None
+            raise self._error("cannot be opened", exc) from None
         except (sqlite3.Error, OSError) as exc:
             raise self._error("cannot be opened", exc) from None
 
