@@ -33,7 +33,7 @@ def leaderboard(update, check, models, jobs, root, quiet) -> None:
       tokenbench leaderboard --update                 # run the suites, write their results, render
       tokenbench leaderboard --check                  # CI: run the suites, compare the deterministic columns
       tokenbench leaderboard --check -M mini-llava    # one suite
-      tokenbench leaderboard --check --jobs 2         # two suites at a time (what CI runs)
+      tokenbench leaderboard --check --jobs 2         # two suites at a time (CI runs --jobs 3)
     """
     import sys
 
